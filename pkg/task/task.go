@@ -1,0 +1,204 @@
+// Package task defines fileflow's wire formats: the task message that names files to
+// process, and the decoding of S3 event notifications into the same files.
+//
+// An SQS message body is one of:
+//
+//   - an S3 event notification (AWS's shape: {"Records":[…]}); keys are URL-encoded with
+//     '+' for a space, and one message may carry several records;
+//   - the s3:TestEvent S3 sends when a notification configuration is created: not a file;
+//   - a fileflow task message: {"v":1,"files":[…]}, which may name many files.
+//
+// Anything else is an [*InvalidError]: a permanent failure, never a reason to retry.
+package task
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Version is the task message format this package writes and the newest it reads.
+const Version = 1
+
+// File is one object to process: a specific version of a key in a bucket.
+type File struct {
+	Bucket    string `json:"bucket"`
+	Key       string `json:"key"`
+	VersionID string `json:"version_id,omitempty"`
+	ETag      string `json:"etag,omitempty"`
+	Size      int64  `json:"size,omitempty"`
+}
+
+// Revision identifies the file's content: its version id, else its ETag, else "latest".
+func (f File) Revision() string {
+	switch {
+	case f.VersionID != "":
+		return "v:" + f.VersionID
+	case f.ETag != "":
+		return "e:" + strings.Trim(f.ETag, `"`)
+	default:
+		return "latest"
+	}
+}
+
+// String is s3://bucket/key.
+func (f File) String() string { return "s3://" + f.Bucket + "/" + f.Key }
+
+// Message is a fileflow task message: a batch of files, optionally part of a job.
+type Message struct {
+	V     int    `json:"v"`
+	JobID string `json:"job_id,omitempty"`
+	Files []File `json:"files"`
+}
+
+// Encode returns the message as JSON with the current [Version].
+func (m Message) Encode() ([]byte, error) {
+	m.V = Version
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("task: encode: %w", err)
+	}
+	return b, nil
+}
+
+// Kind tells what a decoded body was.
+type Kind int
+
+// The kinds of body [Decode] recognises.
+const (
+	KindS3Event Kind = iota + 1
+	KindTestEvent
+	KindTask
+)
+
+// Decoded is the result of [Decode].
+type Decoded struct {
+	Kind  Kind
+	JobID string
+	Files []File // empty for a test event, or an S3 event with no ObjectCreated record
+}
+
+// InvalidError says why a body could not be decoded. It is permanent: the same body will
+// never decode, so it must be recorded and acknowledged, not retried.
+type InvalidError struct {
+	Reason string
+	Err    error
+}
+
+func (e *InvalidError) Error() string {
+	if e.Err != nil {
+		return "task: invalid message: " + e.Reason + ": " + e.Err.Error()
+	}
+	return "task: invalid message: " + e.Reason
+}
+
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+// Permanent marks the error as one that retrying cannot fix.
+func (e *InvalidError) Permanent() bool { return true }
+
+func invalid(reason string, err error) error { return &InvalidError{Reason: reason, Err: err} }
+
+// envelope holds the fields that tell the kinds apart.
+type envelope struct {
+	Records *[]s3Record     `json:"Records"`
+	Event   string          `json:"Event"`
+	V       *int            `json:"v"`
+	JobID   string          `json:"job_id"`
+	Files   json.RawMessage `json:"files"`
+}
+
+type s3Record struct {
+	EventSource string `json:"eventSource"`
+	EventName   string `json:"eventName"`
+	S3          struct {
+		Bucket struct {
+			Name string `json:"name"`
+		} `json:"bucket"`
+		Object struct {
+			Key       string `json:"key"`
+			Size      int64  `json:"size"`
+			ETag      string `json:"eTag"`
+			VersionID string `json:"versionId"`
+		} `json:"object"`
+	} `json:"s3"`
+}
+
+// Decode reads an SQS message body. The error, if any, is an [*InvalidError].
+func Decode(body []byte) (Decoded, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return Decoded{}, invalid("empty body", nil)
+	}
+	if body[0] != '{' {
+		return Decoded{}, invalid("body is not a JSON object", nil)
+	}
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return Decoded{}, invalid("malformed JSON", err)
+	}
+	switch {
+	case env.Records != nil:
+		return decodeS3(*env.Records)
+	case env.Event == "s3:TestEvent":
+		return Decoded{Kind: KindTestEvent}, nil
+	case env.V != nil:
+		return decodeTask(*env.V, env.JobID, env.Files)
+	default:
+		return Decoded{}, invalid("neither an S3 event notification nor a fileflow task message (no \"Records\", \"Event\" or \"v\")", nil)
+	}
+}
+
+func decodeS3(records []s3Record) (Decoded, error) {
+	d := Decoded{Kind: KindS3Event}
+	for i, r := range records {
+		if r.EventSource != "aws:s3" {
+			return Decoded{}, invalid(fmt.Sprintf("record %d: eventSource %q is not aws:s3", i, r.EventSource), nil)
+		}
+		if !strings.HasPrefix(r.EventName, "ObjectCreated:") {
+			continue // removals, restores, lifecycle: not files to process
+		}
+		if r.S3.Bucket.Name == "" {
+			return Decoded{}, invalid(fmt.Sprintf("record %d: no bucket name", i), nil)
+		}
+		key, err := url.QueryUnescape(r.S3.Object.Key)
+		if err != nil {
+			return Decoded{}, invalid(fmt.Sprintf("record %d: object key %q is not URL-encoded", i, r.S3.Object.Key), err)
+		}
+		if key == "" {
+			return Decoded{}, invalid(fmt.Sprintf("record %d: empty object key", i), nil)
+		}
+		d.Files = append(d.Files, File{
+			Bucket:    r.S3.Bucket.Name,
+			Key:       key,
+			VersionID: r.S3.Object.VersionID,
+			ETag:      strings.Trim(r.S3.Object.ETag, `"`),
+			Size:      r.S3.Object.Size,
+		})
+	}
+	return d, nil
+}
+
+func decodeTask(v int, jobID string, raw json.RawMessage) (Decoded, error) {
+	if v < 1 || v > Version {
+		return Decoded{}, invalid(fmt.Sprintf("task message version %d is not supported (this worker reads 1..%d)", v, Version), nil)
+	}
+	var files []File
+	if len(raw) == 0 || string(raw) == "null" {
+		return Decoded{}, invalid("task message has no \"files\"", nil)
+	}
+	if err := json.Unmarshal(raw, &files); err != nil {
+		return Decoded{}, invalid("task message \"files\" is not a list of files", err)
+	}
+	for i, f := range files {
+		if f.Bucket == "" || f.Key == "" {
+			return Decoded{}, invalid(fmt.Sprintf("task file %d: bucket and key are required", i), nil)
+		}
+		if f.Size < 0 {
+			return Decoded{}, invalid(fmt.Sprintf("task file %d: negative size %d", i, f.Size), nil)
+		}
+	}
+	return Decoded{Kind: KindTask, JobID: jobID, Files: files}, nil
+}

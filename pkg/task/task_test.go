@@ -1,0 +1,156 @@
+package task
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func readTestdata(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	require.NoError(t, err)
+	return b
+}
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		name  string
+		file  string
+		kind  Kind
+		job   string
+		files []File
+	}{
+		{
+			name: "S3 event with two records, URL-encoded keys",
+			file: "s3-put-two-records.json",
+			kind: KindS3Event,
+			files: []File{
+				{Bucket: "fileflow-dev-ingest", Key: "uploads/Quarterly Report (2026).pdf", VersionID: "096fKKXTRTtl3on89fVO.nfljtsv6qko", ETag: "b21b84d653bb07b05b1e6b33684dc11b", Size: 1305107},
+				{Bucket: "fileflow-dev-ingest", Key: "uploads/café/résumé 1+1.txt", ETag: "9b2cf535f27731c974343645a3985328-9", Size: 73400320},
+			},
+		},
+		{name: "removal is not a file", file: "s3-removed.json", kind: KindS3Event},
+		{name: "s3:TestEvent is not a file", file: "s3-test-event.json", kind: KindTestEvent},
+		{
+			name: "task message",
+			file: "task-v1.json",
+			kind: KindTask,
+			job:  "job-0001",
+			files: []File{
+				{Bucket: "fileflow-dev-ingest", Key: "data/a b+c.csv", ETag: "0cc175b9c0f1b6a831c399e269772661", Size: 1},
+				{Bucket: "fileflow-dev-ingest", Key: "data/ü/€.json", VersionID: "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY", Size: 42},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := Decode(readTestdata(t, tt.file))
+			require.NoError(t, err)
+			assert.Equal(t, tt.kind, d.Kind)
+			assert.Equal(t, tt.job, d.JobID)
+			assert.Equal(t, tt.files, d.Files)
+		})
+	}
+}
+
+// The bodies inside a real SQS event decode like the files above, and a malformed one
+// is a permanent InvalidError, not a crash.
+func TestDecodeSQSEventBodies(t *testing.T) {
+	var ev struct {
+		Records []struct {
+			Body string `json:"body"`
+		} `json:"Records"`
+	}
+	require.NoError(t, json.Unmarshal(readTestdata(t, "sqs-event-s3.json"), &ev))
+	require.Len(t, ev.Records, 2)
+
+	d, err := Decode([]byte(ev.Records[0].Body))
+	require.NoError(t, err)
+	require.Len(t, d.Files, 1)
+	assert.Equal(t, "uploads/hello world.txt", d.Files[0].Key)
+
+	_, err = Decode([]byte(ev.Records[1].Body))
+	var inv *InvalidError
+	require.ErrorAs(t, err, &inv)
+	assert.True(t, inv.Permanent())
+	assert.Contains(t, err.Error(), "not a JSON object")
+}
+
+func TestDecodeInvalid(t *testing.T) {
+	tests := map[string]struct {
+		body string
+		want string
+	}{
+		"empty":             {"", "empty body"},
+		"array":             {"[1,2]", "not a JSON object"},
+		"truncated":         {`{"Records":[`, "malformed JSON"},
+		"unknown object":    {`{"hello":"world"}`, "neither an S3 event"},
+		"future version":    {`{"v":9,"files":[]}`, "version 9 is not supported"},
+		"no files":          {`{"v":1}`, `no "files"`},
+		"files not a list":  {`{"v":1,"files":"a"}`, "not a list of files"},
+		"file without key":  {`{"v":1,"files":[{"bucket":"b"}]}`, "bucket and key are required"},
+		"negative size":     {`{"v":1,"files":[{"bucket":"b","key":"k","size":-1}]}`, "negative size"},
+		"bad key encoding":  {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"a%zz"}}}]}`, "not URL-encoded"},
+		"not from S3":       {`{"Records":[{"eventSource":"aws:sqs"}]}`, `eventSource "aws:sqs"`},
+		"created no bucket": {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"object":{"key":"k"}}}]}`, "no bucket name"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := Decode([]byte(tt.body))
+			var inv *InvalidError
+			require.ErrorAs(t, err, &inv)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	m := Message{JobID: "j1", Files: []File{{Bucket: "b", Key: "a b+c/ü.txt", Size: 3}}}
+	b, err := m.Encode()
+	require.NoError(t, err)
+	d, err := Decode(b)
+	require.NoError(t, err)
+	assert.Equal(t, KindTask, d.Kind)
+	assert.Equal(t, m.Files, d.Files)
+	assert.Equal(t, "j1", d.JobID)
+}
+
+func TestRevision(t *testing.T) {
+	assert.Equal(t, "v:abc", File{VersionID: "abc", ETag: "x"}.Revision())
+	assert.Equal(t, "e:x", File{ETag: `"x"`}.Revision())
+	assert.Equal(t, "latest", File{}.Revision())
+}
+
+// FuzzDecode: any body either decodes into files with a bucket and a valid key, or fails
+// with an InvalidError. It never panics.
+func FuzzDecode(f *testing.F) {
+	for _, name := range []string{"s3-put-two-records.json", "s3-removed.json", "s3-test-event.json", "task-v1.json"} {
+		f.Add(readTestdata(f, name))
+	}
+	f.Add([]byte(`{"v":1,"files":[{"bucket":"b","key":"%"}]}`))
+	f.Add([]byte(`{"Records":null}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		d, err := Decode(body)
+		if err != nil {
+			var inv *InvalidError
+			if !errors.As(err, &inv) {
+				t.Fatalf("error is not an InvalidError: %v", err)
+			}
+			return
+		}
+		for _, file := range d.Files {
+			if file.Bucket == "" || file.Key == "" {
+				t.Fatalf("decoded a file without bucket or key: %+v", file)
+			}
+			if file.Size < 0 {
+				t.Fatalf("decoded a negative size: %+v", file)
+			}
+		}
+	})
+}
