@@ -210,7 +210,6 @@ func (s *Servers) Stop() error {
 	return nil
 }
 
-
 // Env returns the environment that points the AWS SDK (and the handler binaries) at the
 // servers: endpoints, static credentials, region.
 func (s *Servers) Env() []string {

@@ -1,0 +1,54 @@
+// Command worker is the file worker Lambda (provided.al2023): it reads its configuration
+// from the environment once, builds the AWS clients and serves SQS batches with
+// worker.Handler.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/process"
+	"github.com/fileflow/fileflow/pkg/worker"
+)
+
+func main() {
+	log := lambdacontext.NewLogger()
+	slog.SetDefault(log)
+	h, err := newHandler(context.Background(), log)
+	if err != nil {
+		// Fails the init phase with the reason in the log: every invocation would fail.
+		log.Error("worker cannot start", "error", err)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	lambda.StartHandlerFunc(h.Handle)
+}
+
+func newHandler(ctx context.Context, log *slog.Logger) (*worker.Handler, error) {
+	reg := process.Builtins()
+	cfg, err := worker.ConfigFromEnv(os.Getenv, reg)
+	if err != nil {
+		return nil, err
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("worker: aws config: %w", err)
+	}
+	return worker.New(cfg, worker.Deps{
+		Objects:  s3.NewFromConfig(awsCfg),
+		Ledger:   ledger.New(dynamodb.NewFromConfig(awsCfg), cfg.Table, cfg.LedgerTTL),
+		Queue:    sqs.NewFromConfig(awsCfg),
+		Registry: reg,
+		Logger:   log,
+	})
+}

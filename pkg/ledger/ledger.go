@@ -1,0 +1,387 @@
+// Package ledger keeps fileflow's processing state in one DynamoDB table: a record per
+// file version with its status, checksums, outputs and an attempt history (the audit
+// trail), and a record per unreadable ("poison") message.
+//
+// # Single-table layout
+//
+//	pk                      sk           what
+//	F#<bucket>/<key>        <revision>   a file version (revision = "v:<versionId>" | "e:<etag>" | "latest")
+//	M#<sqs message id>      poison       a message that could not be decoded
+//
+// Failed and dead-lettered records also carry gsi1pk = "FAILED#<yyyy-mm-dd>" and
+// gsi1sk = "<finished time>#<pk>", a sparse index for listing failures by day without a
+// scan; successes never enter it, so it is never hot. expires_at (epoch seconds) is the
+// TTL attribute when a retention is configured.
+//
+// # One write per file
+//
+// A success is one conditional UpdateItem ([Store.Commit]) that sets the result, bumps
+// the attempt count and appends the attempt to the history, on condition that the record
+// is not already SUCCEEDED. The loser of a duplicate-delivery race gets
+// [ErrAlreadySucceeded] and must not count the file again. [Store.Lookup] reads the
+// statuses of a whole batch in one BatchGetItem, so redeliveries of committed files are
+// skipped before any work.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Table schema, shared with the infrastructure that declares the table.
+const (
+	AttrPK       = "pk"
+	AttrSK       = "sk"
+	AttrGSI1PK   = "gsi1pk"
+	AttrGSI1SK   = "gsi1sk"
+	AttrTTL      = "expires_at"
+	IndexFailed  = "gsi1"
+	poisonSK     = "poison"
+	filePrefix   = "F#"
+	poisonPrefix = "M#"
+)
+
+// Status of a file record.
+type Status string
+
+// The statuses. SUCCEEDED and FAILED are final; RETRYING means the message will be
+// delivered again; DEAD_LETTERED means it has used its receives and is in the DLQ.
+const (
+	StatusSucceeded    Status = "SUCCEEDED"
+	StatusFailed       Status = "FAILED"
+	StatusRetrying     Status = "RETRYING"
+	StatusDeadLettered Status = "DEAD_LETTERED"
+)
+
+// Errors the store returns.
+var (
+	// ErrAlreadySucceeded: the file version is already committed as SUCCEEDED, by an
+	// earlier or a concurrent delivery. Nothing was written.
+	ErrAlreadySucceeded = errors.New("ledger: file already succeeded")
+)
+
+// Key identifies one file version.
+type Key struct {
+	Bucket   string
+	Key      string
+	Revision string
+}
+
+func (k Key) pk() string { return filePrefix + k.Bucket + "/" + k.Key }
+
+// Attempt is one entry of a record's history.
+type Attempt struct {
+	At         time.Time `dynamodbav:"at"`
+	Outcome    Status    `dynamodbav:"outcome"`
+	Receive    int       `dynamodbav:"receive"` // the message's ApproximateReceiveCount
+	DurationMS int64     `dynamodbav:"duration_ms"`
+	RequestID  string    `dynamodbav:"request_id,omitempty"`
+	Error      string    `dynamodbav:"error,omitempty"`
+	Class      string    `dynamodbav:"class,omitempty"` // retry class of the error
+}
+
+// Result is what a successful attempt produced.
+type Result struct {
+	Size        int64    `dynamodbav:"size"`        // source bytes
+	OutputSize  int64    `dynamodbav:"output_size"` // bytes written (after gzip, say)
+	ETag        string   `dynamodbav:"etag,omitempty"`
+	SHA256      string   `dynamodbav:"sha256,omitempty"`
+	CRC32C      string   `dynamodbav:"crc32c,omitempty"`
+	ContentType string   `dynamodbav:"content_type,omitempty"`
+	Outputs     []string `dynamodbav:"outputs"` // s3://bucket/key of each output
+	Processors  []string `dynamodbav:"processors"`
+}
+
+// Record is a file record as stored.
+type Record struct {
+	PK         string    `dynamodbav:"pk"`
+	SK         string    `dynamodbav:"sk"`
+	Bucket     string    `dynamodbav:"bucket"`
+	Key        string    `dynamodbav:"key"`
+	JobID      string    `dynamodbav:"job_id,omitempty"`
+	Status     Status    `dynamodbav:"status"`
+	Reason     string    `dynamodbav:"reason,omitempty"`
+	Attempts   int       `dynamodbav:"attempts"`
+	History    []Attempt `dynamodbav:"history"`
+	UpdatedAt  time.Time `dynamodbav:"updated_at"`
+	DurationMS int64     `dynamodbav:"duration_ms"`
+	Result
+}
+
+// Poison is a message that could not be decoded, kept so that nothing is lost silently.
+type Poison struct {
+	MessageID string
+	Queue     string // the source queue ARN
+	Body      string // truncated to MaxPoisonBody bytes
+	Reason    string
+	Receive   int
+	At        time.Time
+}
+
+// MaxPoisonBody bounds the stored body of a poison message (DynamoDB items are <= 400 KB).
+const MaxPoisonBody = 64 << 10
+
+// API is the part of the DynamoDB client the store calls.
+type API interface {
+	UpdateItem(context.Context, *dynamodb.UpdateItemInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	PutItem(context.Context, *dynamodb.PutItemInput, ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	GetItem(context.Context, *dynamodb.GetItemInput, ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	BatchGetItem(context.Context, *dynamodb.BatchGetItemInput, ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
+	Query(context.Context, *dynamodb.QueryInput, ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+}
+
+// Store reads and writes the ledger table.
+type Store struct {
+	api   API
+	table string
+	ttl   time.Duration // 0: records never expire
+}
+
+// New returns a store for table. With ttl > 0, every record expires ttl after its last
+// update (DynamoDB deletes expired items for free, usually within two days).
+func New(api API, table string, ttl time.Duration) *Store {
+	return &Store{api: api, table: table, ttl: ttl}
+}
+
+// Commit records a successful attempt: one conditional UpdateItem. It returns
+// [ErrAlreadySucceeded] if the file version was already committed.
+func (s *Store) Commit(ctx context.Context, k Key, jobID string, res Result, att Attempt) error {
+	att.Outcome = StatusSucceeded
+	u := s.update(k, jobID, att)
+	u.set("#status", ":status", StatusSucceeded)
+	u.set("#size", ":size", res.Size)
+	u.set("#output_size", ":output_size", res.OutputSize)
+	u.set("#sha256", ":sha256", res.SHA256)
+	u.set("#crc32c", ":crc32c", res.CRC32C)
+	u.set("#content_type", ":content_type", res.ContentType)
+	u.set("#etag", ":etag", res.ETag)
+	u.set("#outputs", ":outputs", nonNil(res.Outputs))
+	u.set("#processors", ":processors", nonNil(res.Processors))
+	u.remove("#reason", "#gsi1pk", "#gsi1sk")
+	return s.write(ctx, k, u)
+}
+
+// RecordFailure records a failed attempt with status FAILED, RETRYING or DEAD_LETTERED
+// and its reason. It returns [ErrAlreadySucceeded] if another delivery already committed
+// the file (then the failure is moot).
+func (s *Store) RecordFailure(ctx context.Context, k Key, jobID string, status Status, reason string, att Attempt) error {
+	if status == StatusSucceeded {
+		return fmt.Errorf("ledger: RecordFailure with status %s", status)
+	}
+	att.Outcome = status
+	if att.Error == "" {
+		att.Error = reason
+	}
+	u := s.update(k, jobID, att)
+	u.set("#status", ":status", status)
+	u.set("#reason", ":reason", reason)
+	if status == StatusFailed || status == StatusDeadLettered {
+		u.set("#gsi1pk", ":gsi1pk", failedPartition(att.At))
+		u.set("#gsi1sk", ":gsi1sk", att.At.UTC().Format(time.RFC3339Nano)+"#"+k.pk())
+	} else {
+		u.remove("#gsi1pk", "#gsi1sk")
+	}
+	return s.write(ctx, k, u)
+}
+
+func failedPartition(t time.Time) string { return "FAILED#" + t.UTC().Format("2006-01-02") }
+
+// RecordPoison stores an undecodable message once (a redelivery finds it already there).
+func (s *Store) RecordPoison(ctx context.Context, p Poison) error {
+	body := p.Body
+	if len(body) > MaxPoisonBody {
+		body = body[:MaxPoisonBody]
+	}
+	item := map[string]types.AttributeValue{
+		AttrPK:       &types.AttributeValueMemberS{Value: poisonPrefix + p.MessageID},
+		AttrSK:       &types.AttributeValueMemberS{Value: poisonSK},
+		"status":     &types.AttributeValueMemberS{Value: string(StatusFailed)},
+		"reason":     &types.AttributeValueMemberS{Value: p.Reason},
+		"queue":      &types.AttributeValueMemberS{Value: p.Queue},
+		"body":       &types.AttributeValueMemberS{Value: body},
+		"body_bytes": &types.AttributeValueMemberN{Value: fmt.Sprint(len(p.Body))},
+		"receive":    &types.AttributeValueMemberN{Value: fmt.Sprint(p.Receive)},
+		"updated_at": &types.AttributeValueMemberS{Value: p.At.UTC().Format(time.RFC3339Nano)},
+		AttrGSI1PK:   &types.AttributeValueMemberS{Value: failedPartition(p.At)},
+		AttrGSI1SK:   &types.AttributeValueMemberS{Value: p.At.UTC().Format(time.RFC3339Nano) + "#" + poisonPrefix + p.MessageID},
+	}
+	if s.ttl > 0 {
+		item[AttrTTL] = &types.AttributeValueMemberN{Value: fmt.Sprint(p.At.Add(s.ttl).Unix())}
+	}
+	_, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:           aws.String(s.table),
+		Item:                item,
+		ConditionExpression: aws.String("attribute_not_exists(pk)"),
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return nil // recorded by an earlier delivery
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: record poison message %s: %w", p.MessageID, err)
+	}
+	return nil
+}
+
+// Lookup returns the status of each key that has a record (absent keys have none), with
+// strongly consistent BatchGetItem reads of up to 100 keys each.
+func (s *Store) Lookup(ctx context.Context, keys []Key) (map[Key]Status, error) {
+	out := make(map[Key]Status, len(keys))
+	byPK := make(map[[2]string]Key, len(keys))
+	for start := 0; start < len(keys); start += 100 {
+		chunk := keys[start:min(start+100, len(keys))]
+		var reqKeys []map[string]types.AttributeValue
+		for _, k := range chunk {
+			id := [2]string{k.pk(), k.Revision}
+			if _, dup := byPK[id]; dup {
+				continue
+			}
+			byPK[id] = k
+			reqKeys = append(reqKeys, map[string]types.AttributeValue{
+				AttrPK: &types.AttributeValueMemberS{Value: id[0]},
+				AttrSK: &types.AttributeValueMemberS{Value: id[1]},
+			})
+		}
+		req := map[string]types.KeysAndAttributes{s.table: {
+			Keys:                     reqKeys,
+			ConsistentRead:           aws.Bool(true),
+			ProjectionExpression:     aws.String("pk, sk, #status"),
+			ExpressionAttributeNames: map[string]string{"#status": "status"},
+		}}
+		for attempt := 0; len(req) > 0 && len(req[s.table].Keys) > 0; attempt++ {
+			if attempt > 0 {
+				if err := sleep(ctx, time.Duration(attempt*attempt)*20*time.Millisecond); err != nil {
+					return nil, fmt.Errorf("ledger: lookup: %w", err)
+				}
+			}
+			if attempt > 8 {
+				return nil, errors.New("ledger: lookup: unprocessed keys after 8 retries")
+			}
+			resp, err := s.api.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: req})
+			if err != nil {
+				return nil, fmt.Errorf("ledger: lookup: %w", err)
+			}
+			for _, item := range resp.Responses[s.table] {
+				var r struct {
+					PK     string `dynamodbav:"pk"`
+					SK     string `dynamodbav:"sk"`
+					Status Status `dynamodbav:"status"`
+				}
+				if err := attributevalue.UnmarshalMap(item, &r); err != nil {
+					return nil, fmt.Errorf("ledger: lookup: %w", err)
+				}
+				if k, ok := byPK[[2]string{r.PK, r.SK}]; ok {
+					out[k] = r.Status
+				}
+			}
+			req = resp.UnprocessedKeys
+		}
+	}
+	return out, nil
+}
+
+// Get returns one file record, or ok=false if there is none.
+func (s *Store) Get(ctx context.Context, k Key) (rec Record, ok bool, err error) {
+	resp, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(s.table),
+		ConsistentRead: aws.Bool(true),
+		Key: map[string]types.AttributeValue{
+			AttrPK: &types.AttributeValueMemberS{Value: k.pk()},
+			AttrSK: &types.AttributeValueMemberS{Value: k.Revision},
+		},
+	})
+	if err != nil {
+		return Record{}, false, fmt.Errorf("ledger: get %s/%s: %w", k.Bucket, k.Key, err)
+	}
+	if resp.Item == nil {
+		return Record{}, false, nil
+	}
+	if err := attributevalue.UnmarshalMap(resp.Item, &rec); err != nil {
+		return Record{}, false, fmt.Errorf("ledger: get %s/%s: %w", k.Bucket, k.Key, err)
+	}
+	return rec, true, nil
+}
+
+// GetPoison returns the poison record of a message, or ok=false.
+func (s *Store) GetPoison(ctx context.Context, messageID string) (reason, body string, ok bool, err error) {
+	resp, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(s.table),
+		ConsistentRead: aws.Bool(true),
+		Key: map[string]types.AttributeValue{
+			AttrPK: &types.AttributeValueMemberS{Value: poisonPrefix + messageID},
+			AttrSK: &types.AttributeValueMemberS{Value: poisonSK},
+		},
+	})
+	if err != nil {
+		return "", "", false, fmt.Errorf("ledger: get poison %s: %w", messageID, err)
+	}
+	if resp.Item == nil {
+		return "", "", false, nil
+	}
+	var r struct {
+		Reason string `dynamodbav:"reason"`
+		Body   string `dynamodbav:"body"`
+	}
+	if err := attributevalue.UnmarshalMap(resp.Item, &r); err != nil {
+		return "", "", false, fmt.Errorf("ledger: get poison %s: %w", messageID, err)
+	}
+	return r.Reason, r.Body, true, nil
+}
+
+// Failure is one entry of [Store.Failures].
+type Failure struct {
+	PK     string `dynamodbav:"pk"`
+	SK     string `dynamodbav:"sk"`
+	Status Status `dynamodbav:"status"`
+	Reason string `dynamodbav:"reason"`
+}
+
+// Failures lists the failed, dead-lettered and poison records of one UTC day, oldest
+// first, from the sparse failure index.
+func (s *Store) Failures(ctx context.Context, day time.Time) ([]Failure, error) {
+	var out []Failure
+	p := dynamodb.NewQueryPaginator(s.api, &dynamodb.QueryInput{
+		TableName:                 aws.String(s.table),
+		IndexName:                 aws.String(IndexFailed),
+		KeyConditionExpression:    aws.String("#g = :g"),
+		ExpressionAttributeNames:  map[string]string{"#g": AttrGSI1PK},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":g": &types.AttributeValueMemberS{Value: failedPartition(day)}},
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: failures: %w", err)
+		}
+		var fs []Failure
+		if err := attributevalue.UnmarshalListOfMaps(page.Items, &fs); err != nil {
+			return nil, fmt.Errorf("ledger: failures: %w", err)
+		}
+		out = append(out, fs...)
+	}
+	return out, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

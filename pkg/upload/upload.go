@@ -1,0 +1,238 @@
+// Package upload streams an io.Reader of unknown length to S3 with bounded memory.
+//
+// A stream that fits in one part is sent with a single PutObject, carrying metadata that
+// is only known once the stream has been read (checksums computed on the way). A longer
+// stream becomes a multipart upload, one part buffer at a time; its late metadata is then
+// set with one server-side CopyObject onto itself (no bytes pass through the caller).
+// Memory per upload is one part buffer, whatever the object's size.
+package upload
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// API is the part of the S3 client the uploader calls.
+type API interface {
+	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	CreateMultipartUpload(context.Context, *s3.CreateMultipartUploadInput, ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error)
+	UploadPart(context.Context, *s3.UploadPartInput, ...func(*s3.Options)) (*s3.UploadPartOutput, error)
+	CompleteMultipartUpload(context.Context, *s3.CompleteMultipartUploadInput, ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error)
+	AbortMultipartUpload(context.Context, *s3.AbortMultipartUploadInput, ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
+	CopyObject(context.Context, *s3.CopyObjectInput, ...func(*s3.Options)) (*s3.CopyObjectOutput, error)
+}
+
+// Limits of S3 multipart uploads and of CopyObject.
+const (
+	MinPartSize     = 5 << 20
+	DefaultPartSize = 8 << 20
+	MaxParts        = 10_000
+	MaxCopySize     = 5 << 30 // larger objects can't be copied in one request
+)
+
+// Uploader uploads streams. Its zero value is not usable; use [New].
+type Uploader struct {
+	api      API
+	partSize int
+	pool     sync.Pool // *[]byte of partSize
+}
+
+// New returns an uploader with parts of partSize bytes (0 means [DefaultPartSize]).
+func New(api API, partSize int) (*Uploader, error) {
+	if partSize == 0 {
+		partSize = DefaultPartSize
+	}
+	if partSize < MinPartSize {
+		return nil, fmt.Errorf("upload: part size %d is below S3's minimum of %d bytes", partSize, MinPartSize)
+	}
+	u := &Uploader{api: api, partSize: partSize}
+	u.pool.New = func() any { b := make([]byte, partSize); return &b }
+	return u, nil
+}
+
+// Object describes what to write.
+type Object struct {
+	Bucket string
+	Key    string
+	// Describe returns the object's headers and metadata. It is called after the first
+	// part has been read (so values a processor learns from the head of the stream, like
+	// a sniffed content type, are known) and again once the body has been read to the end
+	// (so values computed over the whole stream, like checksums, are known). Nil: none.
+	Describe func() Description
+}
+
+// Description is an object's headers and user metadata.
+type Description struct {
+	ContentType     string
+	ContentEncoding string
+	Metadata        map[string]string
+}
+
+func (o Object) describe() Description {
+	if o.Describe == nil {
+		return Description{}
+	}
+	return o.Describe()
+}
+
+// Result says what was written.
+type Result struct {
+	ETag  string
+	Size  int64
+	Parts int // 0 for a single PutObject
+	// MetadataSet is false only for a multipart object larger than [MaxCopySize], whose
+	// late metadata cannot be attached with one copy.
+	MetadataSet bool
+}
+
+// Upload reads body to the end and writes it to obj.Bucket/obj.Key.
+func (u *Uploader) Upload(ctx context.Context, obj Object, body io.Reader) (Result, error) {
+	bufp := u.pool.Get().(*[]byte)
+	defer u.pool.Put(bufp)
+	buf := *bufp
+
+	n, err := io.ReadFull(body, buf)
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return u.putSingle(ctx, obj, buf[:n])
+	case err != nil:
+		return Result{}, fmt.Errorf("upload %s: read: %w", obj.Key, err)
+	}
+	// The stream is at least one part long: is there more?
+	var probe [1]byte
+	m, err := io.ReadFull(body, probe[:])
+	if errors.Is(err, io.EOF) {
+		return u.putSingle(ctx, obj, buf[:n])
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("upload %s: read: %w", obj.Key, err)
+	}
+	return u.putMultipart(ctx, obj, buf, io.MultiReader(bytes.NewReader(probe[:m]), body))
+}
+
+func (u *Uploader) putSingle(ctx context.Context, obj Object, data []byte) (Result, error) {
+	in := &s3.PutObjectInput{
+		Bucket: aws.String(obj.Bucket),
+		Key:    aws.String(obj.Key),
+		Body:   bytes.NewReader(data),
+	}
+	d := obj.describe()
+	setHeaders(d, &in.ContentType, &in.ContentEncoding)
+	in.Metadata = d.Metadata
+	out, err := u.api.PutObject(ctx, in)
+	if err != nil {
+		return Result{}, fmt.Errorf("upload %s: put: %w", obj.Key, err)
+	}
+	return Result{ETag: aws.ToString(out.ETag), Size: int64(len(data)), MetadataSet: true}, nil
+}
+
+// putMultipart uploads first (a full part) then the rest of body, one part at a time.
+func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, rest io.Reader) (_ Result, err error) {
+	create := &s3.CreateMultipartUploadInput{Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key)}
+	setHeaders(obj.describe(), &create.ContentType, &create.ContentEncoding)
+	mpu, err := u.api.CreateMultipartUpload(ctx, create)
+	if err != nil {
+		return Result{}, fmt.Errorf("upload %s: create multipart upload: %w", obj.Key, err)
+	}
+	defer func() {
+		if err != nil {
+			// Abort even when ctx is done, or the parts linger (and cost) until a lifecycle rule.
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			_, _ = u.api.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+				Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key), UploadId: mpu.UploadId})
+		}
+	}()
+
+	var parts []types.CompletedPart
+	var size int64
+	buf := first
+	for part := int32(1); ; part++ {
+		if part > MaxParts {
+			return Result{}, fmt.Errorf("upload %s: more than %d parts of %d bytes", obj.Key, MaxParts, len(first))
+		}
+		out, err := u.api.UploadPart(ctx, &s3.UploadPartInput{
+			Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key), UploadId: mpu.UploadId,
+			PartNumber: aws.Int32(part), Body: bytes.NewReader(buf),
+		})
+		if err != nil {
+			return Result{}, fmt.Errorf("upload %s: part %d: %w", obj.Key, part, err)
+		}
+		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(part)})
+		size += int64(len(buf))
+
+		n, rerr := io.ReadFull(rest, first[:cap(first)])
+		if n == 0 && (errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)) {
+			break
+		}
+		if rerr != nil && !errors.Is(rerr, io.ErrUnexpectedEOF) && !errors.Is(rerr, io.EOF) {
+			return Result{}, fmt.Errorf("upload %s: read part %d: %w", obj.Key, part+1, rerr)
+		}
+		buf = first[:n]
+	}
+	done, err := u.api.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key), UploadId: mpu.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("upload %s: complete multipart upload: %w", obj.Key, err)
+	}
+	res := Result{ETag: aws.ToString(done.ETag), Size: size, Parts: len(parts)}
+	d := obj.describe()
+	if len(d.Metadata) == 0 {
+		res.MetadataSet = true
+		return res, nil
+	}
+	if size > MaxCopySize {
+		return res, nil
+	}
+	cp := &s3.CopyObjectInput{
+		Bucket:            aws.String(obj.Bucket),
+		Key:               aws.String(obj.Key),
+		CopySource:        aws.String(CopySource(obj.Bucket, obj.Key)),
+		MetadataDirective: types.MetadataDirectiveReplace,
+		Metadata:          d.Metadata,
+	}
+	setHeaders(d, &cp.ContentType, &cp.ContentEncoding)
+	copied, err := u.api.CopyObject(ctx, cp)
+	if err != nil {
+		// The object is complete; only its metadata is missing. Report it: the caller
+		// decides whether that fails the file.
+		return res, fmt.Errorf("upload %s: set metadata by copy: %w", obj.Key, err)
+	}
+	if copied.CopyObjectResult != nil && copied.CopyObjectResult.ETag != nil {
+		res.ETag = aws.ToString(copied.CopyObjectResult.ETag)
+	}
+	res.MetadataSet = true
+	return res, nil
+}
+
+func setHeaders(d Description, contentType, contentEncoding **string) {
+	if d.ContentType != "" {
+		*contentType = aws.String(d.ContentType)
+	}
+	if d.ContentEncoding != "" {
+		*contentEncoding = aws.String(d.ContentEncoding)
+	}
+}
+
+// CopySource is the x-amz-copy-source value for bucket/key: each key segment
+// percent-encoded, with '+' as %2B (a bare '+' would be read as a space).
+func CopySource(bucket, key string) string {
+	segs := strings.Split(key, "/")
+	for i, s := range segs {
+		segs[i] = strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
+	}
+	return bucket + "/" + strings.Join(segs, "/")
+}

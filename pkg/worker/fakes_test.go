@@ -1,0 +1,209 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/fileflow/fileflow/pkg/ledger"
+)
+
+// fakeS3 is an in-memory bucket store with just the calls the worker makes.
+type fakeS3 struct {
+	mu      sync.Mutex
+	objects map[string][]byte // bucket/key
+	meta    map[string]map[string]string
+	ctype   map[string]string
+	parts   map[string][][]byte // upload id -> parts
+	getErr  func(key string) error
+	puts    int
+}
+
+func newFakeS3() *fakeS3 {
+	return &fakeS3{objects: map[string][]byte{}, meta: map[string]map[string]string{}, ctype: map[string]string{}, parts: map[string][][]byte{}}
+}
+
+func (f *fakeS3) put(bucket, key string, data []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.objects[bucket+"/"+key] = data
+}
+
+func (f *fakeS3) get(bucket, key string) ([]byte, map[string]string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.objects[bucket+"/"+key]
+	return b, f.meta[bucket+"/"+key], ok
+}
+
+func (f *fakeS3) GetObject(_ context.Context, in *s3.GetObjectInput, _ ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	if f.getErr != nil {
+		if err := f.getErr(aws.ToString(in.Key)); err != nil {
+			return nil, err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.objects[aws.ToString(in.Bucket)+"/"+aws.ToString(in.Key)]
+	if !ok {
+		return nil, &types.NoSuchKey{Message: aws.String("no such key")}
+	}
+	return &s3.GetObjectOutput{Body: io.NopCloser(bytes.NewReader(b)), ContentLength: aws.Int64(int64(len(b))), ETag: aws.String(`"etag"`)}, nil
+}
+
+func (f *fakeS3) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	b, err := io.ReadAll(in.Body)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := aws.ToString(in.Bucket) + "/" + aws.ToString(in.Key)
+	f.objects[k], f.meta[k], f.ctype[k] = b, in.Metadata, aws.ToString(in.ContentType)
+	f.puts++
+	return &s3.PutObjectOutput{ETag: aws.String(`"out"`)}, nil
+}
+
+func (f *fakeS3) CreateMultipartUpload(_ context.Context, in *s3.CreateMultipartUploadInput, _ ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := fmt.Sprintf("up-%d", len(f.parts)+1)
+	f.parts[id] = nil
+	return &s3.CreateMultipartUploadOutput{UploadId: aws.String(id)}, nil
+}
+
+func (f *fakeS3) UploadPart(_ context.Context, in *s3.UploadPartInput, _ ...func(*s3.Options)) (*s3.UploadPartOutput, error) {
+	b, err := io.ReadAll(in.Body)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := aws.ToString(in.UploadId)
+	f.parts[id] = append(f.parts[id], b)
+	return &s3.UploadPartOutput{ETag: aws.String(fmt.Sprintf(`"p%d"`, aws.ToInt32(in.PartNumber)))}, nil
+}
+
+func (f *fakeS3) CompleteMultipartUpload(_ context.Context, in *s3.CompleteMultipartUploadInput, _ ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := aws.ToString(in.UploadId)
+	f.objects[aws.ToString(in.Bucket)+"/"+aws.ToString(in.Key)] = bytes.Join(f.parts[id], nil)
+	delete(f.parts, id)
+	f.puts++
+	return &s3.CompleteMultipartUploadOutput{ETag: aws.String(`"mpu"`)}, nil
+}
+
+func (f *fakeS3) AbortMultipartUpload(_ context.Context, in *s3.AbortMultipartUploadInput, _ ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.parts, aws.ToString(in.UploadId))
+	return &s3.AbortMultipartUploadOutput{}, nil
+}
+
+func (f *fakeS3) CopyObject(_ context.Context, in *s3.CopyObjectInput, _ ...func(*s3.Options)) (*s3.CopyObjectOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := aws.ToString(in.Bucket) + "/" + aws.ToString(in.Key)
+	f.meta[k] = in.Metadata
+	return &s3.CopyObjectOutput{}, nil
+}
+
+// fakeLedger keeps records in memory with the store's conditional semantics.
+type fakeLedger struct {
+	mu       sync.Mutex
+	status   map[ledger.Key]ledger.Status
+	reasons  map[ledger.Key]string
+	attempts map[ledger.Key]int
+	poison   map[string]string
+	writes   int
+	failNext error
+}
+
+func newFakeLedger() *fakeLedger {
+	return &fakeLedger{status: map[ledger.Key]ledger.Status{}, reasons: map[ledger.Key]string{}, attempts: map[ledger.Key]int{}, poison: map[string]string{}}
+}
+
+func (l *fakeLedger) Lookup(_ context.Context, keys []ledger.Key) (map[ledger.Key]ledger.Status, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[ledger.Key]ledger.Status{}
+	for _, k := range keys {
+		if s, ok := l.status[k]; ok {
+			out[k] = s
+		}
+	}
+	return out, nil
+}
+
+func (l *fakeLedger) write(k ledger.Key, s ledger.Status, reason string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.failNext; err != nil {
+		l.failNext = nil
+		return err
+	}
+	l.writes++
+	if l.status[k] == ledger.StatusSucceeded {
+		return ledger.ErrAlreadySucceeded
+	}
+	l.status[k], l.reasons[k] = s, reason
+	l.attempts[k]++
+	return nil
+}
+
+func (l *fakeLedger) Commit(_ context.Context, k ledger.Key, _ string, _ ledger.Result, _ ledger.Attempt) error {
+	return l.write(k, ledger.StatusSucceeded, "")
+}
+
+func (l *fakeLedger) RecordFailure(_ context.Context, k ledger.Key, _ string, s ledger.Status, reason string, _ ledger.Attempt) error {
+	return l.write(k, s, reason)
+}
+
+func (l *fakeLedger) RecordPoison(_ context.Context, p ledger.Poison) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.writes++
+	l.poison[p.MessageID] = p.Reason
+	return nil
+}
+
+// fakeQueue records visibility changes.
+type fakeQueue struct {
+	mu         sync.Mutex
+	visibility map[string]int32 // receipt handle -> seconds
+	urlCalls   int
+}
+
+func (q *fakeQueue) GetQueueUrl(_ context.Context, in *sqs.GetQueueUrlInput, _ ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.urlCalls++
+	return &sqs.GetQueueUrlOutput{QueueUrl: aws.String("https://sqs.local/" + aws.ToString(in.QueueOwnerAWSAccountId) + "/" + aws.ToString(in.QueueName))}, nil
+}
+
+func (q *fakeQueue) ChangeMessageVisibilityBatch(_ context.Context, in *sqs.ChangeMessageVisibilityBatchInput, _ ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.visibility == nil {
+		q.visibility = map[string]int32{}
+	}
+	if !strings.HasPrefix(aws.ToString(in.QueueUrl), "https://sqs.local/") {
+		return nil, fmt.Errorf("unexpected queue url %q", aws.ToString(in.QueueUrl))
+	}
+	for _, e := range in.Entries {
+		q.visibility[aws.ToString(e.ReceiptHandle)] = e.VisibilityTimeout
+	}
+	return &sqs.ChangeMessageVisibilityBatchOutput{}, nil
+}
+
+func fixedNow() time.Time { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) }

@@ -1,0 +1,93 @@
+package worker
+
+import (
+	"encoding/json"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/fileflow/fileflow/pkg/ledger"
+)
+
+// Stats sums up one batch.
+type Stats struct {
+	Messages   int
+	Files      int // files named by the batch's messages, duplicates included
+	Succeeded  int // newly committed
+	Duplicates int // already committed (or committed by a concurrent delivery)
+	Failed     int // permanently, recorded with a reason
+	Retrying   int // will come back (or, on the last receive, go to the DLQ)
+	Poison     int // undecodable messages, recorded and acknowledged
+	Bytes      int64
+	Duration   time.Duration
+}
+
+func summarize(msgs []*message) Stats {
+	st := Stats{Messages: len(msgs)}
+	for _, m := range msgs {
+		if m.poison != nil {
+			st.Poison++
+		}
+		for _, it := range m.items {
+			st.Files++
+			switch {
+			case it.dup:
+				st.Duplicates++
+			case it.status == ledger.StatusSucceeded:
+				st.Succeeded++
+				st.Bytes += it.bytes
+			case it.status == ledger.StatusFailed:
+				st.Failed++
+			default:
+				st.Retrying++
+			}
+		}
+	}
+	return st
+}
+
+// emf writes CloudWatch Embedded Metric Format lines: Lambda sends stdout to CloudWatch
+// Logs, which turns these lines into metrics without any API call.
+type emf struct {
+	mu       sync.Mutex
+	w        io.Writer
+	function string
+}
+
+type emfMetric struct {
+	Name string `json:"Name"`
+	Unit string `json:"Unit"`
+}
+
+func (e *emf) write(st Stats, now time.Time) {
+	doc := map[string]any{
+		"_aws": map[string]any{
+			"Timestamp": now.UnixMilli(),
+			"CloudWatchMetrics": []map[string]any{{
+				"Namespace":  "fileflow",
+				"Dimensions": [][]string{{"Function"}},
+				"Metrics": []emfMetric{
+					{"FilesSucceeded", "Count"}, {"FilesFailed", "Count"}, {"FilesRetrying", "Count"},
+					{"FilesDuplicate", "Count"}, {"PoisonMessages", "Count"},
+					{"BytesProcessed", "Bytes"}, {"BatchDuration", "Milliseconds"},
+				},
+			}},
+		},
+		"Function":       e.function,
+		"FilesSucceeded": st.Succeeded,
+		"FilesFailed":    st.Failed,
+		"FilesRetrying":  st.Retrying,
+		"FilesDuplicate": st.Duplicates,
+		"PoisonMessages": st.Poison,
+		"BytesProcessed": st.Bytes,
+		"BatchDuration":  st.Duration.Milliseconds(),
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return
+	}
+	b = append(b, '\n')
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, _ = e.w.Write(b)
+}
