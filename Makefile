@@ -4,7 +4,6 @@ SHELL       := /bin/bash
 GO          ?= go
 BIN         := $(CURDIR)/bin
 DIST        := $(CURDIR)/dist
-FUNCTIONS   := $(notdir $(wildcard functions/*))
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TESTFLAGS   ?=
 TEST_LOG    := $(or $(TMPDIR),/tmp)/fileflow-test.log
@@ -17,14 +16,9 @@ all: build
 build:
 	$(GO) build ./...
 
-## package: a linux/arm64 `bootstrap` per function (provided.al2023), in dist/<name>/
+## package: reproducible Lambda zips (linux/arm64 `bootstrap`, provided.al2023) in dist/<name>.zip
 package:
-	@for f in $(FUNCTIONS); do \
-	  mkdir -p $(DIST)/$$f; \
-	  GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -tags lambda.norpc \
-	    -ldflags "-s -w -buildid=" -o $(DIST)/$$f/bootstrap ./functions/$$f; \
-	  echo "dist/$$f/bootstrap"; \
-	done
+	$(GO) run ./cmd/fileflow package --out $(DIST)
 
 ## servers: install the local S3/SQS/DynamoDB-API servers (first run ~2 min, then instant)
 servers:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fileflow/fileflow/pkg/build"
 	"github.com/fileflow/fileflow/pkg/local"
 )
 
@@ -30,7 +31,7 @@ func root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.AddCommand(serversCmd())
+	cmd.AddCommand(serversCmd(), packageCmd())
 	return cmd
 }
 
@@ -76,5 +77,35 @@ func serversCmd() *cobra.Command {
 			return nil
 		},
 	})
+	return cmd
+}
+
+func packageCmd() *cobra.Command {
+	var out, arch string
+	cmd := &cobra.Command{
+		Use:   "package [function...]",
+		Short: "Build reproducible Lambda zips (linux/arm64 bootstrap) for the functions (default: all)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mod, err := os.Getwd()
+			if err != nil {
+				return err
+			}
+			if len(args) == 0 {
+				if args, err = build.Functions(mod); err != nil {
+					return err
+				}
+			}
+			for _, fn := range args {
+				a, err := build.Function(cmd.Context(), build.Options{ModuleDir: mod, Function: fn, OutDir: out, GOARCH: arch})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s  %d bytes  sha256 %s\n", a.Path, a.Size, a.SHA256)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "dist", "output directory")
+	cmd.Flags().StringVar(&arch, "arch", "arm64", "GOARCH of the bootstrap (arm64 or amd64)")
 	return cmd
 }
