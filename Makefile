@@ -41,7 +41,7 @@ bench:
 
 ## lint: gofmt, go vet, staticcheck (installed from the module proxy into ./bin)
 lint: $(BIN)/staticcheck
-	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	@unformatted=$$(gofmt -l .); \
 	 if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(BIN)/staticcheck ./...

@@ -25,11 +25,11 @@ import (
 
 // Options say what to build.
 type Options struct {
-	ModuleDir string // the module root (holds go.mod)
-	Function  string // the directory name under functions/
-	OutDir    string // where <function>.zip is written
-	GOARCH    string // default "arm64"
-	GoBin     string // the go command; default "go"
+	ModuleDir string   // the module root (holds go.mod)
+	Function  string   // the directory name under functions/
+	OutDir    string   // where <function>.zip is written
+	GOARCH    string   // default "arm64"
+	GoBin     string   // the go command; default "go"
 	Env       []string // extra environment for go build (e.g. GOCACHE=…)
 }
 
