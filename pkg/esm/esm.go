@@ -78,6 +78,13 @@ func (m Mapping) Once(ctx context.Context, h HandlerFunc) (Result, error) {
 		return res, nil
 	}
 	for _, f := range resp.BatchItemFailures {
+		if _, ok := handles[f.ItemIdentifier]; !ok {
+			// As Lambda does: an identifier that is not in the batch fails the whole batch.
+			res.Failed = len(out.Messages)
+			return res, nil
+		}
+	}
+	for _, f := range resp.BatchItemFailures {
 		if _, ok := handles[f.ItemIdentifier]; ok {
 			delete(handles, f.ItemIdentifier)
 			res.Failed++

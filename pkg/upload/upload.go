@@ -10,7 +10,6 @@ package upload
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -102,21 +101,21 @@ func (u *Uploader) Upload(ctx context.Context, obj Object, body io.Reader) (Resu
 	defer u.pool.Put(bufp)
 	buf := *bufp
 
-	n, err := io.ReadFull(body, buf)
-	switch {
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return u.putSingle(ctx, obj, buf[:n])
-	case err != nil:
+	n, eof, err := fill(body, buf)
+	if err != nil {
 		return Result{}, fmt.Errorf("upload %s: read: %w", obj.Key, err)
+	}
+	if eof {
+		return u.putSingle(ctx, obj, buf[:n])
 	}
 	// The stream is at least one part long: is there more?
 	var probe [1]byte
-	m, err := io.ReadFull(body, probe[:])
-	if errors.Is(err, io.EOF) {
-		return u.putSingle(ctx, obj, buf[:n])
-	}
+	m, eof, err := fill(body, probe[:])
 	if err != nil {
 		return Result{}, fmt.Errorf("upload %s: read: %w", obj.Key, err)
+	}
+	if eof && m == 0 {
+		return u.putSingle(ctx, obj, buf[:n])
 	}
 	return u.putMultipart(ctx, obj, buf, io.MultiReader(bytes.NewReader(probe[:m]), body))
 }
@@ -172,12 +171,12 @@ func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, r
 		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(part)})
 		size += int64(len(buf))
 
-		n, rerr := io.ReadFull(rest, first[:cap(first)])
-		if n == 0 && (errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF)) {
-			break
-		}
-		if rerr != nil && !errors.Is(rerr, io.ErrUnexpectedEOF) && !errors.Is(rerr, io.EOF) {
+		n, eof, rerr := fill(rest, first[:cap(first)])
+		if rerr != nil {
 			return Result{}, fmt.Errorf("upload %s: read part %d: %w", obj.Key, part+1, rerr)
+		}
+		if n == 0 && eof {
+			break
 		}
 		buf = first[:n]
 	}
@@ -216,6 +215,23 @@ func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, r
 	}
 	res.MetadataSet = true
 	return res, nil
+}
+
+// fill reads into buf until it is full or the reader ends. Only io.EOF from r means the
+// end: any other error, io.ErrUnexpectedEOF from a body cut short included, is returned,
+// so a truncated stream is never uploaded as if it were complete.
+func fill(r io.Reader, buf []byte) (n int, eof bool, err error) {
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		switch {
+		case err == io.EOF: // exactly EOF: wrapped or unexpected EOFs are errors
+			return n, true, nil
+		case err != nil:
+			return n, false, err
+		}
+	}
+	return n, false, nil
 }
 
 func setHeaders(d Description, contentType, contentEncoding **string) {

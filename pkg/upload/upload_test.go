@@ -123,3 +123,17 @@ func TestCopySource(t *testing.T) {
 	assert.Equal(t, "b/a%20b%2Bc/%C3%BC%3B%2C%26%3F%23%25.txt", CopySource("b", "a b+c/ü;,&?#%.txt"))
 	assert.False(t, strings.Contains(CopySource("b", "x+y"), "+"))
 }
+
+// A body that ends with io.ErrUnexpectedEOF (an HTTP body shorter than its
+// Content-Length) is an error, never a short but "complete" object.
+func TestTruncatedBodyIsAnError(t *testing.T) {
+	for _, size := range []int{1000, MinPartSize + 1000} {
+		api := &fakeAPI{}
+		u, err := New(api, MinPartSize)
+		require.NoError(t, err)
+		body := io.MultiReader(bytes.NewReader(make([]byte, size)), iotest.ErrReader(io.ErrUnexpectedEOF))
+		_, err = u.Upload(context.Background(), obj("x"), body)
+		require.ErrorIs(t, err, io.ErrUnexpectedEOF, "size %d", size)
+		assert.Zero(t, api.puts+api.completes, "nothing written for size %d", size)
+	}
+}

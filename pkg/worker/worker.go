@@ -16,6 +16,8 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +36,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/fileflow/fileflow/pkg/ledger"
 	"github.com/fileflow/fileflow/pkg/process"
@@ -363,11 +366,18 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 	}()
 	f := it.file
 	in := &s3.GetObjectInput{Bucket: aws.String(f.Bucket), Key: aws.String(f.Key)}
-	if f.VersionID != "" {
+	switch {
+	case f.VersionID != "":
 		in.VersionId = aws.String(f.VersionID)
+	case f.ETag != "":
+		in.IfMatch = aws.String(`"` + f.ETag + `"`) // the revision the event names, not a newer one
 	}
 	obj, err := h.deps.Objects.GetObject(ctx, in)
 	if err != nil {
+		var api smithy.APIError
+		if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" {
+			return res, retry.MarkPermanent(fmt.Errorf("get %s: superseded: the object changed since this event (ETag %s); the newer content has its own event", f, f.ETag))
+		}
 		var nsk *types.NoSuchKey
 		if errors.As(err, &nsk) && it.msg.receive >= h.cfg.MaxReceiveCount {
 			return res, retry.MarkPermanent(fmt.Errorf("get %s: object not found after %d receives: %w", f, it.msg.receive, err))
@@ -375,6 +385,10 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 		return res, fmt.Errorf("get %s: %w", f, err)
 	}
 	defer obj.Body.Close()
+	src := &sourceReader{r: obj.Body, want: -1}
+	if obj.ContentLength != nil {
+		src.want = *obj.ContentLength
+	}
 
 	size := aws.ToInt64(obj.ContentLength)
 	srcType := aws.ToString(obj.ContentType)
@@ -389,7 +403,7 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 	}
 
 	pr := &process.Result{Key: f.Key, ContentType: srcType}
-	body, err := process.Chain(obj.Body, pr, h.procs[strings.Join(rule.Processors, ",")]...)
+	body, err := process.Chain(src, pr, h.procs[strings.Join(rule.Processors, ",")]...)
 	if err != nil {
 		return res, err
 	}
@@ -420,6 +434,27 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 	}, nil
 }
 
+// sourceReader checks that the source body is as long as S3 said. A body cut short is a
+// retryable error of its own, so no processor mistakes it for corrupt content (a
+// truncated gzip stream) and no truncated output is ever committed.
+type sourceReader struct {
+	r    io.Reader
+	want int64 // Content-Length, or -1 if unknown
+	n    int64
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	switch {
+	case err == io.EOF && s.want >= 0 && s.n != s.want:
+		return n, fmt.Errorf("source body ended after %d of %d bytes", s.n, s.want)
+	case err != nil && err != io.EOF:
+		return n, fmt.Errorf("source body read failed after %d bytes: %s", s.n, err.Error())
+	}
+	return n, err
+}
+
 // Metadata keys on every output object (S3 stores them as x-amz-meta-<key>).
 const (
 	MetaSource      = "fileflow-source"
@@ -430,8 +465,15 @@ const (
 )
 
 func outputMetadata(f task.File, pr *process.Result) map[string]string {
+	source := f.Bucket + "/" + f.Key
+	if len(source) > 256 {
+		// S3 allows 2 KB of user metadata; very long keys are identified by hash here and in
+		// full in the ledger.
+		sum := sha256.Sum256([]byte(source))
+		source = "sha256:" + hex.EncodeToString(sum[:])
+	}
 	m := map[string]string{
-		MetaSource:   f.Bucket + "/" + f.Key,
+		MetaSource:   source,
 		MetaRevision: f.Revision(),
 	}
 	if pr.SHA256 != "" {
@@ -507,7 +549,8 @@ func shareDuplicates(msgs []*message) {
 	for _, m := range msgs {
 		for _, it := range m.items {
 			if it.dupOf != nil {
-				it.status, it.class, it.dup = it.dupOf.status, it.dupOf.class, true
+				it.status, it.class = it.dupOf.status, it.dupOf.class
+				it.dup = it.status == ledger.StatusSucceeded // a repeated failure is not a success
 			}
 		}
 	}
@@ -518,19 +561,21 @@ func (h *Handler) changeVisibility(ctx context.Context, arn string, entries []sq
 	if err != nil {
 		return err
 	}
-	for start := 0; start < len(entries); start += 10 {
+	var errs []error
+	for start := 0; start < len(entries); start += 10 { // every chunk, even after a failed one
 		out, err := h.deps.Queue.ChangeMessageVisibilityBatch(ctx, &sqs.ChangeMessageVisibilityBatchInput{
 			QueueUrl: aws.String(url),
 			Entries:  entries[start:min(start+10, len(entries))],
 		})
 		if err != nil {
-			return fmt.Errorf("change visibility: %w", err)
+			errs = append(errs, fmt.Errorf("change visibility: %w", err))
+			continue
 		}
 		if len(out.Failed) > 0 {
-			return fmt.Errorf("change visibility: %d entries failed, first: %s", len(out.Failed), aws.ToString(out.Failed[0].Message))
+			errs = append(errs, fmt.Errorf("change visibility: %d entries failed, first: %s", len(out.Failed), aws.ToString(out.Failed[0].Message)))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // queueURL resolves a queue ARN (arn:aws:sqs:region:account:name) to its URL once per

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -347,4 +350,57 @@ func BenchmarkHandlePerFile(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/file")
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "files/s")
 
+}
+
+// An event for an older revision of an overwritten object is not processed with the
+// newer bytes: S3 answers the If-Match with 412 and the old revision is recorded superseded.
+func TestSupersededRevisionIsPermanent(t *testing.T) {
+	e := newEnv(t, nil)
+	e.s3.put("in", "v.txt", []byte("new"))
+	e.s3.getErr = func(string) error {
+		return &smithy.GenericAPIError{Code: "PreconditionFailed", Message: "At least one of the pre-conditions you specified did not hold"}
+	}
+	resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{s3Message("m", 1, "in", "v.txt")}})
+	require.NoError(t, err)
+	assert.Empty(t, resp.BatchItemFailures)
+	k := ledger.Key{Bucket: "in", Key: "v.txt", Revision: "e:e-v.txt"}
+	assert.Equal(t, ledger.StatusFailed, e.ledger.status[k])
+	assert.Contains(t, e.ledger.reasons[k], "superseded")
+	assert.Zero(t, e.s3.puts)
+}
+
+// A source body shorter than its Content-Length is retried, never committed truncated,
+// and not mistaken for a corrupt file by gunzip.
+func TestTruncatedSourceIsRetried(t *testing.T) {
+	for _, key := range []string{"short.txt", "short.gz"} {
+		e := newEnv(t, func(_ *Config, d *Deps) { d.Objects = shortBodies{d.Objects.(*fakeS3)} })
+		var data bytes.Buffer
+		zw := gzip.NewWriter(&data)
+		_, _ = zw.Write(bytes.Repeat([]byte("x"), 1000))
+		require.NoError(t, zw.Close())
+		if key == "short.txt" {
+			data.Reset()
+			data.Write(bytes.Repeat([]byte("x"), 100))
+		}
+		e.s3.put("in", key, data.Bytes())
+		n := data.Len()
+		resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{s3Message("m", 1, "in", key)}})
+		require.NoError(t, err)
+		assert.Equal(t, []string{"m"}, failedIDs(resp), key)
+		k := ledger.Key{Bucket: "in", Key: key, Revision: "e:e-" + key}
+		assert.Equal(t, ledger.StatusRetrying, e.ledger.status[k], key)
+		assert.Contains(t, e.ledger.reasons[k], fmt.Sprintf("ended after %d of %d bytes", n, 2*n), key)
+		assert.Zero(t, e.s3.puts, key)
+	}
+}
+
+// shortBodies claims every object is twice as long as the bytes it returns.
+type shortBodies struct{ *fakeS3 }
+
+func (s shortBodies) GetObject(ctx context.Context, in *s3.GetObjectInput, o ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	out, err := s.fakeS3.GetObject(ctx, in, o...)
+	if err == nil {
+		out.ContentLength = aws.Int64(2 * aws.ToInt64(out.ContentLength))
+	}
+	return out, err
 }
