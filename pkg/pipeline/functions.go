@@ -1,0 +1,205 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/appautoscaling"
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/cloudwatch"
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/lambda"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/fileflow/fileflow/pkg/worker"
+)
+
+// function is one declared Lambda function and what belongs to it.
+type function struct {
+	name     string // "worker", "dispatch"
+	args     FunctionArgs
+	fn       *lambda.Function
+	logGroup *cloudwatch.LogGroup
+	role     *iam.Role
+	mapping  *lambda.EventSourceMapping
+}
+
+var lambdaAssumeRole = PolicyDocument{Version: "2012-10-17", Statement: []Statement{{
+	Effect: "Allow", Principal: map[string]string{"Service": "lambda.amazonaws.com"},
+	Action: []string{"sts:AssumeRole"}, Resource: nil,
+}}}
+
+func (b *builder) lambdas() error {
+	b.functions = map[string]*function{}
+	for _, name := range sortedKeys(b.args.Code) {
+		f, err := b.lambdaFunction(name)
+		if err != nil {
+			return fmt.Errorf("function %s: %w", name, err)
+		}
+		b.functions[name] = f
+	}
+	return nil
+}
+
+// environment is what the component tells a function about the pipeline.
+func (b *builder) environment(name string, f FunctionArgs) (pulumi.StringMap, error) {
+	rules, err := json.Marshal(b.args.Rules)
+	if err != nil {
+		return nil, err
+	}
+	env := pulumi.StringMap{
+		worker.EnvTable:           b.table.Name,
+		worker.EnvOutputBucket:    b.output.Bucket,
+		worker.EnvOutputPrefix:    pulumi.String(b.args.OutputPrefix),
+		worker.EnvMaxReceiveCount: pulumi.String(itoa(b.args.MaxReceiveCount)),
+		worker.EnvLedgerTTLDays:   pulumi.String(itoa(b.args.Table.TTLDays)),
+	}
+	if name == "worker" {
+		env[worker.EnvRules] = pulumi.String(string(rules))
+		// Files of one batch in parallel: the batch size, at most 16 (memory: one part
+		// buffer of 8 MiB per file in flight).
+		env[worker.EnvConcurrency] = pulumi.String(itoa(min(max(f.BatchSize, 1), 16)))
+	}
+	if name == "dispatch" {
+		env["FILEFLOW_TASKS_QUEUE_URL"] = b.queues["tasks"].Url
+		env["FILEFLOW_COMPLETION_TOPIC_ARN"] = b.completionTopic.Arn
+	}
+	for k, v := range f.Env {
+		env[k] = pulumi.String(v)
+	}
+	return env, nil
+}
+
+func (b *builder) lambdaFunction(name string) (*function, error) {
+	f := b.args.Functions[name]
+	code := b.args.Code[name]
+	queue := b.queues[functionQueues[name]]
+	out := &function{name: name, args: f}
+	var err error
+
+	out.logGroup, err = cloudwatch.NewLogGroup(b.ctx, b.n(name+"-logs"), &cloudwatch.LogGroupArgs{
+		Name:            pulumi.Sprintf("/fileflow/%s/%s-%s", b.ctx.Stack(), b.name, name),
+		RetentionInDays: pulumi.Int(b.args.LogRetentionDays),
+		Tags:            b.tags,
+	}, b.parent)
+	if err != nil {
+		return nil, err
+	}
+	assume, err := lambdaAssumeRole.JSON()
+	if err != nil {
+		return nil, err
+	}
+	out.role, err = iam.NewRole(b.ctx, b.n(name+"-role"), &iam.RoleArgs{
+		AssumeRolePolicy: pulumi.String(assume),
+		Description:      pulumi.Sprintf("fileflow %s %s function", b.name, name),
+		Tags:             b.tags,
+	}, b.parent)
+	if err != nil {
+		return nil, err
+	}
+	tasksArn := pulumi.String("").ToStringOutput()
+	if t, ok := b.queues["tasks"]; ok {
+		tasksArn = t.Arn
+	}
+	policy := pulumi.All(b.ingest.Arn, b.output.Arn, b.table.Arn, queue.Arn, out.logGroup.Arn, tasksArn, b.completionTopic.Arn).ApplyT(
+		func(v []any) (string, error) {
+			return FunctionPolicy(name, resourceARNs{
+				Ingest: v[0].(string), Output: v[1].(string), Table: v[2].(string), Queue: v[3].(string),
+				LogGroup: v[4].(string), Tasks: v[5].(string), CompletionTopic: v[6].(string),
+			}, b.args.Tracing).JSON()
+		}).(pulumi.StringOutput)
+	rolePolicy, err := iam.NewRolePolicy(b.ctx, b.n(name+"-policy"), &iam.RolePolicyArgs{
+		Role: out.role.Name, Policy: policy,
+	}, b.parent)
+	if err != nil {
+		return nil, err
+	}
+	env, err := b.environment(name, f)
+	if err != nil {
+		return nil, err
+	}
+	fnArgs := &lambda.FunctionArgs{
+		Runtime:                      pulumi.String("provided.al2023"),
+		Architectures:                pulumi.ToStringArray([]string{"arm64"}),
+		Handler:                      pulumi.String("bootstrap"),
+		Code:                         code.Archive,
+		SourceCodeHash:               pulumi.String(code.Hash),
+		Role:                         out.role.Arn,
+		MemorySize:                   pulumi.Int(f.MemoryMB),
+		Timeout:                      pulumi.Int(f.TimeoutSeconds),
+		ReservedConcurrentExecutions: pulumi.Int(f.ReservedConcurrency),
+		Environment:                  lambda.FunctionEnvironmentArgs{Variables: env},
+		LoggingConfig: lambda.FunctionLoggingConfigArgs{
+			LogFormat: pulumi.String("JSON"), LogGroup: out.logGroup.Name,
+			ApplicationLogLevel: pulumi.String("INFO"), SystemLogLevel: pulumi.String("WARN"),
+		},
+		Publish: pulumi.Bool(f.ProvisionedConcurrency > 0),
+		Tags:    b.tags,
+	}
+	if b.args.Tracing {
+		fnArgs.TracingConfig = lambda.FunctionTracingConfigArgs{Mode: pulumi.String("Active")}
+	}
+	out.fn, err = lambda.NewFunction(b.ctx, b.n(name), fnArgs, b.parent, pulumi.DependsOn([]pulumi.Resource{rolePolicy, out.logGroup}))
+	if err != nil {
+		return nil, err
+	}
+
+	target := out.fn.Arn
+	if f.ProvisionedConcurrency > 0 {
+		alias, err := lambda.NewAlias(b.ctx, b.n(name+"-live"), &lambda.AliasArgs{
+			Name: pulumi.String("live"), FunctionName: out.fn.Name, FunctionVersion: out.fn.Version,
+		}, b.parent)
+		if err != nil {
+			return nil, err
+		}
+		pc, err := lambda.NewProvisionedConcurrencyConfig(b.ctx, b.n(name+"-warm"), &lambda.ProvisionedConcurrencyConfigArgs{
+			FunctionName: out.fn.Name, Qualifier: alias.Name, ProvisionedConcurrentExecutions: pulumi.Int(f.ProvisionedConcurrency),
+		}, b.parent, pulumi.IgnoreChanges([]string{"provisionedConcurrentExecutions"}))
+		if err != nil {
+			return nil, err
+		}
+		resourceID := pulumi.Sprintf("function:%s:%s", out.fn.Name, alias.Name)
+		if err := b.targetTracking(name+"-warm", "lambda", resourceID, "lambda:function:ProvisionedConcurrency",
+			f.ProvisionedConcurrency, f.ProvisionedMax, "LambdaProvisionedConcurrencyUtilization", 0.7, pulumi.DependsOn([]pulumi.Resource{pc})); err != nil {
+			return nil, err
+		}
+		target = alias.Arn
+	}
+
+	esm := &lambda.EventSourceMappingArgs{
+		EventSourceArn:        queue.Arn,
+		FunctionName:          target,
+		BatchSize:             pulumi.Int(f.BatchSize),
+		FunctionResponseTypes: pulumi.ToStringArray([]string{"ReportBatchItemFailures"}),
+		ScalingConfig:         lambda.EventSourceMappingScalingConfigArgs{MaximumConcurrency: pulumi.Int(f.MaxConcurrency)},
+		Tags:                  b.tags,
+	}
+	if f.BatchingWindowSec > 0 {
+		esm.MaximumBatchingWindowInSeconds = pulumi.Int(f.BatchingWindowSec)
+	}
+	out.mapping, err = lambda.NewEventSourceMapping(b.ctx, b.n(name+"-trigger"), esm, b.parent, pulumi.DependsOn([]pulumi.Resource{rolePolicy}))
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func newScalingTarget(b *builder, name, namespace string, resourceID pulumi.StringInput, dimension string, minCap, maxCap int, opts ...pulumi.ResourceOption) (*appautoscaling.Target, error) {
+	return appautoscaling.NewTarget(b.ctx, b.n(name+"-scaling"), &appautoscaling.TargetArgs{
+		ServiceNamespace: pulumi.String(namespace), ResourceId: resourceID, ScalableDimension: pulumi.String(dimension),
+		MinCapacity: pulumi.Int(minCap), MaxCapacity: pulumi.Int(maxCap), Tags: b.tags,
+	}, append([]pulumi.ResourceOption{b.parent}, opts...)...)
+}
+
+func newScalingPolicy(b *builder, name string, t *appautoscaling.Target, metric string, target float64) error {
+	_, err := appautoscaling.NewPolicy(b.ctx, b.n(name+"-tracking"), &appautoscaling.PolicyArgs{
+		PolicyType: pulumi.String("TargetTrackingScaling"), ResourceId: t.ResourceId,
+		ScalableDimension: t.ScalableDimension, ServiceNamespace: t.ServiceNamespace,
+		TargetTrackingScalingPolicyConfiguration: appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs{
+			TargetValue: pulumi.Float64(target),
+			PredefinedMetricSpecification: appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs{
+				PredefinedMetricType: pulumi.String(metric),
+			},
+		},
+	}, b.parent)
+	return err
+}

@@ -1,0 +1,551 @@
+// Package policy holds fileflow's policy rules as plain functions over a stack's
+// resources. The Pulumi policy pack in infra/policy (run by `pulumi preview --policy-pack
+// infra/policy`) and the tests over the component's mocked resource graph run the very
+// same functions.
+//
+// In a real preview, properties of resources not created yet are unknown (an ARN, a
+// generated name). A rule never reports a violation it cannot prove: where a link
+// between resources is unknown it falls back to what is known (logical names, counts).
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Unknown stands for a property whose value is not known yet (computed during preview).
+type Unknown struct{}
+
+// Resource is one resource as a rule sees it.
+type Resource struct {
+	Type  string
+	Name  string         // the logical name
+	URN   string         // empty outside a real preview
+	Props map[string]any // inputs; plain JSON-like values, or Unknown
+	// State holds outputs where known (mocks; existing resources). May be nil.
+	State map[string]any
+}
+
+// Violation is one broken rule.
+type Violation struct {
+	Rule     string `json:"rule"`
+	Type     string `json:"type"`
+	Name     string `json:"name"`
+	URN      string `json:"urn,omitempty"`
+	Message  string `json:"message"`
+	Severity string `json:"severity"`
+}
+
+// Rule is one policy.
+type Rule struct {
+	Name        string
+	Description string
+	Check       func(rs []Resource) []Violation
+}
+
+// Resource types the rules know.
+const (
+	TypeQueue        = "aws:sqs/queue:Queue"
+	TypeESM          = "aws:lambda/eventSourceMapping:EventSourceMapping"
+	TypeFunction     = "aws:lambda/function:Function"
+	TypeAlias        = "aws:lambda/alias:Alias"
+	TypeBucket       = "aws:s3/bucketV2:BucketV2"
+	TypeLegacyBucket = "aws:s3/bucket:Bucket"
+	TypePublicBlock  = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+	TypeBucketSSE    = "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2"
+	TypeBucketPolicy = "aws:s3/bucketPolicy:BucketPolicy"
+	TypeTable        = "aws:dynamodb/table:Table"
+	TypeRolePolicy   = "aws:iam/rolePolicy:RolePolicy"
+	TypePolicy       = "aws:iam/policy:Policy"
+	TypeLogGroup     = "aws:cloudwatch/logGroup:LogGroup"
+	TypeAlarm        = "aws:cloudwatch/metricAlarm:MetricAlarm"
+)
+
+// Rules are all of fileflow's policies.
+var Rules = []Rule{
+	{"queue-has-dlq", "Every SQS queue has a dead-letter queue with a maxReceiveCount (or is one).", queueHasDLQ},
+	{"queue-depth-alarm", "Every SQS queue has a CloudWatch alarm on its depth.", queueDepthAlarm},
+	{"visibility-timeout", "A Lambda-triggering queue's visibility timeout is >= 6 x the function timeout + the batching window.", visibilityTimeout},
+	{"report-batch-item-failures", "Every SQS event source mapping reports batch item failures, so one bad message does not fail its batch.", reportBatchItemFailures},
+	{"reserved-concurrency", "A function's reserved concurrency is >= its SQS mapping's maximum concurrency.", reservedConcurrency},
+	{"no-public-buckets", "Every bucket blocks all public access.", noPublicBuckets},
+	{"encryption-at-rest", "Every bucket, queue and table is encrypted at rest.", encryptionAtRest},
+	{"tls-only", "Every bucket's policy denies requests without TLS.", tlsOnly},
+	{"iam-no-wildcards", "No IAM policy allows '*' actions or '*' resources (except X-Ray's two write actions, which have no resource-level permissions).", iamNoWildcards},
+	{"log-retention", "Every log group has a retention, and every function logs to such a group.", logRetention},
+}
+
+// Check runs every rule and returns all violations, sorted.
+func Check(rs []Resource) []Violation {
+	var out []Violation
+	for _, r := range Rules {
+		out = append(out, r.Check(rs)...)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Rule != out[j].Rule {
+			return out[i].Rule < out[j].Rule
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+func violation(rule string, r Resource, format string, args ...any) Violation {
+	return Violation{Rule: rule, Type: r.Type, Name: r.Name, URN: r.URN, Message: fmt.Sprintf(format, args...), Severity: "mandatory"}
+}
+
+func ofType(rs []Resource, types ...string) []Resource {
+	var out []Resource
+	for _, r := range rs {
+		if slices.Contains(types, r.Type) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// get walks a property path ("scalingConfig.maximumConcurrency").
+func get(m map[string]any, path string) any {
+	var cur any = m
+	for _, part := range strings.Split(path, ".") {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			if _, unknown := cur.(Unknown); unknown {
+				return Unknown{}
+			}
+			return nil
+		}
+		cur = mm[part]
+	}
+	return cur
+}
+
+func isUnknown(v any) bool { _, ok := v.(Unknown); return ok }
+
+func num(v any) (float64, bool) {
+	switch t := v.(type) {
+	case float64:
+		return t, true
+	case int:
+		return float64(t), true
+	case int64:
+		return float64(t), true
+	case json.Number:
+		f, err := t.Float64()
+		return f, err == nil
+	}
+	return 0, false
+}
+
+func str(v any) (string, bool) { s, ok := v.(string); return s, ok }
+
+// attr reads an output (from State) or, failing that, an input.
+func attr(r Resource, key string) any {
+	if r.State != nil {
+		if v, ok := r.State[key]; ok {
+			return v
+		}
+	}
+	return r.Props[key]
+}
+
+// find returns the resource of one of types whose attribute key equals value.
+func find(rs []Resource, key string, value any, types ...string) (Resource, bool) {
+	for _, r := range ofType(rs, types...) {
+		if v := attr(r, key); v != nil && !isUnknown(v) && v == value {
+			return r, true
+		}
+	}
+	return Resource{}, false
+}
+
+func queueHasDLQ(rs []Resource) []Violation {
+	queues := ofType(rs, TypeQueue)
+	targets := map[string]bool{}
+	anyUnknown := false
+	for _, q := range queues {
+		rp := q.Props["redrivePolicy"]
+		if isUnknown(rp) {
+			anyUnknown = true
+			continue
+		}
+		if s, ok := str(rp); ok && s != "" {
+			var p struct {
+				DeadLetterTargetArn string `json:"deadLetterTargetArn"`
+			}
+			if json.Unmarshal([]byte(s), &p) == nil {
+				targets[p.DeadLetterTargetArn] = true
+			}
+		}
+	}
+	var out []Violation
+	for _, q := range queues {
+		rp := q.Props["redrivePolicy"]
+		if isUnknown(rp) {
+			continue
+		}
+		if s, ok := str(rp); ok && s != "" {
+			var p struct {
+				DeadLetterTargetArn string `json:"deadLetterTargetArn"`
+				MaxReceiveCount     any    `json:"maxReceiveCount"`
+			}
+			if err := json.Unmarshal([]byte(s), &p); err != nil {
+				out = append(out, violation("queue-has-dlq", q, "redrivePolicy is not valid JSON: %v", err))
+				continue
+			}
+			if n, ok := num(p.MaxReceiveCount); !ok || n < 1 {
+				out = append(out, violation("queue-has-dlq", q, "redrivePolicy has no maxReceiveCount >= 1"))
+			}
+			if p.DeadLetterTargetArn == "" {
+				out = append(out, violation("queue-has-dlq", q, "redrivePolicy names no deadLetterTargetArn"))
+			}
+			continue
+		}
+		// No redrive policy: fine only for a dead-letter queue itself.
+		arn, _ := str(attr(q, "arn"))
+		isDLQ := arn != "" && targets[arn]
+		if !isDLQ && (anyUnknown || arn == "") {
+			isDLQ = strings.HasSuffix(q.Name, "-dlq") || strings.HasSuffix(q.Name, "-deadletter")
+		}
+		if !isDLQ {
+			out = append(out, violation("queue-has-dlq", q, "queue has no redrivePolicy (no dead-letter queue): failing messages would be retried until they expire"))
+		}
+	}
+	return out
+}
+
+func queueDepthAlarm(rs []Resource) []Violation {
+	var out []Violation
+	alarmed := map[string]bool{}
+	unknownAlarms := 0
+	for _, a := range ofType(rs, TypeAlarm) {
+		if a.Props["namespace"] != "AWS/SQS" || a.Props["metricName"] != "ApproximateNumberOfMessagesVisible" {
+			continue
+		}
+		name := get(a.Props, "dimensions.QueueName")
+		if s, ok := str(name); ok {
+			alarmed[s] = true
+		} else if isUnknown(name) {
+			unknownAlarms++
+		}
+	}
+	for _, q := range ofType(rs, TypeQueue) {
+		name, ok := str(attr(q, "name"))
+		if ok && alarmed[name] {
+			continue
+		}
+		if unknownAlarms > 0 {
+			unknownAlarms--
+			continue
+		}
+		out = append(out, violation("queue-depth-alarm", q, "no CloudWatch alarm on ApproximateNumberOfMessagesVisible for this queue"))
+	}
+	return out
+}
+
+// mappingParts returns an SQS mapping's queue and function, where they can be linked.
+func mappingParts(rs []Resource, m Resource) (queue, fn Resource, okQ, okF bool) {
+	src, _ := str(m.Props["eventSourceArn"])
+	if src == "" || !strings.Contains(src, ":sqs:") {
+		return
+	}
+	queue, okQ = find(rs, "arn", src, TypeQueue)
+	target, _ := str(m.Props["functionName"])
+	if target == "" {
+		return
+	}
+	if fn, okF = find(rs, "arn", target, TypeFunction); okF {
+		return
+	}
+	if fn, okF = find(rs, "name", target, TypeFunction); okF {
+		return
+	}
+	if alias, ok := find(rs, "arn", target, TypeAlias); ok {
+		fnName, _ := str(alias.Props["functionName"])
+		fn, okF = find(rs, "name", fnName, TypeFunction)
+	}
+	return
+}
+
+func isSQSMapping(m Resource) bool {
+	src, ok := str(m.Props["eventSourceArn"])
+	return ok && strings.Contains(src, ":sqs:")
+}
+
+func visibilityTimeout(rs []Resource) []Violation {
+	var out []Violation
+	for _, m := range ofType(rs, TypeESM) {
+		q, fn, okQ, okF := mappingParts(rs, m)
+		if !okQ || !okF {
+			continue
+		}
+		vis, ok1 := num(q.Props["visibilityTimeoutSeconds"])
+		if !ok1 {
+			vis = 30 // SQS's default
+		}
+		timeout, ok2 := num(fn.Props["timeout"])
+		if !ok2 {
+			timeout = 3 // Lambda's default
+		}
+		window, _ := num(m.Props["maximumBatchingWindowInSeconds"])
+		if need := 6*timeout + window; vis < need {
+			out = append(out, violation("visibility-timeout", q,
+				"visibility timeout %gs is below 6 x %gs (function %s timeout) + %gs batching window = %gs: messages would be delivered again while still being processed",
+				vis, timeout, fn.Name, window, need))
+		}
+	}
+	return out
+}
+
+func reportBatchItemFailures(rs []Resource) []Violation {
+	var out []Violation
+	for _, m := range ofType(rs, TypeESM) {
+		if !isSQSMapping(m) {
+			continue
+		}
+		types, _ := m.Props["functionResponseTypes"].([]any)
+		if !slices.Contains(types, any("ReportBatchItemFailures")) {
+			out = append(out, violation("report-batch-item-failures", m, "functionResponseTypes does not include ReportBatchItemFailures: one failing file would redeliver its whole batch"))
+		}
+	}
+	return out
+}
+
+func reservedConcurrency(rs []Resource) []Violation {
+	var out []Violation
+	for _, m := range ofType(rs, TypeESM) {
+		maxc, ok := num(get(m.Props, "scalingConfig.maximumConcurrency"))
+		if !ok {
+			continue
+		}
+		_, fn, _, okF := mappingParts(rs, m)
+		if !okF {
+			continue
+		}
+		reserved, ok := num(fn.Props["reservedConcurrentExecutions"])
+		if !ok || reserved < 0 {
+			out = append(out, violation("reserved-concurrency", fn, "no reserved concurrency, but its SQS mapping scales to %g: other functions can starve it", maxc))
+			continue
+		}
+		if reserved < maxc {
+			out = append(out, violation("reserved-concurrency", fn, "reserved concurrency %g is below the mapping's maximum concurrency %g: the mapping would be throttled", reserved, maxc))
+		}
+	}
+	return out
+}
+
+// bucketLinked reports whether a resource of typ that passes ok names bucket b (by the
+// bucket's id, its name), and whether some link could not be known.
+func bucketLinked(rs []Resource, typ string, b Resource, ok func(Resource) bool) (linked, unknown bool) {
+	id := attr(b, "bucket")
+	if id == nil || isUnknown(id) {
+		return false, true
+	}
+	for _, r := range ofType(rs, typ) {
+		ref := r.Props["bucket"]
+		if isUnknown(ref) {
+			unknown = true
+			continue
+		}
+		if ref == id && ok(r) {
+			return true, false
+		}
+	}
+	return false, unknown
+}
+
+func countPassing(rs []Resource, typ string, ok func(Resource) bool) int {
+	n := 0
+	for _, r := range ofType(rs, typ) {
+		if ok(r) {
+			n++
+		}
+	}
+	return n
+}
+
+// perBucket checks that each bucket has a companion resource that passes ok. Where
+// bucket names are unknown, it checks that there are at least as many passing
+// companions as buckets.
+func perBucket(rs []Resource, rule, typ, msg string, ok func(Resource) bool) []Violation {
+	var out []Violation
+	buckets := ofType(rs, TypeBucket)
+	passing := countPassing(rs, typ, ok)
+	unlinked := 0
+	for _, b := range buckets {
+		linked, unknown := bucketLinked(rs, typ, b, ok)
+		if linked {
+			continue
+		}
+		if unknown {
+			unlinked++
+			if unlinked <= passing {
+				continue
+			}
+		}
+		out = append(out, violation(rule, b, "%s", msg))
+	}
+	return out
+}
+
+func noPublicBuckets(rs []Resource) []Violation {
+	out := perBucket(rs, "no-public-buckets", TypePublicBlock, "no BucketPublicAccessBlock with all four settings true", func(r Resource) bool {
+		for _, k := range []string{"blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"} {
+			if r.Props[k] != true {
+				return false
+			}
+		}
+		return true
+	})
+	for _, b := range ofType(rs, TypeBucket, TypeLegacyBucket) {
+		if acl, _ := str(b.Props["acl"]); strings.HasPrefix(acl, "public") {
+			out = append(out, violation("no-public-buckets", b, "bucket ACL %q makes it public", acl))
+		}
+	}
+	return out
+}
+
+func encryptionAtRest(rs []Resource) []Violation {
+	out := perBucket(rs, "encryption-at-rest", TypeBucketSSE, "no default server-side encryption configuration", func(r Resource) bool {
+		rules, _ := r.Props["rules"].([]any)
+		for _, x := range rules {
+			m, _ := x.(map[string]any)
+			if alg, _ := str(get(m, "applyServerSideEncryptionByDefault.sseAlgorithm")); alg != "" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, q := range ofType(rs, TypeQueue) {
+		kms, _ := str(q.Props["kmsMasterKeyId"])
+		if q.Props["sqsManagedSseEnabled"] != true && kms == "" {
+			out = append(out, violation("encryption-at-rest", q, "queue has neither sqsManagedSseEnabled nor a KMS key"))
+		}
+	}
+	for _, t := range ofType(rs, TypeTable) {
+		if get(t.Props, "serverSideEncryption.enabled") != true {
+			out = append(out, violation("encryption-at-rest", t, "table does not enable serverSideEncryption explicitly"))
+		}
+	}
+	return out
+}
+
+func tlsOnly(rs []Resource) []Violation {
+	return perBucket(rs, "tls-only", TypeBucketPolicy, "no bucket policy denying requests with aws:SecureTransport = false", func(r Resource) bool {
+		doc, ok := str(r.Props["policy"])
+		if !ok {
+			return false
+		}
+		var p struct {
+			Statement []struct {
+				Effect    string                       `json:"Effect"`
+				Condition map[string]map[string]string `json:"Condition"`
+			} `json:"Statement"`
+		}
+		if json.Unmarshal([]byte(doc), &p) != nil {
+			return false
+		}
+		for _, s := range p.Statement {
+			if s.Effect == "Deny" && strings.EqualFold(s.Condition["Bool"]["aws:SecureTransport"], "false") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// xrayActions may use Resource "*": they support no resource-level permissions.
+var xrayActions = []string{"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+func iamNoWildcards(rs []Resource) []Violation {
+	var out []Violation
+	for _, r := range ofType(rs, TypeRolePolicy, TypePolicy) {
+		doc, ok := str(r.Props["policy"])
+		if !ok {
+			continue // unknown until its ARNs are
+		}
+		var p struct {
+			Statement []struct {
+				Effect   string `json:"Effect"`
+				Action   any    `json:"Action"`
+				Resource any    `json:"Resource"`
+			} `json:"Statement"`
+		}
+		if err := json.Unmarshal([]byte(doc), &p); err != nil {
+			out = append(out, violation("iam-no-wildcards", r, "policy is not valid JSON: %v", err))
+			continue
+		}
+		for i, s := range p.Statement {
+			if s.Effect != "Allow" {
+				continue
+			}
+			actions, resources := strList(s.Action), strList(s.Resource)
+			for _, a := range actions {
+				if a == "*" || strings.HasSuffix(a, ":*") {
+					out = append(out, violation("iam-no-wildcards", r, "statement %d allows action %q", i, a))
+				}
+			}
+			onlyXray := len(actions) > 0
+			for _, a := range actions {
+				if !slices.Contains(xrayActions, a) {
+					onlyXray = false
+				}
+			}
+			for _, res := range resources {
+				if res == "*" && !onlyXray {
+					out = append(out, violation("iam-no-wildcards", r, "statement %d allows %v on resource \"*\"", i, actions))
+				}
+			}
+		}
+	}
+	return out
+}
+
+func strList(v any) []string {
+	switch t := v.(type) {
+	case string:
+		return []string{t}
+	case []any:
+		var out []string
+		for _, x := range t {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func logRetention(rs []Resource) []Violation {
+	var out []Violation
+	retained := map[string]bool{}
+	for _, g := range ofType(rs, TypeLogGroup) {
+		days, ok := num(g.Props["retentionInDays"])
+		if !ok || days <= 0 {
+			out = append(out, violation("log-retention", g, "log group keeps logs forever (no retentionInDays)"))
+			continue
+		}
+		if name, ok := str(attr(g, "name")); ok {
+			retained[name] = true
+		}
+	}
+	for _, fn := range ofType(rs, TypeFunction) {
+		group := get(fn.Props, "loggingConfig.logGroup")
+		if isUnknown(group) {
+			continue
+		}
+		name, ok := str(group)
+		if !ok || name == "" {
+			fname, _ := str(attr(fn, "name"))
+			name = "/aws/lambda/" + fname
+		}
+		if !retained[name] {
+			out = append(out, violation("log-retention", fn, "function logs to %s, which is not a log group with a retention in this stack", name))
+		}
+	}
+	return out
+}
