@@ -7,12 +7,17 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/fileflow/fileflow/pkg/build"
 	"github.com/fileflow/fileflow/pkg/local"
+	"github.com/fileflow/fileflow/pkg/plan"
+	"github.com/fileflow/fileflow/pkg/policy"
+	"github.com/fileflow/fileflow/pkg/stack"
+	"github.com/fileflow/fileflow/pkg/stage"
 )
 
 func main() {
@@ -31,7 +36,7 @@ func root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.AddCommand(serversCmd(), packageCmd())
+	cmd.AddCommand(serversCmd(), packageCmd(), planCmd(), docsCmd())
 	return cmd
 }
 
@@ -108,4 +113,120 @@ func packageCmd() *cobra.Command {
 	cmd.Flags().StringVar(&out, "out", "dist", "output directory")
 	cmd.Flags().StringVar(&arch, "arch", "arm64", "GOARCH of the bootstrap (arm64 or amd64)")
 	return cmd
+}
+
+func planCmd() *cobra.Command {
+	var stackName, format string
+	var keys bool
+	cmd := &cobra.Command{
+		Use:   "plan --stack dev|prod [--format table|json|mermaid]",
+		Short: "Run the stack program for a stage under Pulumi mocks (offline): resources, policy findings, diagram",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			if keys {
+				for _, d := range stage.Docs() {
+					fmt.Fprintf(out, "%-40s %s\n", d.Key, d.Doc)
+				}
+				return nil
+			}
+			root, err := moduleRoot()
+			if err != nil {
+				return err
+			}
+			g, violations, err := stack.Plan(cmd.Context(), root, stackName)
+			if err != nil {
+				return err
+			}
+			switch format {
+			case "json":
+				type res struct {
+					Type   string         `json:"type"`
+					Name   string         `json:"name"`
+					Inputs map[string]any `json:"inputs"`
+				}
+				doc := struct {
+					Resources  []res              `json:"resources"`
+					Violations []policy.Violation `json:"violations"`
+				}{Violations: violations}
+				if doc.Violations == nil {
+					doc.Violations = []policy.Violation{}
+				}
+				for _, r := range g.Resources {
+					doc.Resources = append(doc.Resources, res{r.Type, r.Name, r.Inputs})
+				}
+				b, err := plan.JSON(doc)
+				if err != nil {
+					return err
+				}
+				_, err = out.Write(b)
+				if err != nil {
+					return err
+				}
+			case "mermaid":
+				fmt.Fprint(out, g.Mermaid())
+			case "table":
+				if err := g.Table(out); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "\n%d resources. ", len(g.Resources))
+				if len(violations) == 0 {
+					fmt.Fprintln(out, "Policy: no violations.")
+				} else {
+					fmt.Fprintf(out, "Policy: %d violations:\n", len(violations))
+					for _, v := range violations {
+						fmt.Fprintf(out, "  [%s] %s %s: %s\n", v.Rule, v.Type, v.Name, v.Message)
+					}
+				}
+			default:
+				return fmt.Errorf("--format %q: want table, json or mermaid", format)
+			}
+			if len(violations) > 0 {
+				return fmt.Errorf("%d policy violations", len(violations))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&stackName, "stack", "dev", "stage (a Pulumi.<stack>.yaml)")
+	cmd.Flags().StringVar(&format, "format", "table", "table, json or mermaid")
+	cmd.Flags().BoolVar(&keys, "keys", false, "list the fileflow:* config keys instead")
+	return cmd
+}
+
+func docsCmd() *cobra.Command {
+	var check bool
+	cmd := &cobra.Command{
+		Use:   "docs [--check]",
+		Short: "Regenerate docs/architecture.md from every stage's plan (--check: fail if it is stale)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			root, err := moduleRoot()
+			if err != nil {
+				return err
+			}
+			doc, err := stack.ArchitectureDoc(cmd.Context(), root)
+			if err != nil {
+				return err
+			}
+			path := filepath.Join(root, "docs", "architecture.md")
+			if check {
+				old, err := os.ReadFile(path)
+				if err != nil || string(old) != doc {
+					return fmt.Errorf("%s is stale: run `make docs`", path)
+				}
+				return nil
+			}
+			return os.WriteFile(path, []byte(doc), 0o644)
+		},
+	}
+	cmd.Flags().BoolVar(&check, "check", false, "fail if docs/architecture.md differs")
+	return cmd
+}
+
+func moduleRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	return stack.ModuleRoot(wd)
 }

@@ -114,10 +114,10 @@ var logRetentionDays = []int{1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400
 // functionQueues maps each known function to the queue that triggers it.
 var functionQueues = map[string]string{"worker": "tasks", "dispatch": "jobs"}
 
-// withDefaults returns a copy with defaults filled in.
-func (a Args) withDefaults() Args {
-	fns := make(map[string]FunctionArgs, len(a.Code))
-	for name := range a.Code {
+// withDefaults returns a copy with defaults filled in for the named functions.
+func (a Args) withDefaults(functions []string) Args {
+	fns := make(map[string]FunctionArgs, len(functions))
+	for _, name := range functions {
 		f := a.Functions[name]
 		d := DefaultFunction
 		if f.MemoryMB == 0 {
@@ -186,30 +186,42 @@ func VisibilityTimeout(f FunctionArgs) int { return 6*f.TimeoutSeconds + f.Batch
 // Validate checks the args (after defaults) and returns every problem at once. Each
 // message names the field, its value and what is allowed.
 func (a Args) Validate() error {
-	a = a.withDefaults()
 	var errs []error
+	for name, c := range a.Code {
+		if c.Archive == nil {
+			errs = append(errs, fmt.Errorf("Code[%s].Archive = nil: a zip holding bootstrap is required", name))
+		}
+	}
+	if err := a.ValidateFor(sortedKeys(a.Code)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateFor checks every setting for a pipeline of the named functions, without the
+// code itself (stage configuration is checked this way before anything is built).
+func (a Args) ValidateFor(functions []string) error {
+	var errs []error
+	for _, name := range functions {
+		if _, ok := functionQueues[name]; !ok {
+			errs = append(errs, fmt.Errorf("Code[%s]: unknown function (known: dispatch, worker)", name))
+		}
+	}
+	if !slices.Contains(functions, "worker") {
+		errs = append(errs, errors.New(`Code: the "worker" function is required`))
+	}
+	for name := range a.Functions {
+		if !slices.Contains(functions, name) {
+			errs = append(errs, fmt.Errorf("Functions[%s]: configures a function that has no code", name))
+		}
+	}
+	a = a.withDefaults(functions)
 	bad := func(field string, v any, allowed string) {
 		errs = append(errs, fmt.Errorf("%s = %v: %s", field, v, allowed))
 	}
 	inRange := func(field string, v, lo, hi int) {
 		if v < lo || v > hi {
 			bad(field, v, fmt.Sprintf("must be in %d..%d", lo, hi))
-		}
-	}
-	if _, ok := a.Code["worker"]; !ok {
-		errs = append(errs, errors.New(`Code: the "worker" function is required`))
-	}
-	for name, c := range a.Code {
-		if _, ok := functionQueues[name]; !ok {
-			bad("Code["+name+"]", name, "unknown function (known: dispatch, worker)")
-		}
-		if c.Archive == nil {
-			bad("Code["+name+"].Archive", "nil", "a zip holding bootstrap is required")
-		}
-	}
-	for name := range a.Functions {
-		if _, ok := a.Code[name]; !ok {
-			bad("Functions["+name+"]", name, "configures a function that has no Code")
 		}
 	}
 	for _, name := range sortedKeys(a.Functions) {
@@ -274,7 +286,7 @@ func (a Args) Validate() error {
 		errs = append(errs, fmt.Errorf("Rules: %w", err))
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("pipeline: invalid args: %w", errors.Join(errs...))
+		return errors.Join(errs...)
 	}
 	return nil
 }

@@ -62,9 +62,9 @@ func New(ctx *pulumi.Context, name string, args *Args, opts ...pulumi.ResourceOp
 		return nil, fmt.Errorf("pipeline %s: args are required (at least Code[\"worker\"])", name)
 	}
 	if err := args.Validate(); err != nil {
-		return nil, fmt.Errorf("pipeline %s: %w", name, err)
+		return nil, fmt.Errorf("pipeline %s: invalid args:\n%w", name, err)
 	}
-	a := args.withDefaults()
+	a := args.withDefaults(sortedKeys(args.Code))
 	p := &Pipeline{}
 	if err := ctx.RegisterComponentResource(TypeToken, name, p, opts...); err != nil {
 		return nil, err

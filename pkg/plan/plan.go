@@ -38,7 +38,7 @@ type Resource struct {
 	State map[string]any `json:"-"`
 }
 
-// Graph is everything a program declared, in registration order.
+// Graph is everything a program declared, sorted by type and name.
 type Graph struct {
 	Resources []Resource `json:"resources"`
 }
@@ -49,7 +49,15 @@ func Run(project, stack string, program pulumi.RunFunc) (*Graph, error) {
 	if err := pulumi.RunErr(program, pulumi.WithMocks(project, stack, m)); err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
-	return &Graph{Resources: m.resources}, nil
+	// Registration order depends on when outputs resolve; sort so that output is stable.
+	rs := m.resources
+	sort.SliceStable(rs, func(i, j int) bool {
+		if rs[i].Type != rs[j].Type {
+			return rs[i].Type < rs[j].Type
+		}
+		return rs[i].Name < rs[j].Name
+	})
+	return &Graph{Resources: rs}, nil
 }
 
 // OfType returns the resources of one type token, in declaration order.
