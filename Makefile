@@ -5,10 +5,12 @@ GO          ?= go
 BIN         := $(CURDIR)/bin
 DIST        := $(CURDIR)/dist
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+ACTIONLINT  := github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
+STACK       ?= dev
 TESTFLAGS   ?=
 TEST_LOG    := $(or $(TMPDIR),/tmp)/fileflow-test.log
 
-.PHONY: all build package servers test test-unit bench lint fmt tidy clean
+.PHONY: all build package servers test test-unit bench lint fmt tidy clean plan docs preview deploy
 
 all: build
 
@@ -32,22 +34,41 @@ test: servers
 
 ## test-unit: the fast tests that need no server
 test-unit:
-	$(GO) test -count=1 ./pkg/task/ ./pkg/retry/ ./pkg/process/ ./pkg/upload/ ./pkg/worker/
+	$(GO) test -count=1 ./pkg/task/ ./pkg/retry/ ./pkg/process/ ./pkg/upload/ ./pkg/worker/ ./pkg/pipeline/ ./pkg/policy/ ./pkg/stage/
 
 ## bench: benchmarks (medians: run with COUNT=6 and compare with benchstat)
 COUNT ?= 1
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./pkg/...
 
-## lint: gofmt, go vet, staticcheck (installed from the module proxy into ./bin)
-lint: $(BIN)/staticcheck
+## lint: gofmt, go vet, staticcheck, actionlint (both installed from the module proxy into ./bin)
+lint: $(BIN)/staticcheck $(BIN)/actionlint
 	@unformatted=$$(gofmt -l .); \
 	 if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(BIN)/staticcheck ./...
+	$(BIN)/actionlint .github/workflows/*.yml
 
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install $(STATICCHECK)
+
+$(BIN)/actionlint:
+	GOBIN=$(BIN) $(GO) install $(ACTIONLINT)
+
+## plan: the stage's resources and policy findings, offline under Pulumi mocks (STACK=dev|prod)
+plan:
+	$(GO) run ./cmd/fileflow plan --stack $(STACK)
+
+## docs: regenerate docs/architecture.md from the plans
+docs:
+	$(GO) run ./cmd/fileflow docs
+
+## preview / deploy: the real thing (needs the Pulumi CLI and AWS credentials)
+preview:
+	pulumi preview --stack $(STACK) --policy-pack infra/policy
+
+deploy:
+	pulumi up --stack $(STACK) --policy-pack infra/policy
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

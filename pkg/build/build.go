@@ -86,7 +86,26 @@ func Function(ctx context.Context, o Options) (Archive, error) {
 		return Archive{}, fmt.Errorf("build %s: %w", o.Function, err)
 	}
 	path := filepath.Join(o.OutDir, o.Function+".zip")
-	if err := os.WriteFile(path, zipped, 0o644); err != nil {
+	// Write then rename, so a concurrent build (parallel test binaries) or a reader never
+	// sees a half-written zip.
+	tmpZip, err := os.CreateTemp(o.OutDir, "."+o.Function+"-*.zip")
+	if err != nil {
+		return Archive{}, fmt.Errorf("build %s: %w", o.Function, err)
+	}
+	if _, err := tmpZip.Write(zipped); err != nil {
+		tmpZip.Close()
+		os.Remove(tmpZip.Name())
+		return Archive{}, fmt.Errorf("build %s: %w", o.Function, err)
+	}
+	if err := tmpZip.Close(); err != nil {
+		os.Remove(tmpZip.Name())
+		return Archive{}, fmt.Errorf("build %s: %w", o.Function, err)
+	}
+	if err := os.Chmod(tmpZip.Name(), 0o644); err != nil {
+		return Archive{}, fmt.Errorf("build %s: %w", o.Function, err)
+	}
+	if err := os.Rename(tmpZip.Name(), path); err != nil {
+		os.Remove(tmpZip.Name())
 		return Archive{}, fmt.Errorf("build %s: %w", o.Function, err)
 	}
 	sum := sha256.Sum256(zipped)

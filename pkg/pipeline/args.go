@@ -204,15 +204,15 @@ func (a Args) ValidateFor(functions []string) error {
 	var errs []error
 	for _, name := range functions {
 		if _, ok := functionQueues[name]; !ok {
-			errs = append(errs, fmt.Errorf("Code[%s]: unknown function (known: dispatch, worker)", name))
+			errs = append(errs, fieldErr("Code["+name+"]", "unknown function (known: dispatch, worker)"))
 		}
 	}
 	if !slices.Contains(functions, "worker") {
-		errs = append(errs, errors.New(`Code: the "worker" function is required`))
+		errs = append(errs, fieldErr("Code", `the "worker" function is required`))
 	}
 	for name := range a.Functions {
 		if !slices.Contains(functions, name) {
-			errs = append(errs, fmt.Errorf("Functions[%s]: configures a function that has no code", name))
+			errs = append(errs, fieldErr("Functions["+name+"]", "configures a function that has no code"))
 		}
 	}
 	a = a.withDefaults(functions)
@@ -283,13 +283,16 @@ func (a Args) ValidateFor(functions []string) error {
 		}
 	}
 	if err := a.Rules.Validate(process.Builtins()); err != nil {
-		errs = append(errs, fmt.Errorf("Rules: %w", err))
+		errs = append(errs, fmt.Errorf("%s: %w", "Rules", err))
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
 	return nil
 }
+
+// fieldErr is an error about one Args field; messages start with the field's Go name.
+func fieldErr(field, msg string) error { return fmt.Errorf("%s: %s", field, msg) }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

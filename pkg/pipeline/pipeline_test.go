@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -11,13 +12,21 @@ import (
 	"github.com/fileflow/fileflow/pkg/pipeline"
 	"github.com/fileflow/fileflow/pkg/plan"
 	"github.com/fileflow/fileflow/pkg/policy"
+	"github.com/fileflow/fileflow/pkg/process"
 )
 
-func code() map[string]pipeline.Code {
-	return map[string]pipeline.Code{"worker": {
-		Archive: pulumi.NewAssetArchive(map[string]any{"bootstrap": pulumi.NewStringAsset("test binary")}),
-		Hash:    "dGVzdA==",
-	}}
+func code(names ...string) map[string]pipeline.Code {
+	if len(names) == 0 {
+		names = []string{"worker"}
+	}
+	out := map[string]pipeline.Code{}
+	for _, n := range names {
+		out[n] = pipeline.Code{
+			Archive: pulumi.NewAssetArchive(map[string]any{"bootstrap": pulumi.NewStringAsset("test binary for " + n)}),
+			Hash:    "dGVzdA==",
+		}
+	}
+	return out
 }
 
 func run(t *testing.T, args *pipeline.Args) *plan.Graph {
@@ -30,16 +39,287 @@ func run(t *testing.T, args *pipeline.Args) *plan.Graph {
 	return g
 }
 
-func TestGraphSmoke(t *testing.T) {
-	g := run(t, &pipeline.Args{Code: code()})
-	b, _ := json.MarshalIndent(g.Counts(), "", " ")
-	t.Log(string(b))
-	assert.NotEmpty(t, g.Resources)
+func one(t *testing.T, g *plan.Graph, typ, name string) plan.Resource {
+	t.Helper()
+	r, ok := g.Named(typ, name)
+	require.True(t, ok, "%s %s declared", typ, name)
+	return r
 }
 
-func TestNoViolationsSmoke(t *testing.T) {
+func TestDefaultsGraph(t *testing.T) {
 	g := run(t, &pipeline.Args{Code: code()})
-	for _, v := range policy.Check(g.Policy()) {
-		t.Errorf("%s %s: %s", v.Rule, v.Name, v.Message)
+	assert.Equal(t, map[string]int{
+		"fileflow:index:Pipeline":                                1,
+		"aws:s3/bucketV2:BucketV2":                               2,
+		"aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 2,
+		"aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2": 2,
+		"aws:s3/bucketVersioningV2:BucketVersioningV2":                                               2,
+		"aws:s3/bucketLifecycleConfigurationV2:BucketLifecycleConfigurationV2":                       2,
+		"aws:s3/bucketPolicy:BucketPolicy":                                                           2,
+		"aws:s3/bucketNotification:BucketNotification":                                               1,
+		"aws:sqs/queue:Queue":                              2,
+		"aws:sqs/queuePolicy:QueuePolicy":                  1,
+		"aws:dynamodb/table:Table":                         1,
+		"aws:cloudwatch/logGroup:LogGroup":                 1,
+		"aws:iam/role:Role":                                1,
+		"aws:iam/rolePolicy:RolePolicy":                    1,
+		"aws:lambda/function:Function":                     1,
+		"aws:lambda/eventSourceMapping:EventSourceMapping": 1,
+		"aws:sns/topic:Topic":                              2,
+		"aws:cloudwatch/metricAlarm:MetricAlarm":           8,
+		"aws:cloudwatch/dashboard:Dashboard":               1,
+	}, g.Counts())
+
+	// Every child is parented to the component and named from its name.
+	comp := one(t, g, pipeline.TypeToken, "files")
+	_ = comp
+	for _, r := range g.Resources {
+		if r.Type == pipeline.TypeToken {
+			continue
+		}
+		assert.True(t, strings.HasPrefix(r.Name, "files-"), "%s is named from the component", r.Name)
+		assert.Contains(t, r.Parent, "fileflow:index:Pipeline::files", "%s is parented to the component", r.Name)
 	}
+	assert.Empty(t, policy.Check(g.Policy()))
+}
+
+func TestQueuesDerivedVisibilityAndDLQ(t *testing.T) {
+	g := run(t, &pipeline.Args{Code: code(), MaxReceiveCount: 7,
+		Functions: map[string]pipeline.FunctionArgs{"worker": {TimeoutSeconds: 90, BatchSize: 100, BatchingWindowSec: 5, MaxConcurrency: 20}}})
+	tasks := one(t, g, "aws:sqs/queue:Queue", "files-tasks")
+	dlq := one(t, g, "aws:sqs/queue:Queue", "files-tasks-dlq")
+	assert.EqualValues(t, 6*90+5, tasks.Inputs["visibilityTimeoutSeconds"], "6 x timeout + batching window")
+	assert.Equal(t, true, tasks.Inputs["sqsManagedSseEnabled"])
+	assert.EqualValues(t, 1209600, dlq.Inputs["messageRetentionSeconds"], "DLQ keeps 14 days")
+	var redrive struct {
+		DeadLetterTargetArn string `json:"deadLetterTargetArn"`
+		MaxReceiveCount     int    `json:"maxReceiveCount"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(tasks.Inputs["redrivePolicy"].(string)), &redrive))
+	assert.Equal(t, dlq.State["arn"], redrive.DeadLetterTargetArn)
+	assert.Equal(t, 7, redrive.MaxReceiveCount)
+
+	esm := one(t, g, "aws:lambda/eventSourceMapping:EventSourceMapping", "files-worker-trigger")
+	assert.Equal(t, tasks.State["arn"], esm.Inputs["eventSourceArn"])
+	assert.EqualValues(t, 100, esm.Inputs["batchSize"])
+	assert.EqualValues(t, 5, esm.Inputs["maximumBatchingWindowInSeconds"])
+	assert.Equal(t, []any{"ReportBatchItemFailures"}, esm.Inputs["functionResponseTypes"])
+	assert.EqualValues(t, 20, esm.Inputs["scalingConfig"].(map[string]any)["maximumConcurrency"])
+
+	fn := one(t, g, "aws:lambda/function:Function", "files-worker")
+	assert.Equal(t, "provided.al2023", fn.Inputs["runtime"])
+	assert.Equal(t, []any{"arm64"}, fn.Inputs["architectures"])
+	assert.EqualValues(t, 90, fn.Inputs["timeout"])
+	assert.EqualValues(t, 20, fn.Inputs["reservedConcurrentExecutions"], "reserved defaults to the mapping's maximum")
+	assert.Equal(t, "JSON", fn.Inputs["loggingConfig"].(map[string]any)["logFormat"])
+	env := fn.Inputs["environment"].(map[string]any)["variables"].(map[string]any)
+	assert.Equal(t, "7", env["FILEFLOW_MAX_RECEIVE_COUNT"], "the worker knows the queue's maxReceiveCount")
+	assert.Equal(t, "16", env["FILEFLOW_CONCURRENCY"])
+	var rules process.Rules
+	require.NoError(t, json.Unmarshal([]byte(env["FILEFLOW_RULES"].(string)), &rules))
+	assert.Equal(t, process.DefaultRules, rules)
+}
+
+func TestBucketsPrivateEncryptedTLSOnly(t *testing.T) {
+	g := run(t, &pipeline.Args{Code: code(), IngestPrefix: "uploads/", IngestSuffix: ".csv", ExpireOutputsDays: 30})
+	for _, kind := range []string{"ingest", "output"} {
+		pab := one(t, g, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "files-"+kind+"-public-access")
+		for _, k := range []string{"blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"} {
+			assert.Equal(t, true, pab.Inputs[k], "%s %s", kind, k)
+		}
+		sse := one(t, g, "aws:s3/bucketServerSideEncryptionConfigurationV2:BucketServerSideEncryptionConfigurationV2", "files-"+kind+"-encryption")
+		assert.Contains(t, jsonOf(sse.Inputs), `"sseAlgorithm":"AES256"`)
+		pol := one(t, g, "aws:s3/bucketPolicy:BucketPolicy", "files-"+kind+"-tls-only")
+		assert.Contains(t, pol.Inputs["policy"], `"aws:SecureTransport":"false"`)
+		ver := one(t, g, "aws:s3/bucketVersioningV2:BucketVersioningV2", "files-"+kind+"-versioning")
+		assert.Contains(t, jsonOf(ver.Inputs), `"status":"Enabled"`)
+	}
+	out := one(t, g, "aws:s3/bucketLifecycleConfigurationV2:BucketLifecycleConfigurationV2", "files-output-lifecycle")
+	assert.Contains(t, jsonOf(out.Inputs), `"expiration":{"days":30}`)
+	in := one(t, g, "aws:s3/bucketLifecycleConfigurationV2:BucketLifecycleConfigurationV2", "files-ingest-lifecycle")
+	assert.NotContains(t, jsonOf(in.Inputs), `"expiration"`)
+
+	n := one(t, g, "aws:s3/bucketNotification:BucketNotification", "files-ingest-events")
+	q := n.Inputs["queues"].([]any)[0].(map[string]any)
+	assert.Equal(t, "uploads/", q["filterPrefix"])
+	assert.Equal(t, ".csv", q["filterSuffix"])
+	assert.Equal(t, []any{"s3:ObjectCreated:*"}, q["events"])
+
+	qp := one(t, g, "aws:sqs/queuePolicy:QueuePolicy", "files-tasks-from-s3")
+	doc := qp.Inputs["policy"].(string)
+	assert.Contains(t, doc, `"aws:SourceArn":"arn:aws:s3:::files-ingest"`)
+	assert.Contains(t, doc, `"aws:SourceAccount":"123456789012"`)
+}
+
+// The worker's role may do exactly what the handler calls, on this pipeline's ARNs only.
+func TestWorkerIAMLeastPrivilege(t *testing.T) {
+	g := run(t, &pipeline.Args{Code: code()})
+	pol := one(t, g, "aws:iam/rolePolicy:RolePolicy", "files-worker-policy")
+	var doc pipeline.PolicyDocument
+	require.NoError(t, json.Unmarshal([]byte(pol.Inputs["policy"].(string)), &doc))
+	got := map[string][]string{}
+	for _, s := range doc.Statement {
+		assert.Equal(t, "Allow", s.Effect)
+		for _, r := range s.Resource {
+			got[r] = append(got[r], s.Action...)
+		}
+	}
+	arn := "arn:aws:"
+	assert.Equal(t, map[string][]string{
+		arn + "sqs:us-east-1:123456789012:files-tasks":                              {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"},
+		arn + "s3:::files-ingest/*":                                                 {"s3:GetObject", "s3:GetObjectVersion"},
+		arn + "s3:::files-output/*":                                                 {"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"},
+		arn + "dynamodb:us-east-1:123456789012:table/files-ledger":                  {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem"},
+		arn + "logs:us-east-1:123456789012:log-group:/fileflow/test/files-worker:*": {"logs:CreateLogStream", "logs:PutLogEvents"},
+	}, got)
+	role := one(t, g, "aws:iam/role:Role", "files-worker-role")
+	assert.Contains(t, role.Inputs["assumeRolePolicy"], `"Service":"lambda.amazonaws.com"`)
+}
+
+func TestTracingAddsOnlyXRayWrites(t *testing.T) {
+	g := run(t, &pipeline.Args{Code: code(), Tracing: true})
+	fn := one(t, g, "aws:lambda/function:Function", "files-worker")
+	assert.Equal(t, "Active", fn.Inputs["tracingConfig"].(map[string]any)["mode"])
+	pol := one(t, g, "aws:iam/rolePolicy:RolePolicy", "files-worker-policy")
+	assert.Contains(t, pol.Inputs["policy"], `{"Sid":"Tracing","Effect":"Allow","Action":["xray:PutTraceSegments","xray:PutTelemetryRecords"],"Resource":["*"]}`)
+	assert.Empty(t, policy.Check(g.Policy()), "the X-Ray exception is the only '*' allowed")
+}
+
+func TestAlarmsAndTopics(t *testing.T) {
+	g := run(t, &pipeline.Args{Code: code(), AlarmEmail: "ops@example.com", OldestMessageAlarmSeconds: 600})
+	alarms := g.OfType("aws:cloudwatch/metricAlarm:MetricAlarm")
+	require.Len(t, alarms, 8)
+	topic := one(t, g, "aws:sns/topic:Topic", "files-alarms")
+	for _, a := range alarms {
+		assert.Equal(t, []any{topic.State["arn"]}, a.Inputs["alarmActions"], a.Name)
+		assert.NotEmpty(t, a.Inputs["alarmDescription"], a.Name)
+	}
+	dlq := one(t, g, "aws:cloudwatch/metricAlarm:MetricAlarm", "files-tasks-dlq-depth")
+	assert.EqualValues(t, 0, dlq.Inputs["threshold"])
+	assert.Equal(t, "files-tasks-dlq", dlq.Inputs["dimensions"].(map[string]any)["QueueName"])
+	age := one(t, g, "aws:cloudwatch/metricAlarm:MetricAlarm", "files-tasks-oldest-age")
+	assert.EqualValues(t, 600, age.Inputs["threshold"])
+	near := one(t, g, "aws:cloudwatch/metricAlarm:MetricAlarm", "files-worker-near-timeout")
+	assert.EqualValues(t, 48000, near.Inputs["threshold"], "80% of the 60 s default timeout, in ms")
+	sub := one(t, g, "aws:sns/topicSubscription:TopicSubscription", "files-alarms-email")
+	assert.Equal(t, "ops@example.com", sub.Inputs["endpoint"])
+	one(t, g, "aws:sns/topic:Topic", "files-completions")
+	dash := one(t, g, "aws:cloudwatch/dashboard:Dashboard", "files-dashboard")
+	var body struct {
+		Widgets []map[string]any `json:"widgets"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(dash.Inputs["dashboardBody"].(string)), &body))
+	assert.Len(t, body.Widgets, 5)
+	assert.Contains(t, dash.Inputs["dashboardBody"], `"FilesSucceeded"`)
+}
+
+func TestProvisionedTableAndConcurrencyAutoscale(t *testing.T) {
+	g := run(t, &pipeline.Args{Code: code(),
+		Table:     pipeline.TableArgs{Provisioned: true, MinRead: 10, MaxRead: 200, MinWrite: 20, MaxWrite: 400, PointInTimeRecovery: true, DeletionProtection: true},
+		Functions: map[string]pipeline.FunctionArgs{"worker": {MaxConcurrency: 100, ReservedConcurrency: 150, ProvisionedConcurrency: 5, ProvisionedMax: 40}},
+	})
+	table := one(t, g, "aws:dynamodb/table:Table", "files-ledger")
+	assert.Equal(t, "PROVISIONED", table.Inputs["billingMode"])
+	assert.EqualValues(t, 10, table.Inputs["readCapacity"])
+	assert.Equal(t, true, table.Inputs["deletionProtectionEnabled"])
+	assert.Equal(t, true, table.Inputs["pointInTimeRecovery"].(map[string]any)["enabled"])
+	assert.Equal(t, map[string]any{"attributeName": "expires_at", "enabled": true}, table.Inputs["ttl"])
+
+	targets := g.OfType("aws:appautoscaling/target:Target")
+	require.Len(t, targets, 3, "table reads, table writes, provisioned concurrency")
+	byDim := map[string]plan.Resource{}
+	for _, tg := range targets {
+		byDim[tg.Inputs["scalableDimension"].(string)] = tg
+	}
+	assert.EqualValues(t, 400, byDim["dynamodb:table:WriteCapacityUnits"].Inputs["maxCapacity"])
+	pc := byDim["lambda:function:ProvisionedConcurrency"]
+	assert.Equal(t, "function:files-worker:live", pc.Inputs["resourceId"])
+	assert.EqualValues(t, 5, pc.Inputs["minCapacity"])
+	assert.EqualValues(t, 40, pc.Inputs["maxCapacity"])
+	require.Len(t, g.OfType("aws:appautoscaling/policy:Policy"), 3)
+
+	esm := one(t, g, "aws:lambda/eventSourceMapping:EventSourceMapping", "files-worker-trigger")
+	alias := one(t, g, "aws:lambda/alias:Alias", "files-worker-live")
+	assert.Equal(t, alias.State["arn"], esm.Inputs["functionName"], "the mapping invokes the warm alias")
+	fn := one(t, g, "aws:lambda/function:Function", "files-worker")
+	assert.Equal(t, true, fn.Inputs["publish"])
+	assert.Empty(t, policy.Check(g.Policy()))
+}
+
+func TestOnDemandTableHasNoScaling(t *testing.T) {
+	g := run(t, &pipeline.Args{Code: code()})
+	table := one(t, g, "aws:dynamodb/table:Table", "files-ledger")
+	assert.Equal(t, "PAY_PER_REQUEST", table.Inputs["billingMode"])
+	gsi := table.Inputs["globalSecondaryIndexes"].([]any)[0].(map[string]any)
+	assert.Equal(t, "gsi1", gsi["name"])
+	assert.Empty(t, g.OfType("aws:appautoscaling/target:Target"))
+	assert.Empty(t, g.OfType("aws:lambda/alias:Alias"), "no provisioned concurrency: scales to zero")
+}
+
+func TestValidationErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args pipeline.Args
+		want string
+	}{
+		{"no worker", pipeline.Args{Code: map[string]pipeline.Code{}}, `the "worker" function is required`},
+		{"unknown function", pipeline.Args{Code: code("worker", "resizer")}, "Code[resizer]: unknown function"},
+		{"nil archive", pipeline.Args{Code: map[string]pipeline.Code{"worker": {}}}, "Code[worker].Archive = nil"},
+		{"config for missing function", pipeline.Args{Code: code(), Functions: map[string]pipeline.FunctionArgs{"dispatch": {}}}, "Functions[dispatch]: configures a function that has no code"},
+		{"batch size", w(pipeline.FunctionArgs{BatchSize: 20000, BatchingWindowSec: 1}), "Functions[worker].BatchSize = 20000: must be in 1..10000"},
+		{"batch without window", w(pipeline.FunctionArgs{BatchSize: 50}), "Functions[worker].BatchingWindowSec = 0: must be >= 1 when BatchSize (50) is above 10"},
+		{"window", w(pipeline.FunctionArgs{BatchingWindowSec: 301}), "Functions[worker].BatchingWindowSec = 301: must be in 0..300"},
+		{"max concurrency low", w(pipeline.FunctionArgs{MaxConcurrency: 1}), "Functions[worker].MaxConcurrency = 1: must be in 2..1000"},
+		{"max concurrency high", w(pipeline.FunctionArgs{MaxConcurrency: 1001, ReservedConcurrency: 2000}), "Functions[worker].MaxConcurrency = 1001: must be in 2..1000"},
+		{"reserved below max", w(pipeline.FunctionArgs{MaxConcurrency: 100, ReservedConcurrency: 50}), "Functions[worker].ReservedConcurrency = 50: must be >= MaxConcurrency (100)"},
+		{"memory", w(pipeline.FunctionArgs{MemoryMB: 64}), "Functions[worker].MemoryMB = 64: must be in 128..10240"},
+		{"timeout", w(pipeline.FunctionArgs{TimeoutSeconds: 901}), "Functions[worker].TimeoutSeconds = 901: must be in 1..900"},
+		{"provisioned max", w(pipeline.FunctionArgs{ProvisionedConcurrency: 10, ProvisionedMax: 5}), "Functions[worker].ProvisionedMax = 5: must be >= ProvisionedConcurrency (10)"},
+		{"provisioned above reserved", w(pipeline.FunctionArgs{MaxConcurrency: 10, ProvisionedConcurrency: 5, ProvisionedMax: 20}), "Functions[worker].ProvisionedMax = 20: must be <= ReservedConcurrency (10)"},
+		{"reserved env", w(pipeline.FunctionArgs{Env: map[string]string{"FILEFLOW_TABLE": "x"}}), "Functions[worker].Env[FILEFLOW_TABLE]"},
+		{"max receive", pipeline.Args{Code: code(), MaxReceiveCount: 1001}, "MaxReceiveCount = 1001: must be in 1..1000"},
+		{"retention", pipeline.Args{Code: code(), RetentionSeconds: 30}, "RetentionSeconds = 30: must be in 60..1209600"},
+		{"log retention", pipeline.Args{Code: code(), LogRetentionDays: 10}, "LogRetentionDays = 10: must be one of"},
+		{"email", pipeline.Args{Code: code(), AlarmEmail: "a@b.c, d@e.f"}, "AlarmEmail = a@b.c, d@e.f: must be one e-mail address"},
+		{"table max read", pipeline.Args{Code: code(), Table: pipeline.TableArgs{Provisioned: true, MinRead: 50, MaxRead: 10}}, "Table.MaxRead = 10: must be >= Table.MinRead (50)"},
+		{"ttl", pipeline.Args{Code: code(), Table: pipeline.TableArgs{TTLDays: -1}}, "Table.TTLDays = -1: must be in 0..3650"},
+		{"rules", pipeline.Args{Code: code(), Rules: process.Rules{{Processors: []string{"sha1"}}}}, `Rules: process: invalid rules: rule 0: process: unknown processor "sha1"`},
+		{"oldest alarm", pipeline.Args{Code: code(), OldestMessageAlarmSeconds: 5}, "OldestMessageAlarmSeconds = 5: must be in 60..1209600"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.args.Validate()
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+			// New fails the same way before declaring anything.
+			_, perr := plan.Run("fileflow", "test", func(ctx *pulumi.Context) error {
+				_, err := pipeline.New(ctx, "files", &tt.args)
+				return err
+			})
+			require.Error(t, perr)
+			assert.Contains(t, perr.Error(), tt.want)
+		})
+	}
+	// The visibility timeout is derived, and bounded by SQS's 12 hours.
+	assert.Equal(t, 6*900+300, pipeline.VisibilityTimeout(pipeline.FunctionArgs{TimeoutSeconds: 900, BatchingWindowSec: 300}))
+	// Several problems are reported together.
+	err := w(pipeline.FunctionArgs{MemoryMB: 64, TimeoutSeconds: 901}).Validate()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "MemoryMB")
+	assert.Contains(t, err.Error(), "TimeoutSeconds")
+	// Nil args.
+	_, perr := plan.Run("fileflow", "test", func(ctx *pulumi.Context) error {
+		_, err := pipeline.New(ctx, "files", nil)
+		return err
+	})
+	assert.ErrorContains(t, perr, "args are required")
+}
+
+func w(f pipeline.FunctionArgs) pipeline.Args {
+	return pipeline.Args{Code: code(), Functions: map[string]pipeline.FunctionArgs{"worker": f}}
+}
+
+func jsonOf(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

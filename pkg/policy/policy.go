@@ -435,6 +435,9 @@ func encryptionAtRest(rs []Resource) []Violation {
 
 func tlsOnly(rs []Resource) []Violation {
 	return perBucket(rs, "tls-only", TypeBucketPolicy, "no bucket policy denying requests with aws:SecureTransport = false", func(r Resource) bool {
+		if isUnknown(r.Props["policy"]) {
+			return true // computed from the bucket's ARN: cannot be judged before it exists
+		}
 		doc, ok := str(r.Props["policy"])
 		if !ok {
 			return false
