@@ -323,3 +323,31 @@ func jsonOf(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// With a dispatch function, the component adds the jobs queue, its DLQ, mapping, role and
+// alarms; the dispatcher may send to the tasks queue and publish completions, nothing more.
+func TestDispatchFunctionGetsJobsQueue(t *testing.T) {
+	g := run(t, &pipeline.Args{Code: code("worker", "dispatch")})
+	jobs := one(t, g, "aws:sqs/queue:Queue", "files-jobs")
+	one(t, g, "aws:sqs/queue:Queue", "files-jobs-dlq")
+	esm := one(t, g, "aws:lambda/eventSourceMapping:EventSourceMapping", "files-dispatch-trigger")
+	assert.Equal(t, jobs.State["arn"], esm.Inputs["eventSourceArn"])
+	assert.Len(t, g.OfType("aws:cloudwatch/metricAlarm:MetricAlarm"), 14, "6 per function + 2 for the table")
+
+	fn := one(t, g, "aws:lambda/function:Function", "files-dispatch")
+	env := fn.Inputs["environment"].(map[string]any)["variables"].(map[string]any)
+	assert.Equal(t, "https://sqs.us-east-1.amazonaws.com/123456789012/files-tasks", env["FILEFLOW_TASKS_QUEUE_URL"])
+	assert.NotContains(t, env, "FILEFLOW_RULES", "rules are the worker's")
+
+	pol := one(t, g, "aws:iam/rolePolicy:RolePolicy", "files-dispatch-policy")
+	var doc pipeline.PolicyDocument
+	require.NoError(t, json.Unmarshal([]byte(pol.Inputs["policy"].(string)), &doc))
+	sids := map[string][]string{}
+	for _, s := range doc.Statement {
+		sids[s.Sid] = s.Resource
+	}
+	assert.Equal(t, []string{"arn:aws:sqs:us-east-1:123456789012:files-tasks"}, sids["SendTasks"])
+	assert.Equal(t, []string{"arn:aws:s3:::files-ingest"}, sids["ListIngest"])
+	assert.Equal(t, []string{"arn:aws:sns:us-east-1:123456789012:files-completions"}, sids["NotifyCompletion"])
+	assert.Empty(t, policy.Check(g.Policy()))
+}
