@@ -58,6 +58,9 @@ func (b *builder) environment(name string, f FunctionArgs) (pulumi.StringMap, er
 		// Files of one batch in parallel: the batch size, at most 16 (memory: one part
 		// buffer of 8 MiB per file in flight).
 		env[worker.EnvConcurrency] = pulumi.String(itoa(min(max(f.BatchSize, 1), 16)))
+		// Don't start a file with less than a sixth of the timeout left (at most 5 s), so
+		// that short timeouts still process files and long ones don't start too late.
+		env[worker.EnvMinItemTime] = pulumi.String(itoa(max(1, min(5, f.TimeoutSeconds/6))) + "s")
 	}
 	if name == "dispatch" {
 		env["FILEFLOW_TASKS_QUEUE_URL"] = b.queues["tasks"].Url

@@ -270,11 +270,17 @@ func (h *Handler) skipCommitted(ctx context.Context, log *slog.Logger, items []*
 // processAll runs the items with bounded concurrency and the invocation deadline.
 func (h *Handler) processAll(ctx context.Context, log *slog.Logger, items []*item) {
 	deadline, hasDeadline := ctx.Deadline()
+	// The margin kept for the final writes is at most a tenth of the invocation, so short
+	// function timeouts still leave time to work.
+	margin := h.cfg.Margin
+	if hasDeadline {
+		margin = min(margin, time.Until(deadline)/10)
+	}
 	sem := make(chan struct{}, h.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for _, it := range items {
 		sem <- struct{}{}
-		if hasDeadline && time.Until(deadline) < h.cfg.MinItemTime+h.cfg.Margin {
+		if hasDeadline && time.Until(deadline) < h.cfg.MinItemTime+margin {
 			<-sem
 			it.status, it.class = ledger.StatusRetrying, retry.Retryable
 			it.err = errors.New("not started: too little of the invocation left")
@@ -287,7 +293,7 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, items []*ite
 			ictx := ctx
 			if hasDeadline {
 				var cancel context.CancelFunc
-				ictx, cancel = context.WithDeadline(ctx, deadline.Add(-h.cfg.Margin))
+				ictx, cancel = context.WithDeadline(ctx, deadline.Add(-margin))
 				defer cancel()
 			}
 			h.processOne(ictx, ctx, log, it)
