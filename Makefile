@@ -10,7 +10,7 @@ STACK       ?= dev
 TESTFLAGS   ?=
 TEST_LOG    := $(or $(TMPDIR),/tmp)/fileflow-test.log
 
-.PHONY: all build package servers test test-unit bench lint fmt tidy clean plan docs preview deploy
+.PHONY: all build package servers dev test test-unit bench lint fmt tidy clean plan docs preview deploy
 
 all: build
 
@@ -25,6 +25,12 @@ package:
 ## servers: install the local S3/SQS/DynamoDB-API servers (first run ~2 min, then instant)
 servers:
 	$(GO) run ./cmd/fileflow servers install
+
+## dev: the whole pipeline locally (real handler binaries, local S3/SQS/DynamoDB) with a demo load
+FILES ?= 1000
+DEVFLAGS ?=
+dev:
+	$(GO) run ./cmd/fileflow dev --files $(FILES) $(DEVFLAGS)
 
 ## test: every test, including those against the local servers (installed and started by the tests)
 test: servers

@@ -36,7 +36,7 @@ func root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.AddCommand(serversCmd(), packageCmd(), planCmd(), docsCmd())
+	cmd.AddCommand(serversCmd(), packageCmd(), planCmd(), docsCmd(), devCmd(), benchCmd())
 	return cmd
 }
 

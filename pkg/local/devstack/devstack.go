@@ -1,0 +1,389 @@
+// Package devstack brings up the whole pipeline on one machine: the local AWS-API
+// servers, the resources the component declares for a stage (provisioned from its
+// graph under Pulumi mocks), the S3-notification bridge, and the real handler binaries
+// behind a local Lambda runtime with SQS event source mappings that scale with queue
+// depth and back to zero. The binaries are the ones `fileflow package` builds, for this
+// machine's architecture (Lambda runs arm64; this machine may not), taken from the zips.
+package devstack
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/fileflow/fileflow/pkg/build"
+	"github.com/fileflow/fileflow/pkg/local"
+	"github.com/fileflow/fileflow/pkg/local/bridge"
+	"github.com/fileflow/fileflow/pkg/local/lambda"
+	"github.com/fileflow/fileflow/pkg/local/provision"
+	"github.com/fileflow/fileflow/pkg/meter"
+	"github.com/fileflow/fileflow/pkg/pipeline"
+	"github.com/fileflow/fileflow/pkg/plan"
+	"github.com/fileflow/fileflow/pkg/policy"
+	"github.com/fileflow/fileflow/pkg/stack"
+	"github.com/fileflow/fileflow/pkg/stage"
+)
+
+// Options configure [Start].
+type Options struct {
+	Root      string            // module root; default: found from the working directory
+	Stage     string            // default "dev"
+	Overrides map[string]string // fileflow:* settings over the stage file's (tests use them)
+	CacheDir  string            // where the servers are installed
+	Log       *slog.Logger      // the stack's own log; default discards
+	// FunctionLogs receives the functions' log lines (their EMF lines are counted, not
+	// written). Nil discards them.
+	FunctionLogs io.Writer
+	// S3Delay injects latency into the functions' S3 requests (a slow dependency), for
+	// chaos tests. Nil: none.
+	S3Delay func(r *http.Request) time.Duration
+	// Idle is how long an execution environment waits for work before it is stopped.
+	Idle time.Duration
+}
+
+// Stack is the running local pipeline.
+type Stack struct {
+	Servers   *local.Servers
+	Resources *provision.Stack
+	Graph     *plan.Graph
+	Bridge    *bridge.Bridge
+	Mappings  []*lambda.Mapping
+	// Calls counts the functions' API calls (through counting proxies) and the event
+	// source mappings' SQS calls, by "Service.Operation".
+	Calls *meter.Calls
+	// Metrics sums the functions' EMF metrics (FilesSucceeded, FilesFailed, …).
+	Metrics *Metrics
+
+	AWS      aws.Config // for the stack's own clients (direct to the servers)
+	S3       *s3.Client
+	SQS      *sqs.Client
+	DynamoDB *dynamodb.Client
+
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	proxies []*meter.Proxy
+	tmp     string
+	log     *slog.Logger
+}
+
+// Metrics are the functions' EMF counters, summed.
+type Metrics struct {
+	mu     sync.Mutex
+	values map[string]float64
+	lines  atomic.Int64
+}
+
+// Get returns one metric's sum.
+func (m *Metrics) Get(name string) float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.values[name]
+}
+
+func (m *Metrics) add(line string) bool {
+	if !strings.Contains(line, `"_aws"`) {
+		return false
+	}
+	var doc map[string]any
+	if json.Unmarshal([]byte(line), &doc) != nil {
+		return false
+	}
+	aw, _ := doc["_aws"].(map[string]any)
+	cms, _ := aw["CloudWatchMetrics"].([]any)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.values == nil {
+		m.values = map[string]float64{}
+	}
+	for _, cm := range cms {
+		c, _ := cm.(map[string]any)
+		ms, _ := c["Metrics"].([]any)
+		for _, x := range ms {
+			def, _ := x.(map[string]any)
+			name, _ := def["Name"].(string)
+			if v, ok := doc[name].(float64); ok {
+				m.values[name] += v
+			}
+		}
+	}
+	m.lines.Add(1)
+	return true
+}
+
+// Start brings the stack up. On error everything started is stopped again.
+func Start(ctx context.Context, o Options) (_ *Stack, err error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Stage == "" {
+		o.Stage = "dev"
+	}
+	if o.Idle == 0 {
+		o.Idle = 3 * time.Second
+	}
+	if o.Root == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		if o.Root, err = stack.ModuleRoot(wd); err != nil {
+			return nil, err
+		}
+	}
+	st := &Stack{Calls: &meter.Calls{}, Metrics: &Metrics{}, log: o.Log}
+	defer func() {
+		if err != nil {
+			st.Stop()
+		}
+	}()
+	if st.tmp, err = os.MkdirTemp("", "fileflow-dev-"); err != nil {
+		return nil, err
+	}
+
+	// 1. The component for the stage, under mocks, with host-architecture binaries.
+	g, binaries, err := planStage(ctx, o, st.tmp)
+	if err != nil {
+		return nil, err
+	}
+	st.Graph = g
+	if vs := policy.Check(g.Policy()); len(vs) > 0 {
+		return nil, fmt.Errorf("devstack: stage %s violates %d policies, first: %s: %s", o.Stage, len(vs), vs[0].Rule, vs[0].Message)
+	}
+
+	// 2. The bridge must listen before versitygw starts; then the servers.
+	if st.Bridge, err = bridge.Start(local.Region, o.Log); err != nil {
+		return nil, err
+	}
+	if st.Servers, err = local.Start(ctx, local.Options{CacheDir: o.CacheDir, S3EventWebhook: st.Bridge.URL}); err != nil {
+		return nil, err
+	}
+	if st.AWS, err = st.Servers.AWSConfig(ctx); err != nil {
+		return nil, err
+	}
+	st.S3, st.SQS, st.DynamoDB = st.Servers.S3Client(st.AWS), st.Servers.SQSClient(st.AWS), st.Servers.DynamoDBClient(st.AWS)
+
+	// 3. What the component declares, on the servers.
+	if st.Resources, err = provision.Apply(ctx, provision.Clients{S3: st.S3, SQS: st.SQS, DynamoDB: st.DynamoDB}, g); err != nil {
+		return nil, err
+	}
+	var routes []bridge.Route
+	for _, n := range st.Resources.Notifications {
+		routes = append(routes, bridge.Route{Bucket: n.Bucket, Prefix: n.Prefix, Suffix: n.Suffix, QueueURL: n.Queue.URL})
+		// S3 sends a test event when a notification configuration is created.
+		if _, err := st.SQS.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(n.Queue.URL), MessageBody: aws.String(bridge.TestEvent(n.Bucket))}); err != nil {
+			return nil, fmt.Errorf("devstack: test event: %w", err)
+		}
+	}
+	st.Bridge.SetRoutes(st.SQS, routes)
+
+	// 4. Counting proxies in front of the servers, for the functions.
+	var endpoints = map[string]string{}
+	for _, p := range []struct{ service, target, env string }{
+		{"S3", st.Servers.S3, "AWS_ENDPOINT_URL_S3"},
+		{"SQS", st.Servers.SQS, "AWS_ENDPOINT_URL_SQS"},
+		{"DynamoDB", st.Servers.DynamoDB, "AWS_ENDPOINT_URL_DYNAMODB"},
+	} {
+		px, err := meter.StartProxy(p.service, p.target, st.Calls)
+		if err != nil {
+			return nil, err
+		}
+		if p.service == "S3" {
+			px.Delay = o.S3Delay
+		}
+		st.proxies = append(st.proxies, px)
+		endpoints[p.env] = px.URL
+	}
+	var fnEnv []string
+	for _, kv := range st.Servers.Env() {
+		k, _, _ := strings.Cut(kv, "=")
+		if v, ok := endpoints[k]; ok {
+			kv = k + "=" + v
+		}
+		fnEnv = append(fnEnv, kv)
+	}
+
+	// 5. The event source mappings, each running its function's real binary.
+	esmCfg := st.AWS.Copy()
+	st.Calls.Attach(&esmCfg) // the mapping's own SQS calls (billed in AWS too)
+	esmSQS := st.Servers.SQSClient(esmCfg)
+	logs := o.FunctionLogs
+	var logMu sync.Mutex
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	st.cancel = cancel
+	for _, fn := range st.Resources.Functions {
+		bin, ok := binaries[fn.Handler]
+		if !ok {
+			return nil, fmt.Errorf("devstack: no binary for function %s (functions/%s)", fn.Name, fn.Handler)
+		}
+		for _, src := range fn.Mappings {
+			m := &lambda.Mapping{
+				Config: lambda.Config{Function: fn, Binary: bin, Env: fnEnv, Logs: func(function string, env int, line string) {
+					if st.Metrics.add(line) || logs == nil {
+						return
+					}
+					logMu.Lock()
+					fmt.Fprintf(logs, "%s[%d] %s\n", function, env, line)
+					logMu.Unlock()
+				}},
+				Source: src, SQS: esmSQS, Log: o.Log, Region: local.Region, Idle: o.Idle,
+			}
+			st.Mappings = append(st.Mappings, m)
+			st.wg.Add(1)
+			go func() {
+				defer st.wg.Done()
+				m.Run(mctx)
+			}()
+		}
+	}
+	return st, nil
+}
+
+// planStage runs the stack program for the stage (file + overrides) under mocks, with
+// zips built for this machine, and extracts each zip's bootstrap.
+func planStage(ctx context.Context, o Options, tmp string) (*plan.Graph, map[string]string, error) {
+	path := stack.StageFile(o.Root, o.Stage)
+	values, err := stage.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	maps.Copy(values, o.Overrides)
+	fns, err := build.Functions(o.Root)
+	if err != nil {
+		return nil, nil, err
+	}
+	args, err := stage.Parse(values, filepath.Base(path), fns)
+	if err != nil {
+		return nil, nil, err
+	}
+	code := map[string]pipeline.Code{}
+	binaries := map[string]string{}
+	for _, fn := range fns {
+		a, err := build.Function(ctx, build.Options{ModuleDir: o.Root, Function: fn, OutDir: filepath.Join(o.Root, "dist", "local-"+runtime.GOARCH), GOARCH: runtime.GOARCH})
+		if err != nil {
+			return nil, nil, err
+		}
+		bin, err := extractBootstrap(a.Path, filepath.Join(tmp, fn))
+		if err != nil {
+			return nil, nil, err
+		}
+		code[fn] = pipeline.Code{Archive: pulumi.NewFileArchive(a.Path), Hash: a.SHA256}
+		binaries[fn] = bin
+	}
+	g, err := plan.Run(stack.Project, o.Stage, stack.Program(args, code))
+	if err != nil {
+		return nil, nil, err
+	}
+	return g, binaries, nil
+}
+
+// extractBootstrap writes the zip's bootstrap entry to dir/bootstrap, executable.
+func extractBootstrap(zipPath, dir string) (string, error) {
+	data, err := os.ReadFile(zipPath)
+	if err != nil {
+		return "", err
+	}
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return "", fmt.Errorf("devstack: %s: %w", zipPath, err)
+	}
+	for _, f := range zr.File {
+		if f.Name != "bootstrap" {
+			continue
+		}
+		rc, err := f.Open()
+		if err != nil {
+			return "", err
+		}
+		defer rc.Close()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", err
+		}
+		out := filepath.Join(dir, "bootstrap")
+		w, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+		if err != nil {
+			return "", err
+		}
+		if _, err := io.Copy(w, rc); err != nil {
+			w.Close()
+			return "", err
+		}
+		return out, w.Close()
+	}
+	return "", fmt.Errorf("devstack: %s has no bootstrap", zipPath)
+}
+
+// Stats sums the mappings' statistics.
+func (s *Stack) Stats() lambda.Stats {
+	var t lambda.Stats
+	for _, m := range s.Mappings {
+		st := m.Stats()
+		t.Environments += st.Environments
+		t.MaxEnvironments += st.MaxEnvironments
+		t.Invocations += st.Invocations
+		t.FunctionErrors += st.FunctionErrors
+		t.Messages += st.Messages
+		t.ItemFailures += st.ItemFailures
+		t.Deleted += st.Deleted
+		t.ColdStarts += st.ColdStarts
+	}
+	return t
+}
+
+// Stop ends everything Start started. It is safe to call more than once.
+func (s *Stack) Stop() {
+	if s.cancel != nil {
+		s.cancel()
+		s.wg.Wait()
+		s.cancel = nil
+	}
+	for _, p := range s.proxies {
+		_ = p.Close()
+	}
+	s.proxies = nil
+	if s.Bridge != nil {
+		_ = s.Bridge.Close()
+		s.Bridge = nil
+	}
+	if s.Servers != nil {
+		if err := s.Servers.Stop(); err != nil {
+			s.log.Warn("devstack: stop servers", "error", err)
+		}
+		s.Servers = nil
+	}
+	if s.tmp != "" {
+		_ = os.RemoveAll(s.tmp)
+		s.tmp = ""
+	}
+}
+
+var errNoQueue = errors.New("devstack: stage has no tasks queue")
+
+// TasksQueue is the queue the worker consumes.
+func (s *Stack) TasksQueue() (*provision.Queue, error) {
+	for _, fn := range s.Resources.Functions {
+		if fn.Handler == "worker" && len(fn.Mappings) > 0 {
+			return fn.Mappings[0].Queue, nil
+		}
+	}
+	return nil, errNoQueue
+}

@@ -1,0 +1,292 @@
+package lambda
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/fileflow/fileflow/pkg/local/provision"
+)
+
+// SQSAPI is what a mapping calls.
+type SQSAPI interface {
+	ReceiveMessage(context.Context, *sqs.ReceiveMessageInput, ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
+	DeleteMessageBatch(context.Context, *sqs.DeleteMessageBatchInput, ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error)
+	GetQueueAttributes(context.Context, *sqs.GetQueueAttributesInput, ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
+}
+
+// Stats describe a mapping's activity.
+type Stats struct {
+	Environments    int   // running now
+	MaxEnvironments int   // most at once
+	Invocations     int64 // batches delivered
+	FunctionErrors  int64 // invocations that failed as a whole (timeout, crash, error)
+	Messages        int64 // messages delivered (with redeliveries)
+	ItemFailures    int64 // reported as batch item failures
+	Deleted         int64
+	ColdStarts      int64
+}
+
+// Mapping runs one SQS event source mapping.
+type Mapping struct {
+	Config   Config // the function and its binary
+	Source   provision.Mapping
+	SQS      SQSAPI
+	Log      *slog.Logger
+	Region   string
+	Idle     time.Duration // an environment with nothing to do this long is stopped; default 3 s
+	Interval time.Duration // how often the queue depth is checked; default 200 ms
+
+	mu                  sync.Mutex
+	workers, maxWorkers int
+	nextID              int
+	inFlight            atomic.Int64 // messages received, not deleted: they come back
+	invocations, fnErrs atomic.Int64
+	messages, itemFails atomic.Int64
+	deleted, coldStarts atomic.Int64
+	scaleLog            []int
+}
+
+// Stats returns the mapping's counters.
+func (m *Mapping) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Stats{
+		Environments: m.workers, MaxEnvironments: m.maxWorkers,
+		Invocations: m.invocations.Load(), FunctionErrors: m.fnErrs.Load(), Messages: m.messages.Load(),
+		ItemFailures: m.itemFails.Load(), Deleted: m.deleted.Load(), ColdStarts: m.coldStarts.Load(),
+	}
+}
+
+// limit is the mapping's maximum concurrency, capped by the function's reserved
+// concurrency.
+func (m *Mapping) limit() int {
+	n := m.Source.MaxConcurrency
+	if r := m.Config.Function.Reserved; r > 0 && r < n {
+		n = r
+	}
+	return max(n, 1)
+}
+
+// Run polls until ctx ends, scaling environments with the queue's depth.
+func (m *Mapping) Run(ctx context.Context) {
+	if m.Idle == 0 {
+		m.Idle = 3 * time.Second
+	}
+	if m.Interval == 0 {
+		m.Interval = 200 * time.Millisecond
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	tick := time.NewTicker(m.Interval)
+	defer tick.Stop()
+	minWarm := m.Config.Function.Provisioned
+	for {
+		depth, err := m.depth(ctx)
+		if err != nil && ctx.Err() == nil {
+			m.Log.Warn("esm: queue depth", "queue", m.Source.Queue.Name, "error", err)
+		}
+		m.mu.Lock()
+		want := m.workers
+		if depth > 0 {
+			// Add environments for the visible backlog, a batch each, doubling at most per
+			// tick (Lambda ramps up too), up to the limit.
+			need := (depth + m.Source.BatchSize - 1) / m.Source.BatchSize
+			want = min(m.limit(), max(m.workers, min(need, max(1, 2*m.workers))))
+		}
+		want = max(want, minWarm)
+		start := want - m.workers
+		for range start {
+			m.workers++
+			m.nextID++
+			wg.Add(1)
+			go func(id int) {
+				defer wg.Done()
+				m.worker(ctx, id)
+			}(m.nextID)
+		}
+		if start > 0 {
+			m.maxWorkers = max(m.maxWorkers, m.workers)
+			m.Log.Info("esm: scaled up", "function", m.Config.Function.Name, "environments", m.workers, "queue_depth", depth)
+		}
+		m.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// depth returns the visible messages and records the in-flight ones.
+func (m *Mapping) depth(ctx context.Context) (int, error) {
+	out, err := m.SQS.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(m.Source.Queue.URL),
+		AttributeNames: []types.QueueAttributeName{
+			types.QueueAttributeNameApproximateNumberOfMessages,
+			types.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
+		},
+	})
+	if err != nil {
+		return 0, err
+	}
+	inflight, _ := strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessagesNotVisible)])
+	m.inFlight.Store(int64(inflight))
+	return strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessages)])
+}
+
+// worker owns one execution environment: receive a batch, invoke, delete successes;
+// after Idle with nothing received it stops, unless it is one of the warm ones.
+func (m *Mapping) worker(ctx context.Context, id int) {
+	cfg := m.Config
+	cfg.ColdStart = func() { m.coldStarts.Add(1) }
+	env := NewEnvironment(cfg, id)
+	defer func() {
+		env.Close()
+		m.mu.Lock()
+		m.workers--
+		n := m.workers
+		m.mu.Unlock()
+		m.Log.Info("esm: scaled down", "function", m.Config.Function.Name, "environments", n)
+	}()
+	lastWork := time.Now()
+	for ctx.Err() == nil {
+		msgs, err := m.receive(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.Log.Warn("esm: receive", "queue", m.Source.Queue.Name, "error", err)
+				time.Sleep(200 * time.Millisecond)
+			}
+			continue
+		}
+		if len(msgs) == 0 {
+			// Idle: stop, unless this is a warm (provisioned) environment, or the last
+			// poller while messages are in flight (they come back after their visibility
+			// timeout, like Lambda's pollers that keep polling at zero environments).
+			m.mu.Lock()
+			warm := id <= m.Config.Function.Provisioned
+			last := m.workers == 1
+			m.mu.Unlock()
+			if !warm && time.Since(lastWork) > m.Idle && (!last || m.inFlight.Load() == 0) {
+				return
+			}
+			continue
+		}
+		lastWork = time.Now()
+		m.deliver(ctx, env, msgs)
+	}
+}
+
+// receive gathers up to BatchSize messages, waiting up to the batching window to fill.
+func (m *Mapping) receive(ctx context.Context) ([]types.Message, error) {
+	var out []types.Message
+	deadline := time.Now().Add(time.Duration(m.Source.BatchingWindowSec) * time.Second)
+	for {
+		want := min(10, m.Source.BatchSize-len(out))
+		wait := int32(1)
+		if m.Source.BatchingWindowSec > 0 {
+			wait = int32(max(0, min(20, int(time.Until(deadline).Seconds()+0.999))))
+		}
+		if len(out) > 0 && m.Source.BatchingWindowSec == 0 {
+			wait = 0
+		}
+		resp, err := m.SQS.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+			QueueUrl:                    aws.String(m.Source.Queue.URL),
+			MaxNumberOfMessages:         int32(want),
+			WaitTimeSeconds:             wait,
+			MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
+			MessageAttributeNames:       []string{"All"},
+		})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, resp.Messages...)
+		full := len(out) >= m.Source.BatchSize
+		if full || len(resp.Messages) == 0 || (m.Source.BatchingWindowSec == 0 && len(out) > 0) || time.Now().After(deadline) && m.Source.BatchingWindowSec > 0 {
+			return out, nil
+		}
+	}
+}
+
+// deliver invokes the function with a batch and deletes what it did not report failed.
+func (m *Mapping) deliver(ctx context.Context, env *Environment, msgs []types.Message) {
+	ev := events.SQSEvent{Records: make([]events.SQSMessage, 0, len(msgs))}
+	handles := map[string]string{}
+	for _, msg := range msgs {
+		attrs := map[string]string{}
+		for k, v := range msg.Attributes {
+			attrs[k] = v
+		}
+		ev.Records = append(ev.Records, events.SQSMessage{
+			MessageId: aws.ToString(msg.MessageId), ReceiptHandle: aws.ToString(msg.ReceiptHandle),
+			Body: aws.ToString(msg.Body), Md5OfBody: aws.ToString(msg.MD5OfBody), Attributes: attrs,
+			EventSource: "aws:sqs", EventSourceARN: m.Source.Queue.ARN, AWSRegion: m.Region,
+		})
+		handles[aws.ToString(msg.MessageId)] = aws.ToString(msg.ReceiptHandle)
+	}
+	m.messages.Add(int64(len(msgs)))
+	m.invocations.Add(1)
+	payload, err := json.Marshal(ev)
+	if err != nil {
+		m.Log.Error("esm: encode event", "error", err)
+		return
+	}
+	body, err := env.Invoke(ctx, payload)
+	if err != nil {
+		// The whole batch comes back after the visibility timeout, as in Lambda.
+		m.fnErrs.Add(1)
+		if ctx.Err() == nil {
+			m.Log.Warn("esm: invocation failed; batch returns after its visibility timeout",
+				"function", m.Config.Function.Name, "messages", len(msgs), "error", err)
+		}
+		return
+	}
+	if m.Source.ReportItemFailure {
+		var resp events.SQSEventResponse
+		if len(body) > 0 && string(body) != "null" {
+			if err := json.Unmarshal(body, &resp); err != nil {
+				m.fnErrs.Add(1)
+				m.Log.Warn("esm: unreadable partial batch response; whole batch fails", "error", err)
+				return
+			}
+		}
+		for _, f := range resp.BatchItemFailures {
+			if _, ok := handles[f.ItemIdentifier]; !ok {
+				m.fnErrs.Add(1)
+				m.Log.Warn("esm: batch item failure names a message not in the batch; whole batch fails", "id", f.ItemIdentifier)
+				return
+			}
+		}
+		for _, f := range resp.BatchItemFailures {
+			delete(handles, f.ItemIdentifier)
+			m.itemFails.Add(1)
+		}
+	}
+	var entries []types.DeleteMessageBatchRequestEntry
+	for _, rh := range handles {
+		entries = append(entries, types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(len(entries))), ReceiptHandle: aws.String(rh)})
+	}
+	for start := 0; start < len(entries); start += 10 {
+		out, err := m.SQS.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{
+			QueueUrl: aws.String(m.Source.Queue.URL), Entries: entries[start:min(start+10, len(entries))],
+		})
+		if err != nil {
+			m.Log.Warn("esm: delete", "error", err)
+			continue
+		}
+		m.deleted.Add(int64(len(out.Successful)))
+		if len(out.Failed) > 0 {
+			m.Log.Warn("esm: delete failed for some messages", "failed", len(out.Failed), "first", fmt.Sprint(aws.ToString(out.Failed[0].Message)))
+		}
+	}
+}

@@ -1,0 +1,132 @@
+package meter
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Proxy is a reverse proxy in front of one local AWS-API server that counts the
+// requests passing through by operation, at the wire: it sees what separate processes
+// (the handler binaries) call, which an in-process middleware cannot. It keeps the
+// client's Host header, so SigV4 signatures still verify at the server.
+type Proxy struct {
+	Service string // "S3", "SQS", "DynamoDB"
+	Calls   *Calls
+	// Delay, if set, returns how long to hold a request before forwarding it (fault
+	// injection for tests: a slow dependency).
+	Delay func(r *http.Request) time.Duration
+
+	srv *http.Server
+	URL string // the proxy's endpoint, http://127.0.0.1:PORT
+}
+
+// StartProxy listens on a free loopback port and forwards to target.
+func StartProxy(service, target string, calls *Calls) (*Proxy, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{Service: service, Calls: calls, URL: "http://" + l.Addr().String()}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(u)
+			r.Out.Host = r.In.Host // the signature covers Host
+		},
+		Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second},
+	}
+	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.Calls.add(p.Service + "." + Operation(p.Service, r))
+		if p.Delay != nil {
+			if d := p.Delay(r); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = p.srv.Serve(l) }()
+	return p, nil
+}
+
+// Close stops the proxy.
+func (p *Proxy) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return p.srv.Shutdown(ctx)
+}
+
+// Operation names the API operation of a request: from X-Amz-Target for the JSON
+// protocols (SQS, DynamoDB), from the method, path and query for S3.
+func Operation(service string, r *http.Request) string {
+	if t := r.Header.Get("X-Amz-Target"); t != "" {
+		if i := strings.LastIndexByte(t, '.'); i >= 0 {
+			return t[i+1:]
+		}
+		return t
+	}
+	if service != "S3" {
+		if a := r.URL.Query().Get("Action"); a != "" {
+			return a
+		}
+		return r.Method
+	}
+	q := r.URL.Query()
+	segs := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)
+	hasKey := len(segs) == 2 && segs[1] != ""
+	switch r.Method {
+	case http.MethodGet:
+		switch {
+		case !hasKey && segs[0] == "":
+			return "ListBuckets"
+		case !hasKey:
+			return "ListObjectsV2"
+		case q.Has("uploadId"):
+			return "ListParts"
+		default:
+			return "GetObject"
+		}
+	case http.MethodHead:
+		if !hasKey {
+			return "HeadBucket"
+		}
+		return "HeadObject"
+	case http.MethodPut:
+		switch {
+		case !hasKey:
+			return "CreateBucket"
+		case q.Has("partNumber"):
+			return "UploadPart"
+		case r.Header.Get("X-Amz-Copy-Source") != "":
+			return "CopyObject"
+		default:
+			return "PutObject"
+		}
+	case http.MethodPost:
+		switch {
+		case q.Has("uploads"):
+			return "CreateMultipartUpload"
+		case q.Has("uploadId"):
+			return "CompleteMultipartUpload"
+		case q.Has("delete"):
+			return "DeleteObjects"
+		}
+	case http.MethodDelete:
+		if q.Has("uploadId") {
+			return "AbortMultipartUpload"
+		}
+		return "DeleteObject"
+	}
+	return r.Method
+}
