@@ -20,7 +20,7 @@ func devCmd() *cobra.Command {
 	var (
 		files, poisonEvery, duplicates int
 		stageName                      string
-		keep, asJSON, verbose          bool
+		keep, asJSON, verbose, burst   bool
 		timeout                        time.Duration
 	)
 	cmd := &cobra.Command{
@@ -47,7 +47,7 @@ func devCmd() *cobra.Command {
 			defer fnLog.Close()
 			fmt.Fprintf(errOut, "fileflow dev: stage %s — building functions, starting local S3/SQS/DynamoDB, provisioning from the component…\n", stageName)
 			began := time.Now()
-			st, err := devstack.Start(ctx, devstack.Options{Root: root, Stage: stageName, Log: log, FunctionLogs: fnLog})
+			st, err := devstack.Start(ctx, devstack.Options{Root: root, Stage: stageName, Log: log, FunctionLogs: fnLog, Paused: burst})
 			if err != nil {
 				return err
 			}
@@ -58,7 +58,7 @@ func devCmd() *cobra.Command {
 				progress = errOut
 			}
 			fs := demo.Generate(demo.Options{Files: files, PoisonEvery: poisonEvery, Duplicates: duplicates, Seed: uint64(time.Now().UnixNano())})
-			sum, err := demo.Run(ctx, st, fs, demo.Options{Files: files, Timeout: timeout, Progress: progress})
+			sum, err := demo.Run(ctx, st, fs, demo.Options{Files: files, Timeout: timeout, Progress: progress, Burst: burst})
 			if err != nil {
 				return err
 			}
@@ -90,6 +90,7 @@ func devCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&keep, "keep", false, "leave the stack running and print how to use it")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log scaling events even with --json")
+	cmd.Flags().BoolVar(&burst, "burst", false, "upload everything first, then let the pipeline drain the backlog")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up waiting after this long")
 	return cmd
 }
@@ -97,6 +98,9 @@ func devCmd() *cobra.Command {
 func printEndpoints(w io.Writer, st *devstack.Stack) {
 	fmt.Fprintln(w, "\nThe local stack is up:")
 	for _, kv := range st.Servers.Env() {
+		if strings.HasPrefix(kv, "AWS_ENDPOINT_URL_S3=") {
+			kv = "AWS_ENDPOINT_URL_S3=" + st.S3Endpoint // the notifying endpoint
+		}
 		if strings.HasPrefix(kv, "AWS_") && !strings.HasPrefix(kv, "AWS_SESSION") {
 			fmt.Fprintf(w, "  export %s\n", kv)
 		}

@@ -20,6 +20,8 @@ type Proxy struct {
 	// Delay, if set, returns how long to hold a request before forwarding it (fault
 	// injection for tests: a slow dependency).
 	Delay func(r *http.Request) time.Duration
+	// After, if set, is called once the server has answered, with its status code.
+	After func(r *http.Request, status int)
 
 	srv *http.Server
 	URL string // the proxy's endpoint, http://127.0.0.1:PORT
@@ -54,10 +56,31 @@ func StartProxy(service, target string, calls *Calls) (*Proxy, error) {
 				}
 			}
 		}
-		rp.ServeHTTP(w, r)
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		rp.ServeHTTP(sw, r)
+		if p.After != nil {
+			p.After(r, sw.status)
+		}
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = p.srv.Serve(l) }()
 	return p, nil
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Flush passes flushes through (streaming responses).
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // Close stops the proxy.

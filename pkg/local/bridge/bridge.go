@@ -1,10 +1,15 @@
-// Package bridge turns the local S3 server's object events into real S3 event
-// notifications. versitygw can't store a bucket notification configuration; it POSTs
-// every event to one webhook, in its own dialect (eventName "s3:ObjectCreated:Put", keys
-// not URL-encoded, a quoted ETag, a bucket ARN with the key in it). The bridge rewrites
-// each into AWS's shape (eventName "ObjectCreated:Put", keys URL-encoded with '+' for a
-// space), applies the component's prefix/suffix filters, and sends it to the queue the
-// component routes the bucket to — exactly what S3 sends to SQS in AWS.
+// Package bridge produces S3 event notifications for the local stack. The local S3
+// server can't store a bucket notification configuration, so the bridge watches the
+// S3 requests that pass through the local stack's S3 endpoints (PutObject, CopyObject,
+// CompleteMultipartUpload that succeeded), reads the new object's size and ETag, writes
+// an event in AWS's shape (eventName "ObjectCreated:Put", keys URL-encoded with '+' for
+// a space), applies the component's prefix/suffix filters, and sends it to the queue
+// the component routes the bucket to — what S3 does in AWS.
+//
+// Why not versitygw's --event-webhook-url: measured on this project's machines, with 16
+// concurrent PutObjects it delivered 141 of 200 events and garbled the bucket and key of
+// one of them. An event lost is a file never processed, so the bridge observes the
+// requests themselves instead.
 package bridge
 
 import (
@@ -12,9 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,6 +25,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 )
 
@@ -35,120 +39,105 @@ type Sender interface {
 	SendMessage(context.Context, *sqs.SendMessageInput, ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
 }
 
-// Bridge is the webhook server.
+// Header is the part of the S3 client the bridge calls (directly, not through a proxy).
+type Header interface {
+	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+}
+
+// Bridge turns observed object creations into notifications.
 type Bridge struct {
-	URL    string // give this to versitygw's --event-webhook-url
-	routes atomic.Pointer[routing]
-	log    *slog.Logger
-	srv    *http.Server
-	region string
-
-	Received, Sent, Filtered atomic.Int64
-}
-
-type routing struct {
 	sqs    Sender
+	s3     Header
 	routes []Route
+	region string
+	log    *slog.Logger
+	seq    atomic.Int64
+
+	Observed, Sent, Failed atomic.Int64
 }
 
-// Start listens on a free loopback port. Routes are set later with [Bridge.SetRoutes]
-// (versitygw needs the webhook up before it starts, and the queues exist only after);
-// until then events are counted and dropped.
-func Start(region string, log *slog.Logger) (*Bridge, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("bridge: %w", err)
+// New returns a bridge that sends to routes.
+func New(sender Sender, head Header, routes []Route, region string, log *slog.Logger) *Bridge {
+	return &Bridge{sqs: sender, s3: head, routes: routes, region: region, log: log}
+}
+
+// EventName is the S3 event a successful request produces, or "" for none.
+func EventName(r *http.Request, status int) string {
+	if status < 200 || status > 299 {
+		return ""
 	}
-	b := &Bridge{URL: "http://" + l.Addr().String() + "/events", log: log, region: region}
-	b.routes.Store(&routing{})
-	b.srv = &http.Server{Handler: http.HandlerFunc(b.serve), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = b.srv.Serve(l) }()
-	return b, nil
+	q := r.URL.Query()
+	switch r.Method {
+	case http.MethodPut:
+		if q.Has("partNumber") || q.Has("uploadId") || q.Has("tagging") || q.Has("acl") || q.Has("retention") || q.Has("legal-hold") {
+			return ""
+		}
+		if r.Header.Get("X-Amz-Copy-Source") != "" {
+			return "ObjectCreated:Copy"
+		}
+		return "ObjectCreated:Put"
+	case http.MethodPost:
+		if q.Has("uploadId") {
+			return "ObjectCreated:CompleteMultipartUpload"
+		}
+	}
+	return ""
 }
 
-// SetRoutes replaces the routing table and the queue client.
-func (b *Bridge) SetRoutes(sender Sender, rs []Route) {
-	b.routes.Store(&routing{sqs: sender, routes: rs})
-}
-
-// Close stops the server.
-func (b *Bridge) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+// Observe is called after every S3 request that passed through a local S3 endpoint.
+// For an object creation under a route it sends the notification before returning, so
+// the uploader's request completes only once its event is queued.
+func (b *Bridge) Observe(r *http.Request, status int) {
+	name := EventName(r, status)
+	if name == "" {
+		return
+	}
+	bucket, key, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	if !ok || key == "" {
+		return // a bucket-level request
+	}
+	var routes []Route
+	for _, rt := range b.routes {
+		if rt.Bucket == bucket && strings.HasPrefix(key, rt.Prefix) && strings.HasSuffix(key, rt.Suffix) {
+			routes = append(routes, rt)
+		}
+	}
+	if len(routes) == 0 {
+		return
+	}
+	b.Observed.Add(1)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
 	defer cancel()
-	return b.srv.Shutdown(ctx)
-}
-
-// gwEvent is versitygw's webhook payload.
-type gwEvent struct {
-	Event   string `json:"Event"`
-	Records []struct {
-		EventTime string `json:"eventTime"`
-		EventName string `json:"eventName"`
-		S3        struct {
-			Bucket struct {
-				Name string `json:"name"`
-			} `json:"bucket"`
-			Object struct {
-				Key       string  `json:"key"`
-				Size      int64   `json:"size"`
-				ETag      string  `json:"eTag"`
-				VersionID *string `json:"versionId"`
-				Sequencer string  `json:"sequencer"`
-			} `json:"object"`
-		} `json:"s3"`
-	} `json:"Records"`
-}
-
-func (b *Bridge) serve(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	head, err := b.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		b.Failed.Add(1)
+		b.log.Error("bridge: head of new object failed; no notification", "bucket", bucket, "key", key, "error", err)
 		return
 	}
-	var ev gwEvent
-	if err := json.Unmarshal(body, &ev); err != nil {
-		b.log.Warn("bridge: unreadable webhook event", "error", err)
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	seq := fmt.Sprintf("%016X", b.seq.Add(1))
+	msg, err := Record(b.region, bucket, key, aws.ToInt64(head.ContentLength), aws.ToString(head.ETag), head.VersionId, name, "", seq)
+	if err != nil {
+		b.Failed.Add(1)
+		b.log.Error("bridge: encode event", "error", err)
 		return
 	}
-	ctx := r.Context()
-	rt := b.routes.Load()
-	for _, rec := range ev.Records {
-		b.Received.Add(1)
-		bucket, key := rec.S3.Bucket.Name, rec.S3.Object.Key
-		name := strings.TrimPrefix(rec.EventName, "s3:")
-		if !strings.HasPrefix(name, "ObjectCreated:") {
-			b.Filtered.Add(1)
+	for _, rt := range routes {
+		if err := b.send(ctx, rt.QueueURL, msg); err != nil {
+			b.Failed.Add(1)
+			b.log.Error("bridge: send to queue failed; the object has no notification", "bucket", bucket, "key", key, "error", err)
 			continue
 		}
-		for _, route := range rt.routes {
-			if route.Bucket != bucket || !strings.HasPrefix(key, route.Prefix) || !strings.HasSuffix(key, route.Suffix) {
-				continue
-			}
-			msg, err := Record(b.region, bucket, key, rec.S3.Object.Size, rec.S3.Object.ETag, rec.S3.Object.VersionID, name, rec.EventTime, rec.S3.Object.Sequencer)
-			if err != nil {
-				b.log.Error("bridge: encode event", "error", err)
-				continue
-			}
-			if err := b.send(ctx, rt.sqs, route.QueueURL, msg); err != nil {
-				// Tell versitygw: an event not delivered is a file nobody processes.
-				b.log.Error("bridge: send to queue failed", "bucket", bucket, "key", key, "error", err)
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			b.Sent.Add(1)
-		}
+		b.Sent.Add(1)
 	}
-	w.WriteHeader(http.StatusOK)
 }
 
-func (b *Bridge) send(ctx context.Context, sender Sender, queueURL, body string) error {
+func (b *Bridge) send(ctx context.Context, queueURL, body string) error {
 	var err error
 	for attempt := range 5 {
 		if attempt > 0 {
 			time.Sleep(time.Duration(attempt*attempt) * 50 * time.Millisecond)
 		}
-		_, err = sender.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(queueURL), MessageBody: aws.String(body)})
+		_, err = b.sqs.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(queueURL), MessageBody: aws.String(body)})
 		if err == nil || errors.Is(err, context.Canceled) {
 			return err
 		}

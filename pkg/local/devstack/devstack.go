@@ -59,6 +59,12 @@ type Options struct {
 	S3Delay func(r *http.Request) time.Duration
 	// Idle is how long an execution environment waits for work before it is stopped.
 	Idle time.Duration
+	// NoMeter points the functions straight at the servers: no counting proxies (their
+	// extra hop costs CPU on a small machine), so Calls stays empty. Benchmarks use it.
+	NoMeter bool
+	// Paused leaves the event source mappings stopped until [Stack.Resume]: messages
+	// queue up (a burst), then are drained.
+	Paused bool
 }
 
 // Stack is the running local pipeline.
@@ -67,19 +73,25 @@ type Stack struct {
 	Resources *provision.Stack
 	Graph     *plan.Graph
 	Bridge    *bridge.Bridge
-	Mappings  []*lambda.Mapping
+	// S3Endpoint is the stack's S3 endpoint for clients (uploads through it are
+	// notified, as in AWS); S3 is a client for it.
+	S3Endpoint string
+	Mappings   []*lambda.Mapping
 	// Calls counts the functions' API calls (through counting proxies) and the event
 	// source mappings' SQS calls, by "Service.Operation".
 	Calls *meter.Calls
 	// Metrics sums the functions' EMF metrics (FilesSucceeded, FilesFailed, …).
 	Metrics *Metrics
 
-	AWS      aws.Config // for the stack's own clients (direct to the servers)
-	S3       *s3.Client
+	AWS      aws.Config // for the stack's own clients
+	S3       *s3.Client // through S3Endpoint: uploads are notified
+	S3Direct *s3.Client // straight to the server: no notification, no counting
 	SQS      *sqs.Client
 	DynamoDB *dynamodb.Client
 
 	cancel  context.CancelFunc
+	resume  chan struct{}
+	resumed sync.Once
 	wg      sync.WaitGroup
 	proxies []*meter.Proxy
 	tmp     string
@@ -170,20 +182,17 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("devstack: stage %s violates %d policies, first: %s: %s", o.Stage, len(vs), vs[0].Rule, vs[0].Message)
 	}
 
-	// 2. The bridge must listen before versitygw starts; then the servers.
-	if st.Bridge, err = bridge.Start(local.Region, o.Log); err != nil {
-		return nil, err
-	}
-	if st.Servers, err = local.Start(ctx, local.Options{CacheDir: o.CacheDir, S3EventWebhook: st.Bridge.URL}); err != nil {
+	// 2. The servers.
+	if st.Servers, err = local.Start(ctx, local.Options{CacheDir: o.CacheDir}); err != nil {
 		return nil, err
 	}
 	if st.AWS, err = st.Servers.AWSConfig(ctx); err != nil {
 		return nil, err
 	}
-	st.S3, st.SQS, st.DynamoDB = st.Servers.S3Client(st.AWS), st.Servers.SQSClient(st.AWS), st.Servers.DynamoDBClient(st.AWS)
+	st.S3Direct, st.SQS, st.DynamoDB = st.Servers.S3Client(st.AWS), st.Servers.SQSClient(st.AWS), st.Servers.DynamoDBClient(st.AWS)
 
 	// 3. What the component declares, on the servers.
-	if st.Resources, err = provision.Apply(ctx, provision.Clients{S3: st.S3, SQS: st.SQS, DynamoDB: st.DynamoDB}, g); err != nil {
+	if st.Resources, err = provision.Apply(ctx, provision.Clients{S3: st.S3Direct, SQS: st.SQS, DynamoDB: st.DynamoDB}, g); err != nil {
 		return nil, err
 	}
 	var routes []bridge.Route
@@ -194,21 +203,35 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, fmt.Errorf("devstack: test event: %w", err)
 		}
 	}
-	st.Bridge.SetRoutes(st.SQS, routes)
+	st.Bridge = bridge.New(st.SQS, st.S3Direct, routes, local.Region, o.Log)
 
-	// 4. Counting proxies in front of the servers, for the functions.
+	// 4. S3 endpoints that notify: one for clients (uploads), one counting the
+	// functions' calls; counting proxies for the functions' SQS and DynamoDB calls.
+	front, err := meter.StartProxy("S3", st.Servers.S3, &meter.Calls{})
+	if err != nil {
+		return nil, err
+	}
+	front.After = st.Bridge.Observe
+	st.proxies = append(st.proxies, front)
+	st.S3Endpoint = front.URL
+	st.S3 = s3.NewFromConfig(st.AWS, func(so *s3.Options) { so.BaseEndpoint = aws.String(front.URL); so.UsePathStyle = true })
 	var endpoints = map[string]string{}
 	for _, p := range []struct{ service, target, env string }{
 		{"S3", st.Servers.S3, "AWS_ENDPOINT_URL_S3"},
 		{"SQS", st.Servers.SQS, "AWS_ENDPOINT_URL_SQS"},
 		{"DynamoDB", st.Servers.DynamoDB, "AWS_ENDPOINT_URL_DYNAMODB"},
 	} {
+		if o.NoMeter && (p.service != "S3" || o.S3Delay == nil) {
+			endpoints[p.env] = p.target
+			continue
+		}
 		px, err := meter.StartProxy(p.service, p.target, st.Calls)
 		if err != nil {
 			return nil, err
 		}
 		if p.service == "S3" {
 			px.Delay = o.S3Delay
+			px.After = st.Bridge.Observe
 		}
 		st.proxies = append(st.proxies, px)
 		endpoints[p.env] = px.URL
@@ -230,6 +253,10 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	var logMu sync.Mutex
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	st.cancel = cancel
+	st.resume = make(chan struct{})
+	if !o.Paused {
+		close(st.resume)
+	}
 	for _, fn := range st.Resources.Functions {
 		bin, ok := binaries[fn.Handler]
 		if !ok {
@@ -251,7 +278,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			st.wg.Add(1)
 			go func() {
 				defer st.wg.Done()
-				m.Run(mctx)
+				select {
+				case <-st.resume:
+					m.Run(mctx)
+				case <-mctx.Done():
+				}
 			}()
 		}
 	}
@@ -332,6 +363,17 @@ func extractBootstrap(zipPath, dir string) (string, error) {
 	return "", fmt.Errorf("devstack: %s has no bootstrap", zipPath)
 }
 
+// Resume starts the event source mappings of a stack started Paused.
+func (s *Stack) Resume() {
+	s.resumed.Do(func() {
+		select {
+		case <-s.resume:
+		default:
+			close(s.resume)
+		}
+	})
+}
+
 // Stats sums the mappings' statistics.
 func (s *Stack) Stats() lambda.Stats {
 	var t lambda.Stats
@@ -360,10 +402,6 @@ func (s *Stack) Stop() {
 		_ = p.Close()
 	}
 	s.proxies = nil
-	if s.Bridge != nil {
-		_ = s.Bridge.Close()
-		s.Bridge = nil
-	}
 	if s.Servers != nil {
 		if err := s.Servers.Stop(); err != nil {
 			s.log.Warn("devstack: stop servers", "error", err)
