@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -108,9 +107,4 @@ func printEndpoints(w io.Writer, st *devstack.Stack) {
 	fmt.Fprintf(w, "  ingest bucket: %s   output bucket: %s   ledger table: %s\n", st.Resources.IngestBucket, st.Resources.OutputBucket, st.Resources.Table)
 	fmt.Fprintf(w, "Drop a file in (any S3 client; with the AWS CLI):\n  aws s3 cp ./report.csv s3://%s/report.csv\n", st.Resources.IngestBucket)
 	fmt.Fprintf(w, "and read the result:\n  aws s3 cp s3://%s/report.csv -\n", st.Resources.OutputBucket)
-}
-
-// withTimeout is a helper for commands that bound their own work.
-func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, d)
 }

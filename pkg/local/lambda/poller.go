@@ -54,7 +54,6 @@ type Mapping struct {
 	invocations, fnErrs atomic.Int64
 	messages, itemFails atomic.Int64
 	deleted, coldStarts atomic.Int64
-	scaleLog            []int
 }
 
 // Stats returns the mapping's counters.
