@@ -54,6 +54,23 @@ func benchBucket(cmd *cobra.Command, st *devstack.Stack) (string, error) {
 	return name, err
 }
 
+// warmUp creates the raw loop's input bucket (no notifications) and runs a raw pass of
+// up to 2,000 files through it: DynamoDB Local's JVM is ~40% slower cold.
+func warmUp(cmd *cobra.Command, st *devstack.Stack, f benchFlags) (string, error) {
+	ctx := cmd.Context()
+	bucket, err := benchBucket(cmd, st)
+	if err != nil {
+		return "", err
+	}
+	warm := demo.Generate(demo.Options{Files: min(f.files, 2000), PoisonEvery: -1, Seed: 9, Prefix: "warmup/"})
+	keys, err := demo.UploadOnly(ctx, st, bucket, warm, 16)
+	if err != nil {
+		return "", err
+	}
+	_, err = demo.RawLoop(ctx, st.S3Direct, st.DynamoDB, bucket, st.Resources.OutputBucket, st.Resources.Table, keys, f.concurrency)
+	return bucket, err
+}
+
 func benchRawCmd() *cobra.Command {
 	var f benchFlags
 	cmd := &cobra.Command{
@@ -66,18 +83,9 @@ func benchRawCmd() *cobra.Command {
 				return err
 			}
 			defer st.Stop()
-			bucket, err := benchBucket(cmd, st)
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			// A first pass warms DynamoDB Local's JVM (~40% slower cold); the second is measured.
-			warm := demo.Generate(demo.Options{Files: min(f.files, 2000), PoisonEvery: -1, Seed: 9, Prefix: "warmup/"})
-			wkeys, err := demo.UploadOnly(ctx, st, bucket, warm, 16)
+			bucket, err := warmUp(cmd, st, f)
 			if err != nil {
-				return err
-			}
-			if _, err := demo.RawLoop(ctx, st.S3, st.DynamoDB, bucket, st.Resources.OutputBucket, st.Resources.Table, wkeys, f.concurrency); err != nil {
 				return err
 			}
 			files := demo.Generate(demo.Options{Files: f.files, PoisonEvery: -1, Seed: 1})
@@ -85,7 +93,7 @@ func benchRawCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := demo.RawLoop(ctx, st.S3, st.DynamoDB, bucket, st.Resources.OutputBucket, st.Resources.Table, keys, f.concurrency)
+			res, err := demo.RawLoop(ctx, st.S3Direct, st.DynamoDB, bucket, st.Resources.OutputBucket, st.Resources.Table, keys, f.concurrency)
 			if err != nil {
 				return err
 			}
@@ -106,26 +114,16 @@ func benchCompareCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			st, err := startBench(cmd, true, f.meter, f.set)
+			st, err := startBench(cmd, false, f.meter, f.set)
 			if err != nil {
 				return err
 			}
 			defer st.Stop()
-			// Warm the servers (DynamoDB Local's JVM is ~40% slower cold) with a raw pass.
-			warm := demo.Generate(demo.Options{Files: min(f.files, 2000), PoisonEvery: -1, Seed: 9, Prefix: "warmup/"})
-			bucket, err := benchBucket(cmd, st)
-			if err != nil {
-				return err
-			}
-			wkeys, err := demo.UploadOnly(ctx, st, bucket, warm, 16)
-			if err != nil {
-				return err
-			}
-			if _, err := demo.RawLoop(ctx, st.S3, st.DynamoDB, bucket, st.Resources.OutputBucket, st.Resources.Table, wkeys, f.concurrency); err != nil {
+			if _, err := warmUp(cmd, st, f); err != nil {
 				return err
 			}
 			files := demo.Generate(demo.Options{Files: f.files, PoisonEvery: -1, Seed: 2})
-			sum, err := demo.Run(ctx, st, files, demo.Options{Files: f.files, Timeout: 30 * time.Minute, Burst: true})
+			sum, err := demo.Run(ctx, st, files, demo.Options{Files: f.files, Timeout: 8 * time.Minute, Burst: true})
 			if err != nil {
 				return err
 			}
@@ -133,7 +131,7 @@ func benchCompareCmd() *cobra.Command {
 			for i, fl := range files {
 				keys[i] = fl.Key
 			}
-			raw, err := demo.RawLoop(ctx, st.S3, st.DynamoDB, st.Resources.IngestBucket, st.Resources.OutputBucket, st.Resources.Table, keys, f.concurrency)
+			raw, err := demo.RawLoop(ctx, st.S3Direct, st.DynamoDB, st.Resources.IngestBucket, st.Resources.OutputBucket, st.Resources.Table, keys, f.concurrency)
 			if err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ package esm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -66,28 +67,52 @@ func (m Mapping) Once(ctx context.Context, h HandlerFunc) (Result, error) {
 	if len(out.Messages) == 0 {
 		return res, nil
 	}
-	ev := events.SQSEvent{Records: make([]events.SQSMessage, 0, len(out.Messages))}
-	handles := make(map[string]string, len(out.Messages))
-	for _, msg := range out.Messages {
-		ev.Records = append(ev.Records, m.toEvent(msg))
-		handles[aws.ToString(msg.MessageId)] = aws.ToString(msg.ReceiptHandle)
+	ev := Event(out.Messages, m.QueueARN, m.Region)
+	resp, herr := h(ctx, ev)
+	return Settle(ctx, m.API, m.QueueURL, ev, resp, herr, true)
+}
+
+// Event converts received messages into the event Lambda passes to the handler.
+func Event(msgs []types.Message, queueARN, region string) events.SQSEvent {
+	ev := events.SQSEvent{Records: make([]events.SQSMessage, 0, len(msgs))}
+	for _, msg := range msgs {
+		ev.Records = append(ev.Records, toEvent(msg, queueARN, region))
 	}
-	resp, err := h(ctx, ev)
-	if err != nil {
-		res.Failed = len(out.Messages)
+	return ev
+}
+
+// DeleteAPI is the part of the SQS client [Settle] calls.
+type DeleteAPI interface {
+	DeleteMessageBatch(context.Context, *sqs.DeleteMessageBatchInput, ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error)
+}
+
+// Settle does what Lambda does after an invocation: if the handler failed, nothing is
+// deleted (the whole batch comes back after its visibility timeout); with
+// reportItemFailures, every message not reported as a batch item failure is deleted, and
+// a reported identifier that is not in the batch fails the whole batch; without it,
+// every message is deleted.
+func Settle(ctx context.Context, api DeleteAPI, queueURL string, batch events.SQSEvent, resp events.SQSEventResponse, handlerErr error, reportItemFailures bool) (Result, error) {
+	res := Result{Received: len(batch.Records)}
+	if handlerErr != nil {
+		res.Failed = len(batch.Records)
 		return res, nil
 	}
-	for _, f := range resp.BatchItemFailures {
-		if _, ok := handles[f.ItemIdentifier]; !ok {
-			// As Lambda does: an identifier that is not in the batch fails the whole batch.
-			res.Failed = len(out.Messages)
-			return res, nil
-		}
+	handles := make(map[string]string, len(batch.Records))
+	for _, r := range batch.Records {
+		handles[r.MessageId] = r.ReceiptHandle
 	}
-	for _, f := range resp.BatchItemFailures {
-		if _, ok := handles[f.ItemIdentifier]; ok {
-			delete(handles, f.ItemIdentifier)
-			res.Failed++
+	if reportItemFailures {
+		for _, f := range resp.BatchItemFailures {
+			if _, ok := handles[f.ItemIdentifier]; !ok {
+				res.Failed = len(batch.Records)
+				return res, nil
+			}
+		}
+		for _, f := range resp.BatchItemFailures {
+			if _, ok := handles[f.ItemIdentifier]; ok {
+				delete(handles, f.ItemIdentifier)
+				res.Failed++
+			}
 		}
 	}
 	var entries []types.DeleteMessageBatchRequestEntry
@@ -96,22 +121,25 @@ func (m Mapping) Once(ctx context.Context, h HandlerFunc) (Result, error) {
 			Id: aws.String(strconv.Itoa(len(entries))), ReceiptHandle: aws.String(rh),
 		})
 	}
-	if len(entries) > 0 {
-		del, err := m.API.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(m.QueueURL), Entries: entries})
+	var errs []error
+	for start := 0; start < len(entries); start += 10 {
+		chunk := entries[start:min(start+10, len(entries))]
+		del, err := api.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(queueURL), Entries: chunk})
 		if err != nil {
-			return res, fmt.Errorf("esm: delete from %s: %w", m.QueueURL, err)
+			errs = append(errs, fmt.Errorf("esm: delete from %s: %w", queueURL, err))
+			continue
 		}
-		res.Deleted = len(del.Successful)
+		res.Deleted += len(del.Successful)
 		if len(del.Failed) > 0 {
-			return res, fmt.Errorf("esm: delete from %s: %d of %d failed, first: %s",
-				m.QueueURL, len(del.Failed), len(entries), aws.ToString(del.Failed[0].Message))
+			errs = append(errs, fmt.Errorf("esm: delete from %s: %d of %d failed, first: %s",
+				queueURL, len(del.Failed), len(chunk), aws.ToString(del.Failed[0].Message)))
 		}
 	}
-	return res, nil
+	return res, errors.Join(errs...)
 }
 
 // toEvent converts a received message to the shape Lambda passes to the handler.
-func (m Mapping) toEvent(msg types.Message) events.SQSMessage {
+func toEvent(msg types.Message, queueARN, region string) events.SQSMessage {
 	attrs := make(map[string]string, len(msg.Attributes))
 	for k, v := range msg.Attributes {
 		attrs[k] = v
@@ -123,8 +151,8 @@ func (m Mapping) toEvent(msg types.Message) events.SQSMessage {
 		Md5OfBody:      aws.ToString(msg.MD5OfBody),
 		Attributes:     attrs,
 		EventSource:    "aws:sqs",
-		EventSourceARN: m.QueueARN,
-		AWSRegion:      m.Region,
+		EventSourceARN: queueARN,
+		AWSRegion:      region,
 	}
 	if len(msg.MessageAttributes) > 0 {
 		ev.MessageAttributes = make(map[string]events.SQSMessageAttribute, len(msg.MessageAttributes))

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/fileflow/fileflow/pkg/esm"
 	"github.com/fileflow/fileflow/pkg/local/provision"
 )
 
@@ -217,22 +218,9 @@ func (m *Mapping) receive(ctx context.Context) ([]types.Message, error) {
 	}
 }
 
-// deliver invokes the function with a batch and deletes what it did not report failed.
+// deliver invokes the function with a batch and settles it as Lambda does.
 func (m *Mapping) deliver(ctx context.Context, env *Environment, msgs []types.Message) {
-	ev := events.SQSEvent{Records: make([]events.SQSMessage, 0, len(msgs))}
-	handles := map[string]string{}
-	for _, msg := range msgs {
-		attrs := map[string]string{}
-		for k, v := range msg.Attributes {
-			attrs[k] = v
-		}
-		ev.Records = append(ev.Records, events.SQSMessage{
-			MessageId: aws.ToString(msg.MessageId), ReceiptHandle: aws.ToString(msg.ReceiptHandle),
-			Body: aws.ToString(msg.Body), Md5OfBody: aws.ToString(msg.MD5OfBody), Attributes: attrs,
-			EventSource: "aws:sqs", EventSourceARN: m.Source.Queue.ARN, AWSRegion: m.Region,
-		})
-		handles[aws.ToString(msg.MessageId)] = aws.ToString(msg.ReceiptHandle)
-	}
+	ev := esm.Event(msgs, m.Source.Queue.ARN, m.Region)
 	m.messages.Add(int64(len(msgs)))
 	m.invocations.Add(1)
 	payload, err := json.Marshal(ev)
@@ -240,7 +228,13 @@ func (m *Mapping) deliver(ctx context.Context, env *Environment, msgs []types.Me
 		m.Log.Error("esm: encode event", "error", err)
 		return
 	}
+	var resp events.SQSEventResponse
 	body, err := env.Invoke(ctx, payload)
+	if err == nil && m.Source.ReportItemFailure && len(body) > 0 && string(body) != "null" {
+		if uerr := json.Unmarshal(body, &resp); uerr != nil {
+			err = fmt.Errorf("unreadable partial batch response: %w", uerr)
+		}
+	}
 	if err != nil {
 		// The whole batch comes back after the visibility timeout, as in Lambda.
 		m.fnErrs.Add(1)
@@ -248,44 +242,13 @@ func (m *Mapping) deliver(ctx context.Context, env *Environment, msgs []types.Me
 			m.Log.Warn("esm: invocation failed; batch returns after its visibility timeout",
 				"function", m.Config.Function.Name, "messages", len(msgs), "error", err)
 		}
-		return
 	}
-	if m.Source.ReportItemFailure {
-		var resp events.SQSEventResponse
-		if len(body) > 0 && string(body) != "null" {
-			if err := json.Unmarshal(body, &resp); err != nil {
-				m.fnErrs.Add(1)
-				m.Log.Warn("esm: unreadable partial batch response; whole batch fails", "error", err)
-				return
-			}
-		}
-		for _, f := range resp.BatchItemFailures {
-			if _, ok := handles[f.ItemIdentifier]; !ok {
-				m.fnErrs.Add(1)
-				m.Log.Warn("esm: batch item failure names a message not in the batch; whole batch fails", "id", f.ItemIdentifier)
-				return
-			}
-		}
-		for _, f := range resp.BatchItemFailures {
-			delete(handles, f.ItemIdentifier)
-			m.itemFails.Add(1)
-		}
+	res, serr := esm.Settle(ctx, m.SQS, m.Source.Queue.URL, ev, resp, err, m.Source.ReportItemFailure)
+	if err == nil {
+		m.itemFails.Add(int64(res.Failed))
 	}
-	var entries []types.DeleteMessageBatchRequestEntry
-	for _, rh := range handles {
-		entries = append(entries, types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(len(entries))), ReceiptHandle: aws.String(rh)})
-	}
-	for start := 0; start < len(entries); start += 10 {
-		out, err := m.SQS.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{
-			QueueUrl: aws.String(m.Source.Queue.URL), Entries: entries[start:min(start+10, len(entries))],
-		})
-		if err != nil {
-			m.Log.Warn("esm: delete", "error", err)
-			continue
-		}
-		m.deleted.Add(int64(len(out.Successful)))
-		if len(out.Failed) > 0 {
-			m.Log.Warn("esm: delete failed for some messages", "failed", len(out.Failed), "first", fmt.Sprint(aws.ToString(out.Failed[0].Message)))
-		}
+	m.deleted.Add(int64(res.Deleted))
+	if serr != nil && ctx.Err() == nil {
+		m.Log.Warn("esm: delete", "error", serr)
 	}
 }
