@@ -325,10 +325,13 @@ func Run(ctx context.Context, st *devstack.Stack, files []*File, o Options) (Sum
 		}
 	}
 
-	// Wait until the queue has drained and every file has a final record, is in the
-	// DLQ, or the timeout passes.
+	// Wait until the queue has drained and every file has a final record, or nothing has
+	// changed for a while with the queue empty (what is left is then in the DLQ or lost,
+	// and the summary says which), or the timeout passes.
 	deadline := time.Now().Add(o.Timeout)
+	const stall = 30 * time.Second
 	var records map[string]ledger.Record
+	lastFinal, lastChange := -1, time.Now()
 	for {
 		depth, err := queueDepth(ctx, st.SQS, tasks.URL)
 		if err != nil {
@@ -339,9 +342,17 @@ func Run(ctx context.Context, st *devstack.Stack, files []*File, o Options) (Sum
 			if err != nil {
 				return Summary{}, err
 			}
-			if settled(files, records) {
+			n := finalCount(files, records)
+			if n == len(files) {
 				break
 			}
+			if n != lastFinal {
+				lastFinal, lastChange = n, time.Now()
+			} else if time.Since(lastChange) > stall {
+				break
+			}
+		} else {
+			lastChange = time.Now()
 		}
 		if time.Now().After(deadline) {
 			if records == nil {
@@ -351,10 +362,14 @@ func Run(ctx context.Context, st *devstack.Stack, files []*File, o Options) (Sum
 			}
 			break
 		}
+		wait := 250 * time.Millisecond
+		if depth == 0 {
+			wait = time.Second // reading the whole ledger is not free
+		}
 		select {
 		case <-ctx.Done():
 			return Summary{}, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 	elapsed := time.Since(start)
@@ -364,19 +379,16 @@ func Run(ctx context.Context, st *devstack.Stack, files []*File, o Options) (Sum
 	return sum, err
 }
 
-func settled(files []*File, recs map[string]ledger.Record) bool {
+// finalCount is how many files have a final record (succeeded, failed, dead-lettered).
+func finalCount(files []*File, recs map[string]ledger.Record) int {
+	n := 0
 	for _, f := range files {
-		r, ok := recs[f.Key]
-		if !ok {
-			return false
-		}
-		switch r.Status {
+		switch recs[f.Key].Status {
 		case ledger.StatusSucceeded, ledger.StatusFailed, ledger.StatusDeadLettered:
-		default:
-			return false
+			n++
 		}
 	}
-	return true
+	return n
 }
 
 func queueDepth(ctx context.Context, c *sqs.Client, url string) (int, error) {
