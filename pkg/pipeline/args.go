@@ -33,6 +33,9 @@ type Args struct {
 	OutputPrefix string
 	// Rules choose the worker's processors per file; empty means process.DefaultRules.
 	Rules process.Rules
+	// DuplicateCheck is the worker's "always" (default) or "redelivery"; see
+	// worker.Config.DuplicateCheck.
+	DuplicateCheck string
 
 	// MaxReceiveCount: receives before SQS moves a message to its DLQ (1..1000, default 5).
 	MaxReceiveCount int
@@ -258,6 +261,9 @@ func (a Args) ValidateFor(functions []string) error {
 				bad(p+"Env["+k+"]", k, "FILEFLOW_* and AWS_* are set by the component")
 			}
 		}
+	}
+	if a.DuplicateCheck != "" && a.DuplicateCheck != "always" && a.DuplicateCheck != "redelivery" {
+		bad("DuplicateCheck", a.DuplicateCheck, `must be "always" or "redelivery"`)
 	}
 	inRange("MaxReceiveCount", a.MaxReceiveCount, 1, 1000)
 	inRange("RetentionSeconds", a.RetentionSeconds, 60, 1209600)

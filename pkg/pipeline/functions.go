@@ -55,6 +55,9 @@ func (b *builder) environment(name string, f FunctionArgs) (pulumi.StringMap, er
 	}
 	if name == "worker" {
 		env[worker.EnvRules] = pulumi.String(string(rules))
+		if b.args.DuplicateCheck != "" {
+			env[worker.EnvDuplicateCheck] = pulumi.String(b.args.DuplicateCheck)
+		}
 		// Files of one batch in parallel: the batch size, at most 16 (memory: one part
 		// buffer of 8 MiB per file in flight).
 		env[worker.EnvConcurrency] = pulumi.String(itoa(min(max(f.BatchSize, 1), 16)))

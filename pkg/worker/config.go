@@ -34,7 +34,19 @@ type Config struct {
 	Margin time.Duration
 	// FunctionName is the metric dimension (AWS_LAMBDA_FUNCTION_NAME in Lambda).
 	FunctionName string
+	// DuplicateCheck says when the ledger is read before processing a batch: "always"
+	// (default: a duplicate delivery costs one read per file and no work), or
+	// "redelivery" (only for messages received before: a duplicate on its first receive
+	// is processed again, overwrites the same output and loses the conditional commit —
+	// still one output and one count — which is cheaper when duplicates are rare).
+	DuplicateCheck string
 }
+
+// The DuplicateCheck values.
+const (
+	DuplicateCheckAlways     = "always"
+	DuplicateCheckRedelivery = "redelivery"
+)
 
 // Environment variables [ConfigFromEnv] reads.
 const (
@@ -49,6 +61,7 @@ const (
 	EnvPartSize        = "FILEFLOW_PART_SIZE_MB"
 	EnvLedgerTTLDays   = "FILEFLOW_LEDGER_TTL_DAYS"
 	EnvMinItemTime     = "FILEFLOW_MIN_ITEM_TIME"
+	EnvDuplicateCheck  = "FILEFLOW_DUPLICATE_CHECK"
 )
 
 // ConfigFromEnv reads and validates the configuration. getenv is os.Getenv in a Lambda.
@@ -98,6 +111,14 @@ func ConfigFromEnv(getenv func(string) string, reg process.Registry) (Config, er
 		MinItemTime:     durVar(EnvMinItemTime, 5*time.Second, 0, 15*time.Minute),
 		Margin:          2 * time.Second,
 		FunctionName:    getenv("AWS_LAMBDA_FUNCTION_NAME"),
+	}
+	switch v := strings.TrimSpace(getenv(EnvDuplicateCheck)); v {
+	case "", DuplicateCheckAlways:
+		cfg.DuplicateCheck = DuplicateCheckAlways
+	case DuplicateCheckRedelivery:
+		cfg.DuplicateCheck = v
+	default:
+		errs = append(errs, fmt.Errorf("%s=%q: want %q or %q", EnvDuplicateCheck, v, DuplicateCheckAlways, DuplicateCheckRedelivery))
 	}
 	cfg.Retry = retry.DefaultPolicy
 	cfg.Retry.Base = durVar(EnvBackoffBase, cfg.Retry.Base, time.Second, time.Hour)

@@ -241,11 +241,18 @@ func (h *Handler) skipCommitted(ctx context.Context, log *slog.Logger, items []*
 	if len(items) == 0 {
 		return nil
 	}
-	keys := make([]ledger.Key, len(items))
-	for i, it := range items {
-		keys[i] = it.key
+	var keys []ledger.Key
+	for _, it := range items {
+		if h.cfg.DuplicateCheck == DuplicateCheckRedelivery && it.msg.receive <= 1 {
+			continue // first receive: trust the conditional commit to catch a duplicate
+		}
+		keys = append(keys, it.key)
 	}
-	statuses, err := h.deps.Ledger.Lookup(ctx, keys)
+	statuses := map[ledger.Key]ledger.Status{}
+	var err error
+	if len(keys) > 0 {
+		statuses, err = h.deps.Ledger.Lookup(ctx, keys)
+	}
 	if err != nil {
 		log.WarnContext(ctx, "ledger lookup failed; processing the whole batch", "error", err)
 		return items

@@ -404,3 +404,31 @@ func (s shortBodies) GetObject(ctx context.Context, in *s3.GetObjectInput, o ...
 	}
 	return out, err
 }
+
+// With DuplicateCheck "redelivery", a first receive skips the ledger read; a duplicate is
+// then processed again but loses the conditional commit: still one success.
+func TestDuplicateCheckOnRedeliveryOnly(t *testing.T) {
+	e := newEnv(t, func(c *Config, _ *Deps) { c.DuplicateCheck = DuplicateCheckRedelivery })
+	e.s3.put("in", "d.txt", []byte("d"))
+	lookups := &countingLedger{Ledger: e.ledger}
+	e.h.deps.Ledger = lookups
+	for _, receive := range []int{1, 1, 2} {
+		resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{s3Message("m", receive, "in", "d.txt")}})
+		require.NoError(t, err)
+		assert.Empty(t, resp.BatchItemFailures)
+	}
+	assert.Equal(t, 1, lookups.lookups, "only the redelivery reads the ledger first")
+	assert.Equal(t, 2, e.s3.puts, "the first-receive duplicate did the work again (same key)")
+	assert.Equal(t, 2, e.ledger.writes, "and lost the conditional commit")
+	assert.Equal(t, ledger.StatusSucceeded, e.ledger.status[ledger.Key{Bucket: "in", Key: "d.txt", Revision: "e:e-d.txt"}])
+}
+
+type countingLedger struct {
+	Ledger
+	lookups int
+}
+
+func (c *countingLedger) Lookup(ctx context.Context, keys []ledger.Key) (map[ledger.Key]ledger.Status, error) {
+	c.lookups++
+	return c.Ledger.Lookup(ctx, keys)
+}
