@@ -21,8 +21,8 @@ type update struct {
 	values  map[string]any
 }
 
-func (u *update) name(placeholder string) {
-	u.names[placeholder] = strings.TrimPrefix(placeholder, "#")
+func (u *update) name(ref string) {
+	u.names[ref] = strings.TrimPrefix(ref, "#")
 }
 
 func (u *update) set(name, value string, v any) {

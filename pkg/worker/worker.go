@@ -191,8 +191,8 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	}
 
 	h.recordPoison(ctx, log, msgs)
-	todo := h.skipCommitted(ctx, log, items)
-	h.processAll(ctx, log, todo)
+	pending := h.skipCommitted(ctx, log, items)
+	h.processAll(ctx, log, pending)
 	resp := h.respond(ctx, log, msgs)
 
 	st := summarize(msgs)
@@ -257,7 +257,7 @@ func (h *Handler) skipCommitted(ctx context.Context, log *slog.Logger, items []*
 		log.WarnContext(ctx, "ledger lookup failed; processing the whole batch", "error", err)
 		return items
 	}
-	todo := items[:0:0]
+	pending := items[:0:0]
 	first := make(map[ledger.Key]*item, len(items))
 	for _, it := range items {
 		if statuses[it.key] == ledger.StatusSucceeded {
@@ -269,9 +269,9 @@ func (h *Handler) skipCommitted(ctx context.Context, log *slog.Logger, items []*
 			continue
 		}
 		first[it.key] = it
-		todo = append(todo, it)
+		pending = append(pending, it)
 	}
-	return todo
+	return pending
 }
 
 // processAll runs the items with bounded concurrency and the invocation deadline.
