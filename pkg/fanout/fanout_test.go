@@ -4,16 +4,14 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"runtime"
-	"runtime/metrics"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fileflow/fileflow/pkg/meter"
 	"github.com/fileflow/fileflow/pkg/task"
 )
 
@@ -135,35 +133,12 @@ func planManifest(t testing.TB, n int) (files, messages int) {
 // Planning a 1,000,000-key manifest stays in bounded memory (the target is
 // <= 100 MB); its time is measured by BenchmarkPlanManifest1M, not asserted.
 func TestPlanManifestMemory(t *testing.T) {
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	read := func() uint64 { metrics.Read(sample); return sample[0].Value.Uint64() }
-	runtime.GC()
-	base := read()
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if v := read(); v > base && v-base > peak.Load() {
-					peak.Store(v - base)
-				}
-			}
-		}
-	}()
 	start := time.Now()
-	files, messages := planManifest(t, 1_000_000)
-	close(stop)
-	<-done
-	t.Logf("1,000,000 keys -> %d messages in %s; peak live heap growth %.1f MiB", messages, time.Since(start).Round(time.Millisecond), float64(peak.Load())/(1<<20))
+	var files, messages int
+	peak := meter.PeakHeapGrowth(func() { files, messages = planManifest(t, 1_000_000) })
+	t.Logf("1,000,000 keys -> %d messages in %s; peak live heap growth %.1f MiB", messages, time.Since(start).Round(time.Millisecond), float64(peak)/(1<<20))
 	assert.Equal(t, 1_000_000, files)
-	assert.Less(t, peak.Load(), uint64(100<<20))
+	assert.Less(t, peak, uint64(100<<20))
 }
 
 func BenchmarkPlanManifest1M(b *testing.B) {

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"runtime"
-	"runtime/metrics"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/fileflow/fileflow/pkg/esm"
 	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/meter"
 	"github.com/fileflow/fileflow/pkg/process"
 	"github.com/fileflow/fileflow/pkg/retry"
 	"github.com/fileflow/fileflow/pkg/upload"
@@ -263,7 +262,7 @@ func TestLargeFileBoundedMemory(t *testing.T) {
 	want := hex.EncodeToString(h.Sum(nil))
 	st.notify("big/data.bin")
 
-	peak := watchHeap(t, func() { st.drain() })
+	peak := meter.PeakHeapGrowth(func() { st.drain() })
 	t.Logf("file %d MiB, part size 8 MiB, heap growth while processing: %.1f MiB", size>>20, float64(peak)/(1<<20))
 	assert.Less(t, peak, uint64(64<<20), "memory bounded by part buffers, not file size")
 
@@ -274,38 +273,6 @@ func TestLargeFileBoundedMemory(t *testing.T) {
 	rec := st.record("big/data.bin")
 	assert.Equal(t, want, rec.SHA256)
 	assert.Equal(t, int64(size), rec.Size)
-}
-
-// watchHeap runs fn and returns the peak growth of live heap objects over the level
-// before it, sampled every 2 ms.
-func watchHeap(t *testing.T, fn func()) uint64 {
-	t.Helper()
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	read := func() uint64 { metrics.Read(sample); return sample[0].Value.Uint64() }
-	runtime.GC()
-	base := read()
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(2 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if v := read(); v > base && v-base > peak.Load() {
-					peak.Store(v - base)
-				}
-			}
-		}
-	}()
-	fn()
-	close(stop)
-	<-done
-	return peak.Load()
 }
 
 // Ledger writes per successfully processed file on the happy path, counted by an SDK
