@@ -14,8 +14,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
 	"github.com/fileflow/fileflow/pkg/process"
 	"github.com/fileflow/fileflow/pkg/worker"
@@ -44,10 +46,14 @@ func newHandler(ctx context.Context, log *slog.Logger) (*worker.Handler, error) 
 	if err != nil {
 		return nil, fmt.Errorf("worker: aws config: %w", err)
 	}
+	objects := s3.NewFromConfig(awsCfg)
+	store := ledger.New(dynamodb.NewFromConfig(awsCfg), cfg.Table, cfg.LedgerTTL)
 	return worker.New(cfg, worker.Deps{
-		Objects:  s3.NewFromConfig(awsCfg),
-		Ledger:   ledger.New(dynamodb.NewFromConfig(awsCfg), cfg.Table, cfg.LedgerTTL),
-		Queue:    sqs.NewFromConfig(awsCfg),
+		Objects: objects,
+		Ledger:  store,
+		Queue:   sqs.NewFromConfig(awsCfg),
+		Jobs: &job.Engine{Ledger: store, Objects: objects, Topic: sns.NewFromConfig(awsCfg), TopicARN: cfg.CompletionTopic,
+			OutputBucket: cfg.OutputBucket, OutputPrefix: cfg.OutputPrefix, Log: log},
 		Registry: reg,
 		Logger:   log,
 	})

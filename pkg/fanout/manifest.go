@@ -72,6 +72,10 @@ type jsonEntry struct {
 	Size      int64  `json:"size"`
 }
 
+func (e jsonEntry) file() task.File {
+	return task.File{Bucket: e.Bucket, Key: e.Key, VersionID: e.VersionID, ETag: e.ETag, Size: e.Size}
+}
+
 // Read streams the manifest's files to fn, in order. A bad entry goes to bad (which may
 // stop the read by returning an error); defaultBucket fills entries without a bucket.
 func Read(r io.Reader, f Format, defaultBucket string, fn func(task.File) error, bad func(*EntryError) error) error {
@@ -143,7 +147,7 @@ func Read(r io.Reader, f Format, defaultBucket string, fn func(task.File) error,
 				}
 				continue
 			}
-			if err := emit(line, task.File(e)); err != nil {
+			if err := emit(line, e.file()); err != nil {
 				return err
 			}
 		}
@@ -162,7 +166,7 @@ func Read(r io.Reader, f Format, defaultBucket string, fn func(task.File) error,
 			if err := dec.Decode(&e); err != nil {
 				return fmt.Errorf("fanout: read manifest: element %d: %w", i, err)
 			}
-			if err := emit(i, task.File(e)); err != nil {
+			if err := emit(i, e.file()); err != nil {
 				return err
 			}
 		}

@@ -15,24 +15,24 @@ const DefaultMaxBytes = 240 << 10
 // finished message body to Emit. Its memory is one message.
 type Packer struct {
 	JobID    string
-	MaxBytes int // default DefaultMaxBytes
-	MaxFiles int // default 1000
+	Parent   string // the planning task sending the messages; their ids derive from it
+	MaxBytes int    // default DefaultMaxBytes
+	MaxFiles int    // default 1000
 	Emit     func(body []byte, files int) error
 
 	buf      []byte
-	head     []byte
 	files    int
 	Messages int // messages emitted
 	Files    int // files packed
 }
 
-// header and footer of a task message around its files: {"v":1,"job_id":"…","files":[…]}.
+// header of the next task message before its files:
+// {"v":1,"job_id":"…","task_id":"…","parent":"…","files":[…]}. Its length does not vary.
 func (p *Packer) header() []byte {
-	if p.head == nil {
-		b, _ := json.Marshal(p.JobID)
-		p.head = []byte(fmt.Sprintf(`{"v":%d,"job_id":%s,"files":[`, task.Version, b))
-	}
-	return p.head
+	job, _ := json.Marshal(p.JobID)
+	parent, _ := json.Marshal(p.Parent)
+	id, _ := json.Marshal(task.ChildID(p.Parent, "m", p.Messages))
+	return fmt.Appendf(nil, `{"v":%d,"job_id":%s,"task_id":%s,"parent":%s,"files":[`, task.Version, job, id, parent)
 }
 
 // Add packs one file, emitting the current message first if the file doesn't fit.

@@ -3,7 +3,6 @@ package ledger_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,43 +14,47 @@ import (
 	"github.com/fileflow/fileflow/pkg/ledger"
 )
 
-// A job fans out as a tree of listing tasks (each counting its children before itself)
-// and file batches, processed concurrently on 8 shards while every worker tries to
-// complete the job after each write. It completes exactly once, and only after every unit
-// of work has finished.
+// A job fans out as a tree of listing tasks and file batches, processed concurrently on
+// 8 shards while every worker tries to complete the job after each write. As in the
+// dispatcher, a listing enqueues its children *before* it settles, so children often
+// arrive before their parent is counted (and must wait); every task is also delivered
+// twice. The job completes exactly once, only after every task has finished, and each
+// file is counted once.
 func TestJobCompletesExactlyOnceNeverEarly(t *testing.T) {
 	st, _ := newStore(t, 0)
 	ctx := context.Background()
 	const shards = 8
 	id := fmt.Sprintf("job-%d", time.Now().UnixNano())
 	require.NoError(t, st.CreateJob(ctx, id, `{"kind":"prefix"}`, shards, t0))
-	require.Error(t, st.CreateJob(ctx, id, `{}`, shards, t0), "a job is created once")
+	require.ErrorIs(t, st.CreateJob(ctx, id, `{}`, shards, t0), ledger.ErrJobExists, "a job is created once")
 
 	type unit struct {
-		depth int
-		files int // a file batch if > 0
+		id, parent string
+		depth      int
+		files      int // a file batch if > 0
 	}
 	const fanout, filesPerListing, batch = 4, 30, 10
 	// Tree: root -> 4 listings -> 4 listings each (depth 2); every listing lists 30 files.
 	listings := 1 + fanout + fanout*fanout
-	totalUnits := int64(listings + listings*filesPerListing)
+	totalTasks := int64(listings + listings*filesPerListing/batch)
 
-	work := make(chan unit, 1000)
-	var finished atomic.Int64 // units finished, counted before their Progress write
-	var completions atomic.Int64
+	work := make(chan unit, 10000)
+	var settled sync.Map // task id -> counted
+	var finished atomic.Int64
+	var completions, pendingParent, duplicates atomic.Int64
 	var early atomic.Bool
 	var pending sync.WaitGroup
-	pending.Add(1)
-	work <- unit{depth: 0}
+	pending.Add(2)
+	work <- unit{id: "root"}
+	work <- unit{id: "root"} // delivered twice
 
 	tryComplete := func() {
-		// assert, not require: this runs on worker goroutines.
 		ok, c, err := st.TryComplete(ctx, id, shards, time.Now())
 		assert.NoError(t, err)
 		assert.GreaterOrEqual(t, c.Outstanding(), int64(0), "done never exceeds expected")
 		if ok {
 			completions.Add(1)
-			if finished.Load() != totalUnits {
+			if finished.Load() != totalTasks {
 				early.Store(true)
 			}
 		}
@@ -62,32 +65,42 @@ func TestJobCompletesExactlyOnceNeverEarly(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for u := range work {
-				shard := rand.IntN(shards)
+				s := ledger.Settlement{JobID: id, TaskID: u.id, Parent: u.parent, Shards: shards}
+				var children []unit
 				if u.files > 0 {
-					finished.Add(int64(u.files))
-					assert.NoError(t, st.Progress(ctx, id, shard, 0, int64(u.files), 1))
+					s.Succeeded, s.Failed, s.Bytes = int64(u.files-1), 1, 100
 				} else {
-					var children []unit
 					if u.depth < 2 {
-						for range fanout {
-							children = append(children, unit{depth: u.depth + 1})
+						for n := range fanout {
+							children = append(children, unit{id: fmt.Sprintf("%s.l%d", u.id, n), parent: u.id, depth: u.depth + 1})
 						}
 					}
-					for range filesPerListing / batch {
-						children = append(children, unit{files: batch})
+					for n := range filesPerListing / batch {
+						children = append(children, unit{id: fmt.Sprintf("%s.m%d", u.id, n), parent: u.id, files: batch})
 					}
-					// Children are counted (expected) in the same write that counts this
-					// task done, and only then enqueued.
-					var expected int64
-					for _, c := range children {
-						expected += int64(max(c.files, 1))
-					}
-					finished.Add(1)
-					assert.NoError(t, st.Progress(ctx, id, shard, expected, 1, 0))
-					pending.Add(len(children))
+					s.Children, s.Listed = int64(len(children)), filesPerListing
+					// Enqueued before the settlement, each twice (duplicate delivery).
+					pending.Add(2 * len(children))
 					for _, c := range children {
 						work <- c
+						work <- c
 					}
+				}
+				out, err := st.Settle(ctx, time.Now(), []ledger.Settlement{s})
+				assert.NoError(t, err)
+				switch out[0] {
+				case ledger.Counted:
+					_, again := settled.LoadOrStore(u.id, true)
+					assert.False(t, again, "task %s counted twice", u.id)
+					finished.Add(1)
+				case ledger.Duplicate:
+					duplicates.Add(1)
+				case ledger.ParentPending:
+					pendingParent.Add(1)
+					pending.Add(1)
+					work <- u // comes back later
+				default:
+					t.Errorf("task %s: outcome %v", u.id, out[0])
 				}
 				tryComplete()
 				pending.Done()
@@ -103,8 +116,50 @@ func TestJobCompletesExactlyOnceNeverEarly(t *testing.T) {
 	assert.False(t, early.Load(), "never before all work finished")
 	c, err := st.JobCounts(ctx, id, shards)
 	require.NoError(t, err)
-	assert.Equal(t, ledger.Counts{Expected: totalUnits, Done: totalUnits, Failed: int64(listings * filesPerListing / batch)}, c)
-	t.Logf("%d units (%d listings, %d files) on %d shards; counts %+v", totalUnits, listings, listings*filesPerListing, shards, c)
+	files := int64(listings * filesPerListing)
+	assert.Equal(t, ledger.Counts{Expected: totalTasks, Done: totalTasks, Listed: files,
+		Succeeded: files - files/batch, Failed: files / batch, Bytes: 100 * files / batch}, c)
+	// Every task came at least twice (a listing run twice sends its children again).
+	assert.GreaterOrEqual(t, duplicates.Load(), totalTasks)
+	j, ok, err := st.GetJob(ctx, id)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, ledger.JobComplete, j.Status)
+	assert.Equal(t, c, j.Final)
+	t.Logf("%d tasks (%d listings, %d files) on %d shards; %d duplicates, %d waited for their parent; counts %+v",
+		totalTasks, listings, files, shards, duplicates.Load(), pendingParent.Load(), c)
+}
+
+// A batch may hold a task, its own child and the same task twice: the transaction must
+// not name one item twice, and each is counted once.
+func TestSettleBatchWithParentAndDuplicate(t *testing.T) {
+	st, _ := newStore(t, 0)
+	ctx := context.Background()
+	id := fmt.Sprintf("job-b-%d", time.Now().UnixNano())
+	require.NoError(t, st.CreateJob(ctx, id, `{}`, 2, t0))
+	out, err := st.Settle(ctx, t0, []ledger.Settlement{
+		{JobID: id, TaskID: "root", Shards: 2, Children: 2, Listed: 3},
+		{JobID: id, TaskID: "m1", Parent: "root", Shards: 2, Succeeded: 2},
+		{JobID: id, TaskID: "m1", Parent: "root", Shards: 2, Succeeded: 2},
+		{JobID: id, TaskID: "x", Parent: "nope", Shards: 2, Succeeded: 5},
+		{JobID: "no-such-job", TaskID: "root", Shards: 1},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, []ledger.Outcome{ledger.Counted, ledger.Counted, ledger.Duplicate, ledger.ParentPending, ledger.UnknownJob}, out)
+	c, err := st.JobCounts(ctx, id, 2)
+	require.NoError(t, err)
+	assert.Equal(t, ledger.Counts{Expected: 3, Done: 2, Listed: 3, Succeeded: 2}, c)
+
+	done, err := st.FinishJob(ctx, id, ledger.JobCancelled, "by test", c, t0)
+	require.NoError(t, err)
+	assert.True(t, done)
+	done, err = st.FinishJob(ctx, id, ledger.JobFailed, "late", c, t0)
+	require.NoError(t, err)
+	assert.False(t, done, "a finished job stays finished")
+	j, _, err := st.GetJob(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, ledger.JobCancelled, j.Status)
+	assert.Equal(t, "by test", j.Reason)
 }
 
 func TestCreateJobShardBounds(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 )
 
@@ -216,6 +217,7 @@ func (s *Servers) Env() []string {
 	return []string{
 		"AWS_ENDPOINT_URL_S3=" + s.S3,
 		"AWS_ENDPOINT_URL_SQS=" + s.SQS,
+		"AWS_ENDPOINT_URL_SNS=" + s.SQS,
 		"AWS_ENDPOINT_URL_DYNAMODB=" + s.DynamoDB,
 		"AWS_ACCESS_KEY_ID=" + AccessKey,
 		"AWS_SECRET_ACCESS_KEY=" + SecretKey,
@@ -265,6 +267,14 @@ func (s *Servers) S3Client(cfg aws.Config, optFns ...func(*s3.Options)) *s3.Clie
 // SQSClient is an SQS client for the local SQS server.
 func (s *Servers) SQSClient(cfg aws.Config, optFns ...func(*sqs.Options)) *sqs.Client {
 	return sqs.NewFromConfig(cfg, append([]func(*sqs.Options){func(o *sqs.Options) {
+		o.BaseEndpoint = aws.String(s.SQS)
+	}}, optFns...)...)
+}
+
+// SNSClient is an SNS client for the local SNS server (fauxqs serves SQS and SNS on
+// one port).
+func (s *Servers) SNSClient(cfg aws.Config, optFns ...func(*sns.Options)) *sns.Client {
+	return sns.NewFromConfig(cfg, append([]func(*sns.Options){func(o *sns.Options) {
 		o.BaseEndpoint = aws.String(s.SQS)
 	}}, optFns...)...)
 }

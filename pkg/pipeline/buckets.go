@@ -1,9 +1,11 @@
 package pipeline
 
 import (
+	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/s3"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/sqs"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+	"strings"
 )
 
 func (b *builder) buckets() error {
@@ -90,17 +92,7 @@ func (b *builder) bucket(kind string, expireDays int) (*s3.BucketV2, error) {
 // account.
 func (b *builder) notifications() error {
 	tasks := b.queues["tasks"]
-	policy := pulumi.All(tasks.Arn, b.ingest.Arn, b.account).ApplyT(func(v []any) (string, error) {
-		return PolicyDocument{Statement: []Statement{{
-			Sid: "S3IngestEvents", Effect: "Allow", Principal: map[string]string{"Service": "s3.amazonaws.com"},
-			Action: []string{"sqs:SendMessage"}, Resource: []string{v[0].(string)},
-			Condition: map[string]map[string]string{
-				"ArnEquals":    {"aws:SourceArn": v[1].(string)},
-				"StringEquals": {"aws:SourceAccount": v[2].(string)},
-			},
-		}}}.JSON()
-	}).(pulumi.StringOutput)
-	qp, err := sqs.NewQueuePolicy(b.ctx, b.n("tasks-from-s3"), &sqs.QueuePolicyArgs{QueueUrl: tasks.Url, Policy: policy}, b.parent)
+	qp, err := b.queueFromS3("tasks-from-s3", "S3IngestEvents", tasks)
 	if err != nil {
 		return err
 	}
@@ -113,8 +105,50 @@ func (b *builder) notifications() error {
 	if b.args.IngestSuffix != "" {
 		q.FilterSuffix = pulumi.String(b.args.IngestSuffix)
 	}
+	queues := s3.BucketNotificationQueueArray{q}
+	deps := []pulumi.Resource{qp}
+	if jobs, ok := b.queues["jobs"]; ok && !b.jobSpecsViaWorker() {
+		// Job specs under jobs/ go straight to the dispatcher's queue.
+		jp, err := b.queueFromS3("jobs-from-s3", "S3JobSpecs", jobs)
+		if err != nil {
+			return err
+		}
+		deps = append(deps, jp)
+		queues = append(queues, s3.BucketNotificationQueueArgs{
+			Id: pulumi.String("fileflow-job-specs"), QueueArn: jobs.Arn, Events: pulumi.ToStringArray([]string{"s3:ObjectCreated:*"}),
+			FilterPrefix: pulumi.String(job.SpecPrefix), FilterSuffix: pulumi.String(".json"),
+		})
+	}
 	_, err = s3.NewBucketNotification(b.ctx, b.n("ingest-events"), &s3.BucketNotificationArgs{
-		Bucket: b.ingest.ID(), Queues: s3.BucketNotificationQueueArray{q},
-	}, b.parent, pulumi.DependsOn([]pulumi.Resource{qp}))
+		Bucket: b.ingest.ID(), Queues: queues,
+	}, b.parent, pulumi.DependsOn(deps))
 	return err
+}
+
+// jobSpecsViaWorker: the ingest notification's filter overlaps jobs/*.json, so S3 would
+// refuse a second configuration for job specs; they reach the worker, which forwards
+// them to the jobs queue.
+func (b *builder) jobSpecsViaWorker() bool {
+	if _, ok := b.queues["jobs"]; !ok {
+		return false
+	}
+	p, s := b.args.IngestPrefix, b.args.IngestSuffix
+	prefixes := strings.HasPrefix(p, job.SpecPrefix) || strings.HasPrefix(job.SpecPrefix, p)
+	suffixes := strings.HasSuffix(s, ".json") || strings.HasSuffix(".json", s)
+	return prefixes && suffixes
+}
+
+// queueFromS3 lets the ingest bucket (only it, only from this account) send to q.
+func (b *builder) queueFromS3(name, sid string, q *sqs.Queue) (*sqs.QueuePolicy, error) {
+	policy := pulumi.All(q.Arn, b.ingest.Arn, b.account).ApplyT(func(v []any) (string, error) {
+		return PolicyDocument{Statement: []Statement{{
+			Sid: sid, Effect: "Allow", Principal: map[string]string{"Service": "s3.amazonaws.com"},
+			Action: []string{"sqs:SendMessage"}, Resource: []string{v[0].(string)},
+			Condition: map[string]map[string]string{
+				"ArnEquals":    {"aws:SourceArn": v[1].(string)},
+				"StringEquals": {"aws:SourceAccount": v[2].(string)},
+			},
+		}}}.JSON()
+	}).(pulumi.StringOutput)
+	return sqs.NewQueuePolicy(b.ctx, b.n(name), &sqs.QueuePolicyArgs{QueueUrl: q.Url, Policy: policy}, b.parent)
 }

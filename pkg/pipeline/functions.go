@@ -65,9 +65,15 @@ func (b *builder) environment(name string, f FunctionArgs) (pulumi.StringMap, er
 		// that short timeouts still process files and long ones don't start too late.
 		env[worker.EnvMinItemTime] = pulumi.String(itoa(max(1, min(5, f.TimeoutSeconds/6))) + "s")
 	}
+	env[worker.EnvCompletionTopic] = b.completionTopic.Arn
 	if name == "dispatch" {
-		env["FILEFLOW_TASKS_QUEUE_URL"] = b.queues["tasks"].Url
-		env["FILEFLOW_COMPLETION_TOPIC_ARN"] = b.completionTopic.Arn
+		env[worker.EnvTasksQueueURL] = b.queues["tasks"].Url
+		env[worker.EnvJobsQueueURL] = b.queues["jobs"].Url
+	}
+	if name == "worker" && b.jobSpecsViaWorker() {
+		// Job specs uploaded under jobs/ reach the tasks queue (S3 allows no second,
+		// overlapping notification): the worker forwards them to the jobs queue.
+		env[worker.EnvJobsQueueURL] = b.queues["jobs"].Url
 	}
 	for k, v := range f.Env {
 		env[k] = pulumi.String(v)
@@ -106,11 +112,15 @@ func (b *builder) lambdaFunction(name string) (*function, error) {
 	if t, ok := b.queues["tasks"]; ok {
 		tasksArn = t.Arn
 	}
-	policy := pulumi.All(b.ingest.Arn, b.output.Arn, b.table.Arn, queue.Arn, out.logGroup.Arn, tasksArn, b.completionTopic.Arn).ApplyT(
+	jobsArn := pulumi.String("").ToStringOutput()
+	if name == "worker" && b.jobSpecsViaWorker() {
+		jobsArn = b.queues["jobs"].Arn
+	}
+	policy := pulumi.All(b.ingest.Arn, b.output.Arn, b.table.Arn, queue.Arn, out.logGroup.Arn, tasksArn, b.completionTopic.Arn, jobsArn).ApplyT(
 		func(v []any) (string, error) {
 			return FunctionPolicy(name, resourceARNs{
 				Ingest: v[0].(string), Output: v[1].(string), Table: v[2].(string), Queue: v[3].(string),
-				LogGroup: v[4].(string), Tasks: v[5].(string), CompletionTopic: v[6].(string),
+				LogGroup: v[4].(string), Tasks: v[5].(string), CompletionTopic: v[6].(string), Jobs: v[7].(string),
 			}, b.args.Tracing).JSON()
 		}).(pulumi.StringOutput)
 	rolePolicy, err := iam.NewRolePolicy(b.ctx, b.n(name+"-policy"), &iam.RolePolicyArgs{

@@ -40,6 +40,7 @@ func allow(sid string, actions []string, resources ...string) Statement {
 type resourceARNs struct {
 	Ingest, Output, Table, Queue, LogGroup string
 	Tasks                                  string // the tasks queue (the dispatcher sends to it)
+	Jobs                                   string // the jobs queue, if the worker forwards job specs to it
 	CompletionTopic                        string
 }
 
@@ -58,8 +59,16 @@ func FunctionPolicy(fn string, r resourceARNs, tracing bool) PolicyDocument {
 			// PutObject and multipart for outputs; GetObject for the in-place copy that
 			// sets late metadata on multipart outputs.
 			allow("WriteOutput", []string{"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"}, r.Output+"/*"),
-			allow("Ledger", []string{"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem"}, r.Table),
+			// Job reports: the worker that finishes a job merges its report parts.
+			allow("ListOutput", []string{"s3:ListBucket"}, r.Output),
+			// Job counting is a transaction of puts, updates and condition checks.
+			allow("Ledger", []string{"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem",
+				"dynamodb:ConditionCheckItem"}, r.Table),
+			allow("NotifyCompletion", []string{"sns:Publish"}, r.CompletionTopic),
 			logs,
+		}
+		if r.Jobs != "" {
+			st = append(st, allow("ForwardJobSpecs", []string{"sqs:SendMessage"}, r.Jobs))
 		}
 	case "dispatch":
 		st = []Statement{
@@ -68,8 +77,10 @@ func FunctionPolicy(fn string, r resourceARNs, tracing bool) PolicyDocument {
 			allow("SendTasks", []string{"sqs:SendMessage", "sqs:GetQueueUrl"}, r.Tasks),
 			allow("ListIngest", []string{"s3:ListBucket"}, r.Ingest),
 			allow("ReadIngest", []string{"s3:GetObject", "s3:GetObjectVersion"}, r.Ingest+"/*"),
-			allow("WriteReports", []string{"s3:PutObject", "s3:GetObject"}, r.Output+"/*"),
-			allow("Ledger", []string{"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem"}, r.Table, r.Table+"/index/*"),
+			allow("WriteReports", []string{"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"}, r.Output+"/*"),
+			allow("ListOutput", []string{"s3:ListBucket"}, r.Output),
+			allow("Ledger", []string{"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem",
+				"dynamodb:ConditionCheckItem"}, r.Table),
 			allow("NotifyCompletion", []string{"sns:Publish"}, r.CompletionTopic),
 			logs,
 		}

@@ -169,7 +169,9 @@ func TestWorkerIAMLeastPrivilege(t *testing.T) {
 		arn + "sqs:us-east-1:123456789012:files-tasks":                              {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"},
 		arn + "s3:::files-ingest/*":                                                 {"s3:GetObject", "s3:GetObjectVersion"},
 		arn + "s3:::files-output/*":                                                 {"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"},
-		arn + "dynamodb:us-east-1:123456789012:table/files-ledger":                  {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem"},
+		arn + "s3:::files-output":                                                   {"s3:ListBucket"},
+		arn + "dynamodb:us-east-1:123456789012:table/files-ledger":                  {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"},
+		arn + "sns:us-east-1:123456789012:files-completions":                        {"sns:Publish"},
 		arn + "logs:us-east-1:123456789012:log-group:/fileflow/test/files-worker:*": {"logs:CreateLogStream", "logs:PutLogEvents"},
 	}, got)
 	role := one(t, g, "aws:iam/role:Role", "files-worker-role")
@@ -349,5 +351,33 @@ func TestDispatchFunctionGetsJobsQueue(t *testing.T) {
 	assert.Equal(t, []string{"arn:aws:sqs:us-east-1:123456789012:files-tasks"}, sids["SendTasks"])
 	assert.Equal(t, []string{"arn:aws:s3:::files-ingest"}, sids["ListIngest"])
 	assert.Equal(t, []string{"arn:aws:sns:us-east-1:123456789012:files-completions"}, sids["NotifyCompletion"])
+	assert.Empty(t, policy.Check(g.Policy()))
+
+	// The ingest notification (no filter) covers jobs/*.json, and S3 refuses overlapping
+	// configurations: the worker forwards job specs, and may send to the jobs queue.
+	n := one(t, g, "aws:s3/bucketNotification:BucketNotification", "files-ingest-events")
+	assert.Len(t, n.Inputs["queues"], 1)
+	wfn := one(t, g, "aws:lambda/function:Function", "files-worker")
+	wenv := wfn.Inputs["environment"].(map[string]any)["variables"].(map[string]any)
+	assert.Equal(t, "https://sqs.us-east-1.amazonaws.com/123456789012/files-jobs", wenv["FILEFLOW_JOBS_QUEUE_URL"])
+	assert.Contains(t, jsonOf(one(t, g, "aws:iam/rolePolicy:RolePolicy", "files-worker-policy").Inputs), "ForwardJobSpecs")
+}
+
+// With an ingest filter that leaves jobs/ out, job specs get their own notification
+// straight to the jobs queue, and the worker has no business with that queue.
+func TestJobSpecsNotifyTheJobsQueue(t *testing.T) {
+	g := run(t, &pipeline.Args{Code: code("worker", "dispatch"), IngestPrefix: "uploads/"})
+	n := one(t, g, "aws:s3/bucketNotification:BucketNotification", "files-ingest-events")
+	qs := n.Inputs["queues"].([]any)
+	require.Len(t, qs, 2)
+	specs := qs[1].(map[string]any)
+	assert.Equal(t, "jobs/", specs["filterPrefix"])
+	assert.Equal(t, ".json", specs["filterSuffix"])
+	assert.Equal(t, one(t, g, "aws:sqs/queue:Queue", "files-jobs").State["arn"], specs["queueArn"])
+	qp := one(t, g, "aws:sqs/queuePolicy:QueuePolicy", "files-jobs-from-s3")
+	assert.Contains(t, qp.Inputs["policy"], `"aws:SourceArn":"arn:aws:s3:::files-ingest"`)
+	wfn := one(t, g, "aws:lambda/function:Function", "files-worker")
+	assert.NotContains(t, wfn.Inputs["environment"].(map[string]any)["variables"], "FILEFLOW_JOBS_QUEUE_URL")
+	assert.NotContains(t, jsonOf(one(t, g, "aws:iam/rolePolicy:RolePolicy", "files-worker-policy").Inputs), "ForwardJobSpecs")
 	assert.Empty(t, policy.Check(g.Policy()))
 }

@@ -13,6 +13,8 @@ package task
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -29,6 +31,47 @@ type File struct {
 	VersionID string `json:"version_id,omitempty"`
 	ETag      string `json:"etag,omitempty"`
 	Size      int64  `json:"size,omitempty"`
+	// Range, if set, limits the file to bytes [Start, End) of the object: one part of a
+	// split job, processed on its own and merged in order at the job's end.
+	Range *Range `json:"range,omitempty"`
+	// Member, if set, is one entry of the zip archive at Key: read through a ranged GET
+	// of its compressed bytes, never the whole archive.
+	Member *Member `json:"member,omitempty"`
+}
+
+// Range is a byte range [Start, End) of an object: part Part of a split job.
+type Range struct {
+	Start int64 `json:"start"`
+	End   int64 `json:"end"`
+	Part  int   `json:"part"`
+}
+
+// Member is one entry of a zip archive.
+type Member struct {
+	Name           string `json:"name"`   // the entry's path inside the archive (validated)
+	Offset         int64  `json:"offset"` // of the entry's compressed data in the archive
+	CompressedSize int64  `json:"csize"`
+	Size           int64  `json:"size"`   // uncompressed
+	Method         uint16 `json:"method"` // 0 stored, 8 deflated
+	CRC32          uint32 `json:"crc32"`
+}
+
+// Name is the file's logical key: the object key, or for an archive member
+// "<archive key>/<entry name>". Rules match it, and outputs are named after it.
+func (f File) Name() string {
+	if f.Member != nil {
+		return f.Key + "/" + f.Member.Name
+	}
+	return f.Key
+}
+
+// LedgerKey is the key the file is recorded under: its Name, with the byte range for a
+// split part.
+func (f File) LedgerKey() string {
+	if f.Range != nil {
+		return fmt.Sprintf("%s#bytes=%d-%d", f.Key, f.Range.Start, f.Range.End)
+	}
+	return f.Name()
 }
 
 // Revision identifies the file's content: its version id, else its ETag, else "latest".
@@ -43,14 +86,27 @@ func (f File) Revision() string {
 	}
 }
 
-// String is s3://bucket/key.
-func (f File) String() string { return "s3://" + f.Bucket + "/" + f.Key }
+// String is s3://bucket/key, with the member or byte range.
+func (f File) String() string {
+	switch {
+	case f.Member != nil:
+		return "s3://" + f.Bucket + "/" + f.Key + "!/" + f.Member.Name
+	case f.Range != nil:
+		return fmt.Sprintf("s3://%s/%s[%d:%d]", f.Bucket, f.Key, f.Range.Start, f.Range.End)
+	}
+	return "s3://" + f.Bucket + "/" + f.Key
+}
 
 // Message is a fileflow task message: a batch of files, optionally part of a job.
 type Message struct {
 	V     int    `json:"v"`
 	JobID string `json:"job_id,omitempty"`
-	Files []File `json:"files"`
+	// TaskID names the message within its job, and Parent the planning task that sent
+	// it: the job counts each task once (a duplicate delivery finds its marker), and
+	// only after its parent (so a job cannot complete while fan-out is still sending).
+	TaskID string `json:"task_id,omitempty"`
+	Parent string `json:"parent,omitempty"`
+	Files  []File `json:"files"`
 }
 
 // Encode returns the message as JSON with the current [Version].
@@ -61,6 +117,17 @@ func (m Message) Encode() ([]byte, error) {
 		return nil, fmt.Errorf("task: encode: %w", err)
 	}
 	return b, nil
+}
+
+// RootTask is the id of a job's first planning task.
+const RootTask = "root"
+
+// ChildID is the id of the n-th child of kind kind ("m" a task message, "l" a listing
+// or planning task) of task parent: deterministic, so a planning task that runs twice
+// sends the same ids, and fixed-length however deep the fan-out goes.
+func ChildID(parent, kind string, n int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%s/%d", parent, kind, n))
+	return kind + hex.EncodeToString(sum[:10])
 }
 
 // Kind tells what a decoded body was.
@@ -75,9 +142,11 @@ const (
 
 // Decoded is the result of [Decode].
 type Decoded struct {
-	Kind  Kind
-	JobID string
-	Files []File // empty for a test event, or an S3 event with no ObjectCreated record
+	Kind   Kind
+	JobID  string
+	TaskID string
+	Parent string
+	Files  []File // empty for a test event, or an S3 event with no ObjectCreated record
 }
 
 // InvalidError says why a body could not be decoded. It is permanent: the same body will
@@ -107,6 +176,8 @@ type envelope struct {
 	Event   string          `json:"Event"`
 	V       *int            `json:"v"`
 	JobID   string          `json:"job_id"`
+	TaskID  string          `json:"task_id"`
+	Parent  string          `json:"parent"`
 	Files   json.RawMessage `json:"files"`
 }
 
@@ -145,7 +216,12 @@ func Decode(body []byte) (Decoded, error) {
 	case env.Event == "s3:TestEvent":
 		return Decoded{Kind: KindTestEvent}, nil
 	case env.V != nil:
-		return decodeTask(*env.V, env.JobID, env.Files)
+		d, err := decodeTask(*env.V, env.JobID, env.Files)
+		if err == nil && d.JobID != "" && env.TaskID == "" {
+			return Decoded{}, invalid("task message of job "+d.JobID+" has no \"task_id\"", nil)
+		}
+		d.TaskID, d.Parent = env.TaskID, env.Parent
+		return d, err
 	default:
 		return Decoded{}, invalid("neither an S3 event notification nor a fileflow task message (no \"Records\", \"Event\" or \"v\")", nil)
 	}
@@ -198,6 +274,12 @@ func decodeTask(v int, jobID string, raw json.RawMessage) (Decoded, error) {
 		}
 		if f.Size < 0 {
 			return Decoded{}, invalid(fmt.Sprintf("task file %d: negative size %d", i, f.Size), nil)
+		}
+		if r := f.Range; r != nil && (r.Start < 0 || r.End < r.Start || r.Part < 0) {
+			return Decoded{}, invalid(fmt.Sprintf("task file %d: bad range [%d, %d) part %d", i, r.Start, r.End, r.Part), nil)
+		}
+		if m := f.Member; m != nil && (m.Name == "" || m.Offset < 0 || m.CompressedSize < 0 || m.Size < 0) {
+			return Decoded{}, invalid(fmt.Sprintf("task file %d: bad archive member %+v", i, *m), nil)
 		}
 	}
 	return Decoded{Kind: KindTask, JobID: jobID, Files: files}, nil

@@ -111,7 +111,7 @@ func TestDecodeInvalid(t *testing.T) {
 }
 
 func TestMessageRoundTrip(t *testing.T) {
-	m := Message{JobID: "j1", Files: []File{{Bucket: "b", Key: "a b+c/ü.txt", Size: 3}}}
+	m := Message{JobID: "j1", TaskID: "m1", Parent: RootTask, Files: []File{{Bucket: "b", Key: "a b+c/ü.txt", Size: 3}}}
 	b, err := m.Encode()
 	require.NoError(t, err)
 	d, err := Decode(b)
@@ -119,6 +119,8 @@ func TestMessageRoundTrip(t *testing.T) {
 	assert.Equal(t, KindTask, d.Kind)
 	assert.Equal(t, m.Files, d.Files)
 	assert.Equal(t, "j1", d.JobID)
+	assert.Equal(t, "m1", d.TaskID)
+	assert.Equal(t, RootTask, d.Parent)
 }
 
 func TestRevision(t *testing.T) {

@@ -40,6 +40,11 @@ type Config struct {
 	// is processed again, overwrites the same output and loses the conditional commit —
 	// still one output and one count — which is cheaper when duplicates are rare).
 	DuplicateCheck string
+	// CompletionTopic is the SNS topic ARN for job notifications ("" : none).
+	CompletionTopic string
+	// JobsQueueURL, if set, is where S3 events of job specs (jobs/*.json) are forwarded:
+	// set when the ingest notification also covers jobs/.
+	JobsQueueURL string
 }
 
 // The DuplicateCheck values.
@@ -62,6 +67,11 @@ const (
 	EnvLedgerTTLDays   = "FILEFLOW_LEDGER_TTL_DAYS"
 	EnvMinItemTime     = "FILEFLOW_MIN_ITEM_TIME"
 	EnvDuplicateCheck  = "FILEFLOW_DUPLICATE_CHECK"
+	// EnvCompletionTopic is the SNS topic a finished job is announced on (the worker or
+	// the dispatcher that finishes a job announces it).
+	EnvCompletionTopic = "FILEFLOW_COMPLETION_TOPIC_ARN"
+	EnvTasksQueueURL   = "FILEFLOW_TASKS_QUEUE_URL"
+	EnvJobsQueueURL    = "FILEFLOW_JOBS_QUEUE_URL"
 )
 
 // ConfigFromEnv reads and validates the configuration. getenv is os.Getenv in a Lambda.
@@ -111,6 +121,8 @@ func ConfigFromEnv(getenv func(string) string, reg process.Registry) (Config, er
 		MinItemTime:     durVar(EnvMinItemTime, 5*time.Second, 0, 15*time.Minute),
 		Margin:          2 * time.Second,
 		FunctionName:    getenv("AWS_LAMBDA_FUNCTION_NAME"),
+		CompletionTopic: strings.TrimSpace(getenv(EnvCompletionTopic)),
+		JobsQueueURL:    strings.TrimSpace(getenv(EnvJobsQueueURL)),
 	}
 	switch v := strings.TrimSpace(getenv(EnvDuplicateCheck)); v {
 	case "", DuplicateCheckAlways:

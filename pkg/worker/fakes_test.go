@@ -182,6 +182,7 @@ type fakeQueue struct {
 	mu         sync.Mutex
 	visibility map[string]int32 // receipt handle -> seconds
 	urlCalls   int
+	sent       []string // bodies sent with SendMessage
 }
 
 func (q *fakeQueue) GetQueueUrl(_ context.Context, in *sqs.GetQueueUrlInput, _ ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error) {
@@ -207,3 +208,10 @@ func (q *fakeQueue) ChangeMessageVisibilityBatch(_ context.Context, in *sqs.Chan
 }
 
 func fixedNow() time.Time { return time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) }
+
+func (q *fakeQueue) SendMessage(_ context.Context, in *sqs.SendMessageInput, _ ...func(*sqs.Options)) (*sqs.SendMessageOutput, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.sent = append(q.sent, aws.ToString(in.MessageBody))
+	return &sqs.SendMessageOutput{MessageId: aws.String("sent")}, nil
+}

@@ -38,9 +38,11 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
 	"github.com/fileflow/fileflow/pkg/process"
 	"github.com/fileflow/fileflow/pkg/retry"
+	"github.com/fileflow/fileflow/pkg/source"
 	"github.com/fileflow/fileflow/pkg/task"
 	"github.com/fileflow/fileflow/pkg/upload"
 )
@@ -63,6 +65,14 @@ type Ledger interface {
 type Queue interface {
 	GetQueueUrl(context.Context, *sqs.GetQueueUrlInput, ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error)
 	ChangeMessageVisibilityBatch(context.Context, *sqs.ChangeMessageVisibilityBatchInput, ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error)
+	SendMessage(context.Context, *sqs.SendMessageInput, ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
+}
+
+// Jobs is the part of the job engine the worker calls for task messages of a job.
+type Jobs interface {
+	Job(ctx context.Context, id string) (ledger.Job, error)
+	WritePart(ctx context.Context, jobID, taskID string, lines []job.Line) error
+	Settle(ctx context.Context, all []ledger.Settlement) ([]ledger.Outcome, error)
 }
 
 // Deps are the clients the handler needs.
@@ -70,6 +80,7 @@ type Deps struct {
 	Objects  Objects
 	Ledger   Ledger
 	Queue    Queue
+	Jobs     Jobs             // nil: task messages of a job are refused (poison)
 	Registry process.Registry // nil: process.Builtins()
 	Logger   *slog.Logger     // nil: slog.Default()
 	Metrics  io.Writer        // CloudWatch EMF lines; nil: os.Stdout
@@ -156,6 +167,10 @@ type message struct {
 	rec     events.SQSMessage
 	receive int
 	jobID   string
+	taskID  string
+	parent  string
+	job     ledger.Job // the job's record (cached), for a job's task message
+	skipped bool       // the job is no longer running: acknowledged without work
 	items   []*item
 	poison  error // decode failure
 	failed  bool  // must come back (batch item failure)
@@ -173,26 +188,44 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	}
 
 	msgs := make([]*message, 0, len(ev.Records))
-	var items []*item
 	for _, rec := range ev.Records {
 		m := &message{rec: rec, receive: receiveCount(rec)}
 		msgs = append(msgs, m)
 		d, err := task.Decode([]byte(rec.Body))
+		if err == nil && d.JobID != "" && h.deps.Jobs == nil {
+			err = &task.InvalidError{Reason: "task message of job " + d.JobID + ", but this worker runs without a job engine"}
+		}
 		if err != nil {
 			m.poison = err
 			continue
 		}
-		m.jobID = d.JobID
+		m.jobID, m.taskID, m.parent = d.JobID, d.TaskID, d.Parent
+		if d.Kind == task.KindS3Event && h.cfg.JobsQueueURL != "" {
+			d.Files = h.forwardSpecs(ctx, log, m, d.Files)
+		}
 		for _, f := range d.Files {
-			it := &item{msg: m, file: f, key: ledger.Key{Bucket: f.Bucket, Key: f.Key, Revision: f.Revision()}}
-			m.items = append(m.items, it)
-			items = append(items, it)
+			k := ledger.Key{Bucket: f.Bucket, Key: f.LedgerKey(), Revision: f.Revision()}
+			if k.Revision == "latest" && d.JobID != "" {
+				// A manifest entry without version or ETag: unique within its job, so a
+				// later job processes the key's content again.
+				k.Revision = "job:" + d.JobID
+			}
+			m.items = append(m.items, &item{msg: m, file: f, key: k})
 		}
 	}
 
 	h.recordPoison(ctx, log, msgs)
+	h.checkJobs(ctx, log, msgs)
+	var items []*item
+	for _, m := range msgs {
+		if !m.skipped && !m.failed {
+			items = append(items, m.items...)
+		}
+	}
 	pending := h.skipCommitted(ctx, log, items)
 	h.processAll(ctx, log, pending)
+	shareDuplicates(msgs)
+	h.settleJobs(ctx, log, msgs)
 	resp := h.respond(ctx, log, msgs)
 
 	st := summarize(msgs)
@@ -287,6 +320,10 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, items []*ite
 	var wg sync.WaitGroup
 	for _, it := range items {
 		sem <- struct{}{}
+		if h.jobStopped(ctx, it.msg) {
+			<-sem
+			continue // its job was cancelled or failed meanwhile: the rest is skipped
+		}
 		if hasDeadline && time.Until(deadline) < h.cfg.MinItemTime+margin {
 			<-sem
 			it.status, it.class = ledger.StatusRetrying, retry.Retryable
@@ -378,14 +415,7 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 		}
 	}()
 	f := it.file
-	in := &s3.GetObjectInput{Bucket: aws.String(f.Bucket), Key: aws.String(f.Key)}
-	switch {
-	case f.VersionID != "":
-		in.VersionId = aws.String(f.VersionID)
-	case f.ETag != "":
-		in.IfMatch = aws.String(`"` + f.ETag + `"`) // the revision the event names, not a newer one
-	}
-	obj, err := h.deps.Objects.GetObject(ctx, in)
+	obj, err := source.Open(ctx, h.deps.Objects, f)
 	if err != nil {
 		var api smithy.APIError
 		if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" {
@@ -398,29 +428,27 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 		return res, fmt.Errorf("get %s: %w", f, err)
 	}
 	defer obj.Body.Close()
-	src := &sourceReader{r: obj.Body, want: -1}
-	if obj.ContentLength != nil {
-		src.want = *obj.ContentLength
-	}
+	src := &sourceReader{r: obj.Body, want: obj.Size}
 
-	size := aws.ToInt64(obj.ContentLength)
-	srcType := aws.ToString(obj.ContentType)
-	rule, ok := h.cfg.Rules.Match(f.Key, srcType)
+	size := obj.Size
+	srcType := obj.ContentType
+	name := f.Name()
+	rule, ok := h.cfg.Rules.Match(name, srcType)
 	switch {
 	case !ok:
-		return res, retry.MarkPermanent(fmt.Errorf("no processing rule matches key %q (content type %q)", f.Key, srcType))
+		return res, retry.MarkPermanent(fmt.Errorf("no processing rule matches key %q (content type %q)", name, srcType))
 	case rule.Reject != "":
-		return res, retry.MarkPermanent(fmt.Errorf("rejected by rule: %s", rule.Reject))
+		return res, retry.MarkPermanent(fmt.Errorf("%s: %s", errRejected, rule.Reject))
 	case rule.MaxSize > 0 && size > rule.MaxSize:
 		return res, retry.MarkPermanent(fmt.Errorf("file is %d bytes, over the rule's max_size of %d", size, rule.MaxSize))
 	}
 
-	pr := &process.Result{Key: f.Key, ContentType: srcType}
+	pr := &process.Result{Key: name, ContentType: srcType}
 	body, err := process.Chain(src, pr, h.procs[strings.Join(rule.Processors, ",")]...)
 	if err != nil {
 		return res, err
 	}
-	outKey := h.cfg.OutputPrefix + pr.OutputKey(f.Key)
+	outKey := h.outputKey(f, it.msg.jobID, pr)
 	up, err := h.uploader.Upload(ctx, upload.Object{
 		Bucket: h.cfg.OutputBucket,
 		Key:    outKey,
@@ -438,7 +466,7 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 	return ledger.Result{
 		Size:        size,
 		OutputSize:  up.Size,
-		ETag:        strings.Trim(aws.ToString(obj.ETag), `"`),
+		ETag:        strings.Trim(obj.ETag, `"`),
 		SHA256:      pr.SHA256,
 		CRC32C:      pr.CRC32C,
 		ContentType: pr.ContentType,
@@ -524,12 +552,17 @@ func asciiHeader(s string) string {
 // respond decides which messages come back, sets their visibility to the backoff, and
 // builds the response.
 func (h *Handler) respond(ctx context.Context, log *slog.Logger, msgs []*message) events.SQSEventResponse {
-	shareDuplicates(msgs)
 	var resp events.SQSEventResponse
 	byQueue := map[string][]sqstypes.ChangeMessageVisibilityBatchRequestEntry{}
 	for _, m := range msgs {
 		for _, it := range m.items {
-			if it.status == ledger.StatusRetrying || it.status == ledger.StatusDeadLettered {
+			if m.skipped || m.jobID != "" && m.failed {
+				break // decided by the job: skipped, or its settlement must come back
+			}
+			// A job's file that exhausted its receives is counted failed in the job (the
+			// message is acknowledged); any other goes to the DLQ with its message.
+			dead := it.status == ledger.StatusDeadLettered && m.jobID == ""
+			if it.status == ledger.StatusRetrying || dead {
 				m.failed = true
 				if it.class > m.class {
 					m.class = it.class

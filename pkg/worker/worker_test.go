@@ -274,7 +274,7 @@ func TestTaskMessageWithManyFiles(t *testing.T) {
 		e.s3.put("in", k, []byte(fmt.Sprintf(`{"n":%d}`, i)))
 		files = append(files, task.File{Bucket: "in", Key: k})
 	}
-	body, err := task.Message{JobID: "j1", Files: files}.Encode()
+	body, err := task.Message{Files: files}.Encode()
 	require.NoError(t, err)
 	resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "t", Body: string(body), EventSourceARN: queueARN}}})
 	require.NoError(t, err)

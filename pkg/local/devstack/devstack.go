@@ -28,7 +28,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/fileflow/fileflow/pkg/build"
@@ -77,6 +79,8 @@ type Stack struct {
 	// notified, as in AWS); S3 is a client for it.
 	S3Endpoint string
 	Mappings   []*lambda.Mapping
+	// CompletionsQueueURL receives the completion topic's notifications (raw).
+	CompletionsQueueURL string
 	// Calls counts the functions' API calls (through counting proxies) and the event
 	// source mappings' SQS calls, by "Service.Operation".
 	Calls *meter.Calls
@@ -87,6 +91,7 @@ type Stack struct {
 	S3       *s3.Client // through S3Endpoint: uploads are notified
 	S3Direct *s3.Client // straight to the server: no notification, no counting
 	SQS      *sqs.Client
+	SNS      *sns.Client
 	DynamoDB *dynamodb.Client
 
 	cancel  context.CancelFunc
@@ -190,10 +195,30 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	st.S3Direct, st.SQS, st.DynamoDB = st.Servers.S3Client(st.AWS), st.Servers.SQSClient(st.AWS), st.Servers.DynamoDBClient(st.AWS)
+	st.SNS = st.Servers.SNSClient(st.AWS)
 
 	// 3. What the component declares, on the servers.
-	if st.Resources, err = provision.Apply(ctx, provision.Clients{S3: st.S3Direct, SQS: st.SQS, DynamoDB: st.DynamoDB}, g); err != nil {
+	if st.Resources, err = provision.Apply(ctx, provision.Clients{S3: st.S3Direct, SQS: st.SQS, SNS: st.SNS, DynamoDB: st.DynamoDB}, g); err != nil {
 		return nil, err
+	}
+	// A queue subscribed to the completion topic, so the stack's users can see job
+	// notifications (in AWS: an e-mail, a queue or a function of the user's).
+	if topic := st.CompletionTopic(); topic != "" {
+		q, err := st.SQS.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("fileflow-completions-observer")})
+		if err != nil {
+			return nil, fmt.Errorf("devstack: completions queue: %w", err)
+		}
+		attrs, err := st.SQS.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: q.QueueUrl,
+			AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameQueueArn}})
+		if err != nil {
+			return nil, fmt.Errorf("devstack: completions queue: %w", err)
+		}
+		if _, err := st.SNS.Subscribe(ctx, &sns.SubscribeInput{TopicArn: aws.String(topic), Protocol: aws.String("sqs"),
+			Endpoint:   aws.String(attrs.Attributes[string(sqstypes.QueueAttributeNameQueueArn)]),
+			Attributes: map[string]string{"RawMessageDelivery": "true"}}); err != nil {
+			return nil, fmt.Errorf("devstack: subscribe to completions: %w", err)
+		}
+		st.CompletionsQueueURL = aws.ToString(q.QueueUrl)
 	}
 	var routes []bridge.Route
 	for _, n := range st.Resources.Notifications {
@@ -417,6 +442,26 @@ func (s *Stack) Stop() {
 var errNoQueue = errors.New("devstack: stage has no tasks queue")
 
 // TasksQueue is the queue the worker consumes.
+// JobsQueue is the dispatcher's queue: where jobs are submitted.
+func (s *Stack) JobsQueue() (*provision.Queue, error) {
+	for _, fn := range s.Resources.Functions {
+		if fn.Handler == "dispatch" && len(fn.Mappings) > 0 {
+			return fn.Mappings[0].Queue, nil
+		}
+	}
+	return nil, errNoQueue
+}
+
+// CompletionTopic is the local ARN of the job completion topic.
+func (s *Stack) CompletionTopic() string {
+	for name, arn := range s.Resources.Topics {
+		if strings.HasSuffix(name, "-completions") {
+			return arn
+		}
+	}
+	return ""
+}
+
 func (s *Stack) TasksQueue() (*provision.Queue, error) {
 	for _, fn := range s.Resources.Functions {
 		if fn.Handler == "worker" && len(fn.Mappings) > 0 {

@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -33,6 +34,7 @@ import (
 type Clients struct {
 	S3       *s3.Client
 	SQS      *sqs.Client
+	SNS      *sns.Client
 	DynamoDB *dynamodb.Client
 }
 
@@ -88,11 +90,12 @@ type Stack struct {
 	Queues        map[string]*Queue // by name
 	Functions     []*Function
 	Notifications []Notification
+	Topics        map[string]string // local topic ARN by name
 }
 
 // Apply creates the graph's resources on the local servers.
 func Apply(ctx context.Context, c Clients, g *plan.Graph) (*Stack, error) {
-	st := &Stack{Queues: map[string]*Queue{}}
+	st := &Stack{Queues: map[string]*Queue{}, Topics: map[string]string{}}
 	translate := map[string]string{} // mock ARN/URL/name -> local
 
 	for _, b := range g.OfType("aws:s3/bucketV2:BucketV2") {
@@ -166,6 +169,16 @@ func Apply(ctx context.Context, c Clients, g *plan.Graph) (*Stack, error) {
 		translate[fmt.Sprint(q.State["arn"])] = lq.ARN
 		translate[fmt.Sprint(q.State["url"])] = lq.URL
 		st.Queues[name] = lq
+	}
+
+	for _, t := range g.OfType("aws:sns/topic:Topic") {
+		name := fmt.Sprint(t.State["name"])
+		out, err := c.SNS.CreateTopic(ctx, &sns.CreateTopicInput{Name: aws.String(name)})
+		if err != nil {
+			return nil, fmt.Errorf("provision: topic %s: %w", name, err)
+		}
+		st.Topics[name] = aws.ToString(out.TopicArn)
+		translate[fmt.Sprint(t.State["arn"])] = aws.ToString(out.TopicArn)
 	}
 
 	tables := g.OfType("aws:dynamodb/table:Table")

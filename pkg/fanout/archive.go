@@ -1,0 +1,233 @@
+package fanout
+
+import (
+	"archive/zip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/fileflow/fileflow/pkg/retry"
+	"github.com/fileflow/fileflow/pkg/task"
+)
+
+// RangeGetter is the part of the S3 client that ranged reads call.
+type RangeGetter interface {
+	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+}
+
+// Block cache of an [ObjectReader]: zip.NewReader reads the end of the archive and then
+// the central directory front to back, so a few blocks of a fair size make most reads
+// hits.
+const (
+	readerBlockSize = 256 << 10
+	readerBlocks    = 4
+)
+
+// ObjectReader is an [io.ReaderAt] over one revision of an S3 object: it serves reads
+// from ranged GETs of whole blocks, keeping the last few blocks. It is safe for
+// concurrent use.
+//
+// It holds the context it was made with, because ReadAt has no context parameter: make
+// one per operation, never keep it beyond that operation.
+type ObjectReader struct {
+	ctx               context.Context
+	api               RangeGetter
+	bucket, key, etag string
+	size              int64
+
+	mu     sync.Mutex
+	blocks []readerBlock // least recently used first
+	gets   int
+}
+
+type readerBlock struct {
+	off  int64
+	data []byte
+}
+
+var _ io.ReaderAt = (*ObjectReader)(nil)
+
+// NewObjectReader reads s3://bucket/key, of size bytes, pinned to etag (with or without
+// quotes) if it is not empty: a changed object fails the GETs instead of mixing two
+// revisions.
+func NewObjectReader(ctx context.Context, api RangeGetter, bucket, key, etag string, size int64) *ObjectReader {
+	return &ObjectReader{ctx: ctx, api: api, bucket: bucket, key: key, etag: etag, size: size}
+}
+
+// Gets is the number of GETs made so far.
+func (r *ObjectReader) Gets() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gets
+}
+
+// ReadAt reads len(p) bytes at off, with io.ReaderAt's semantics.
+func (r *ObjectReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("fanout: read s3://%s/%s at negative offset %d", r.bucket, r.key, off)
+	}
+	n := 0
+	for n < len(p) && off < r.size {
+		b, err := r.block(off - off%readerBlockSize)
+		if err != nil {
+			return n, err
+		}
+		c := copy(p[n:], b[off%readerBlockSize:])
+		n += c
+		off += int64(c)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// block returns the block at off, from the cache or a GET.
+func (r *ObjectReader) block(off int64) ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, b := range r.blocks {
+		if b.off == off {
+			r.blocks = append(slices.Delete(r.blocks, i, i+1), b)
+			return b.data, nil
+		}
+	}
+	r.gets++
+	data, err := getRange(r.ctx, r.api, r.bucket, r.key, r.etag, off, min(off+readerBlockSize, r.size))
+	if err != nil {
+		return nil, err
+	}
+	if len(r.blocks) == readerBlocks {
+		r.blocks = slices.Delete(r.blocks, 0, 1)
+	}
+	r.blocks = append(r.blocks, readerBlock{off, data})
+	return data, nil
+}
+
+// getRange GETs bytes [start, end) of the object, pinned to etag if it is not empty.
+func getRange(ctx context.Context, api RangeGetter, bucket, key, etag string, start, end int64) ([]byte, error) {
+	in := &s3.GetObjectInput{
+		Bucket: aws.String(bucket),
+		Key:    aws.String(key),
+		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", start, end-1)),
+	}
+	if etag != "" {
+		in.IfMatch = aws.String(`"` + strings.Trim(etag, `"`) + `"`)
+	}
+	out, err := api.GetObject(ctx, in)
+	if err != nil {
+		return nil, fmt.Errorf("fanout: get s3://%s/%s %s: %w", bucket, key, *in.Range, err)
+	}
+	defer out.Body.Close()
+	if cr := aws.ToString(out.ContentRange); cr != "" && !strings.HasPrefix(cr, fmt.Sprintf("bytes %d-%d/", start, end-1)) {
+		return nil, fmt.Errorf("fanout: get s3://%s/%s %s: answered with Content-Range %q", bucket, key, *in.Range, cr)
+	}
+	buf := make([]byte, end-start)
+	if _, err := io.ReadFull(out.Body, buf); err != nil {
+		return nil, fmt.Errorf("fanout: read s3://%s/%s %s: %w", bucket, key, *in.Range, err)
+	}
+	return buf, nil
+}
+
+// ListZip streams the entries of the zip archive s3://bucket/key (size bytes, pinned to
+// etag) to fn as archive members, reading only its central directory and the entries'
+// local headers through ranged GETs, never the whole archive. Directories are skipped.
+// An entry that must not be extracted — an unsafe or malformed name, encryption, a
+// compression method other than stored or deflated — goes to bad with its 1-based
+// index in the archive as Line; bad may stop the listing by returning an error.
+//
+// An archive that is not a zip is a permanent error (see [retry.MarkPermanent]).
+func ListZip(ctx context.Context, api RangeGetter, bucket, key, etag string, size int64, fn func(task.File) error, bad func(*EntryError) error) error {
+	zr, err := zip.NewReader(NewObjectReader(ctx, api, bucket, key, etag, size), size)
+	if err != nil && !errors.Is(err, zip.ErrInsecurePath) { // insecure names are checked below
+		if errors.Is(err, zip.ErrFormat) {
+			err = retry.MarkPermanent(err)
+		}
+		return fmt.Errorf("fanout: open zip s3://%s/%s: %w", bucket, key, err)
+	}
+	etag = strings.Trim(etag, `"`)
+	for i, f := range zr.File {
+		if strings.HasSuffix(f.Name, "/") {
+			continue // a directory
+		}
+		reason := checkEntry(f)
+		var off int64
+		if reason == "" {
+			off, err = f.DataOffset() // reads the entry's local header
+			switch {
+			case errors.Is(err, zip.ErrFormat):
+				reason = fmt.Sprintf("entry %q: bad local header: %v", f.Name, err)
+			case err != nil:
+				return fmt.Errorf("fanout: zip s3://%s/%s: entry %q: %w", bucket, key, f.Name, err)
+			case off > size || f.CompressedSize64 > uint64(size-off):
+				reason = fmt.Sprintf("entry %q: data runs past the end of the archive", f.Name)
+			}
+		}
+		if reason != "" {
+			if err := bad(&EntryError{Line: i + 1, Reason: reason}); err != nil {
+				return err
+			}
+			continue
+		}
+		err = fn(task.File{Bucket: bucket, Key: key, ETag: etag, Size: int64(f.UncompressedSize64), Member: &task.Member{
+			Name:           f.Name,
+			Offset:         off,
+			CompressedSize: int64(f.CompressedSize64),
+			Size:           int64(f.UncompressedSize64),
+			Method:         f.Method,
+			CRC32:          f.CRC32,
+		}})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkEntry says why the entry must not be extracted, or "".
+func checkEntry(f *zip.File) string {
+	if reason := checkName(f.Name); reason != "" {
+		return reason
+	}
+	switch {
+	case f.Flags&0x1 != 0:
+		return fmt.Sprintf("entry %q is encrypted", f.Name)
+	case f.Method != zip.Store && f.Method != zip.Deflate:
+		return fmt.Sprintf("entry %q: compression method %d is not supported (only stored and deflated)", f.Name, f.Method)
+	case f.UncompressedSize64 > math.MaxInt64:
+		return fmt.Sprintf("entry %q: size %d is too large", f.Name, f.UncompressedSize64)
+	}
+	return ""
+}
+
+// checkName says why an entry name is unsafe to extract or to name an output after — it
+// could escape the output prefix, or mean something else on another system — or "".
+func checkName(name string) string {
+	switch {
+	case name == "":
+		return "entry has an empty name"
+	case !utf8.ValidString(name):
+		return fmt.Sprintf("entry %q: name is not valid UTF-8", name)
+	case strings.ContainsFunc(name, unicode.IsControl):
+		return fmt.Sprintf("entry %q: name contains a control character", name)
+	case strings.Contains(name, `\`):
+		return fmt.Sprintf("entry %q: name contains a backslash", name)
+	case strings.HasPrefix(name, "/"):
+		return fmt.Sprintf("entry %q: name is an absolute path", name)
+	case len(name) >= 2 && name[1] == ':' && ('a' <= name[0]|0x20 && name[0]|0x20 <= 'z'):
+		return fmt.Sprintf("entry %q: name starts with a Windows drive letter", name)
+	case slices.Contains(strings.Split(name, "/"), ".."):
+		return fmt.Sprintf("entry %q: name has a \"..\" path element", name)
+	}
+	return ""
+}

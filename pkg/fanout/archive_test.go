@@ -1,0 +1,264 @@
+package fanout
+
+import (
+	"archive/zip"
+	"bytes"
+	"compress/flate"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fileflow/fileflow/pkg/retry"
+	"github.com/fileflow/fileflow/pkg/task"
+)
+
+// fakeObject serves ranged GETs of one object from memory and records each Range and
+// If-Match it was asked for.
+type fakeObject struct {
+	data []byte
+	etag string
+
+	mu      sync.Mutex
+	ranges  []string
+	ifMatch []string
+}
+
+func (o *fakeObject) GetObject(_ context.Context, in *s3.GetObjectInput, _ ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	o.mu.Lock()
+	o.ranges = append(o.ranges, aws.ToString(in.Range))
+	o.ifMatch = append(o.ifMatch, aws.ToString(in.IfMatch))
+	o.mu.Unlock()
+	if m := aws.ToString(in.IfMatch); m != "" && m != `"`+o.etag+`"` {
+		return nil, &smithy.GenericAPIError{Code: "PreconditionFailed", Message: "At least one of the pre-conditions you specified did not hold"}
+	}
+	var a, b int64
+	if _, err := fmt.Sscanf(aws.ToString(in.Range), "bytes=%d-%d", &a, &b); err != nil {
+		return nil, fmt.Errorf("fake: bad range %q: %w", aws.ToString(in.Range), err)
+	}
+	size := int64(len(o.data))
+	if a > b || a >= size {
+		return nil, &smithy.GenericAPIError{Code: "InvalidRange"}
+	}
+	b = min(b, size-1)
+	return &s3.GetObjectOutput{
+		Body:          io.NopCloser(bytes.NewReader(o.data[a : b+1])),
+		ContentLength: aws.Int64(b + 1 - a),
+		ContentRange:  aws.String(fmt.Sprintf("bytes %d-%d/%d", a, b, size)),
+		ETag:          aws.String(`"` + o.etag + `"`),
+	}, nil
+}
+
+func (o *fakeObject) gets() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.ranges)
+}
+
+func TestObjectReaderReadAt(t *testing.T) {
+	data := make([]byte, 3*readerBlockSize+1234)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	obj := &fakeObject{data: data, etag: "abc"}
+	r := NewObjectReader(context.Background(), obj, "b", "k", "abc", int64(len(data)))
+	size := int64(len(data))
+
+	for _, tc := range []struct {
+		name    string
+		off     int64
+		n       int
+		wantN   int
+		wantEOF bool
+	}{
+		{"within a block", 10, 100, 100, false},
+		{"across blocks", readerBlockSize - 5, 10, 10, false},
+		{"across three blocks", 100, 2*readerBlockSize + 5, 2*readerBlockSize + 5, false},
+		{"to the end exactly", size - 10, 10, 10, false},
+		{"past the end", size - 10, 20, 10, true},
+		{"at the end", size, 5, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := make([]byte, tc.n)
+			n, err := r.ReadAt(p, tc.off)
+			assert.Equal(t, tc.wantN, n)
+			if tc.wantEOF {
+				assert.ErrorIs(t, err, io.EOF)
+			} else {
+				assert.NoError(t, err)
+			}
+			assert.Equal(t, data[tc.off:tc.off+int64(n)], p[:n])
+		})
+	}
+	assert.Equal(t, 4, r.Gets(), "each of the 4 blocks is fetched once")
+	assert.Equal(t, obj.gets(), r.Gets())
+	assert.Equal(t, fmt.Sprintf("bytes=%d-%d", 3*readerBlockSize, size-1), obj.ranges[len(obj.ranges)-1])
+	assert.Equal(t, `"abc"`, obj.ifMatch[0])
+
+	_, err := NewObjectReader(context.Background(), obj, "b", "k", "changed", size).ReadAt(make([]byte, 1), 0)
+	var api smithy.APIError
+	require.ErrorAs(t, err, &api)
+	assert.Equal(t, "PreconditionFailed", api.ErrorCode())
+}
+
+type zipEntry struct {
+	name    string
+	data    []byte
+	method  uint16
+	flags   uint16
+	raw     bool // written with CreateRaw: data is already "compressed"
+	invalid string
+}
+
+func buildZip(t testing.TB, entries []zipEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, e := range entries {
+		h := &zip.FileHeader{Name: e.name, Method: e.method, Flags: e.flags}
+		var w io.Writer
+		var err error
+		if e.raw {
+			h.CRC32, h.CompressedSize64, h.UncompressedSize64 = crc32.ChecksumIEEE(e.data), uint64(len(e.data)), uint64(len(e.data))
+			w, err = zw.CreateRaw(h)
+		} else {
+			w, err = zw.CreateHeader(h)
+		}
+		require.NoError(t, err, e.name)
+		_, err = w.Write(e.data)
+		require.NoError(t, err)
+	}
+	require.NoError(t, zw.Close())
+	return buf.Bytes()
+}
+
+func randomBytes(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+func TestListZip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	entries := []zipEntry{
+		{name: "a/"},
+		{name: "a/b/"},
+		{name: "big.bin", data: randomBytes(rng, 2<<20), method: zip.Store}, // 8 blocks to skip over
+		{name: "a/b/c.txt", data: bytes.Repeat([]byte("hello, world\n"), 1000), method: zip.Deflate},
+		{name: "a/d.txt", data: []byte("stored\n"), method: zip.Store},
+		{name: "empty.txt", method: zip.Deflate},
+		{name: "café/naïve.txt", data: []byte("utf-8\n"), method: zip.Deflate},
+		{name: "../evil.txt", data: []byte("x"), invalid: `entry "../evil.txt": name has a ".." path element`},
+		{name: "a/../../evil.txt", data: []byte("x"), invalid: `".." path element`},
+		{name: "/abs.txt", data: []byte("x"), invalid: `entry "/abs.txt": name is an absolute path`},
+		{name: `a\b.txt`, data: []byte("x"), invalid: "backslash"},
+		{name: "C:/win.txt", data: []byte("x"), invalid: "Windows drive letter"},
+		{name: "bad\xff.txt", data: []byte("x"), invalid: "not valid UTF-8"},
+		{name: "nul\x00.txt", data: []byte("x"), invalid: "control character"},
+		{name: "bell\a.txt", data: []byte("x"), invalid: "control character"},
+		{name: "", data: []byte("x"), invalid: "empty name"},
+		{name: "secret.txt", data: []byte("x"), method: zip.Deflate, flags: 0x1, raw: true, invalid: `entry "secret.txt" is encrypted`},
+		{name: "data.bz2", data: []byte("x"), method: 12, raw: true, invalid: "compression method 12 is not supported"},
+	}
+	for i := range 500 {
+		entries = append(entries, zipEntry{name: fmt.Sprintf("many/%03d.txt", i), data: fmt.Appendf(nil, "file %d\n", i), method: zip.Deflate})
+	}
+	data := buildZip(t, entries)
+	obj := &fakeObject{data: data, etag: "e1"}
+
+	var files []task.File
+	var bad []*EntryError
+	err := ListZip(context.Background(), obj, "bkt", "in/x.zip", `"e1"`, int64(len(data)),
+		func(f task.File) error { files = append(files, f); return nil },
+		func(e *EntryError) error { bad = append(bad, e); return nil })
+	require.NoError(t, err)
+
+	var wantBad []zipEntry
+	got := map[string]task.File{}
+	for _, f := range files {
+		got[f.Member.Name] = f
+	}
+	for i, e := range entries {
+		if e.invalid != "" {
+			wantBad = append(wantBad, e)
+			continue
+		}
+		if e.name[len(e.name)-1] == '/' {
+			assert.NotContains(t, got, e.name, "directories are skipped")
+			continue
+		}
+		f, ok := got[e.name]
+		if !assert.True(t, ok, "listed: %s (entry %d)", e.name, i+1) {
+			continue
+		}
+		m := f.Member
+		assert.Equal(t, task.File{Bucket: "bkt", Key: "in/x.zip", ETag: "e1", Size: int64(len(e.data)), Member: m}, f)
+		assert.Equal(t, e.method, m.Method)
+		assert.Equal(t, crc32.ChecksumIEEE(e.data), m.CRC32)
+		compressed := data[m.Offset : m.Offset+m.CompressedSize]
+		if m.Method == zip.Deflate {
+			compressed, err = io.ReadAll(flate.NewReader(bytes.NewReader(compressed)))
+			require.NoError(t, err)
+		}
+		assert.True(t, bytes.Equal(e.data, compressed), "the member's bytes are at its Offset: %s", e.name)
+	}
+	assert.Len(t, files, len(entries)-2-len(wantBad))
+	require.Len(t, bad, len(wantBad))
+	for i, e := range wantBad {
+		assert.Contains(t, bad[i].Reason, e.invalid, "entry %q", e.name)
+		assert.Equal(t, e.name, entries[bad[i].Line-1].name, "Line is the 1-based entry index")
+	}
+
+	// The 2 MiB member is skipped over: a few GETs for the directory and the headers.
+	blocks := (len(data) + readerBlockSize - 1) / readerBlockSize
+	t.Logf("%d entries in %d bytes (%d blocks) listed with %d GETs", len(entries), len(data), blocks, obj.gets())
+	assert.LessOrEqual(t, obj.gets(), 3)
+	for _, im := range obj.ifMatch {
+		assert.Equal(t, `"e1"`, im)
+	}
+}
+
+func TestListZipStops(t *testing.T) {
+	data := buildZip(t, []zipEntry{{name: "../x", data: []byte("x")}, {name: "a", data: []byte("a")}, {name: "b", data: []byte("b")}})
+	obj := &fakeObject{data: data, etag: "e"}
+	stop := errors.New("stop")
+
+	err := ListZip(context.Background(), obj, "b", "k", "e", int64(len(data)), func(task.File) error { return nil }, func(*EntryError) error { return stop })
+	assert.ErrorIs(t, err, stop, "bad can stop the listing")
+
+	n := 0
+	err = ListZip(context.Background(), obj, "b", "k", "e", int64(len(data)), func(task.File) error { n++; return stop }, func(*EntryError) error { return nil })
+	assert.ErrorIs(t, err, stop, "fn can stop the listing")
+	assert.Equal(t, 1, n)
+}
+
+func TestListZipErrors(t *testing.T) {
+	ctx := context.Background()
+	nop := func(task.File) error { return nil }
+	nopBad := func(*EntryError) error { return nil }
+
+	notZip := &fakeObject{data: bytes.Repeat([]byte("not a zip\n"), 100), etag: "e"}
+	err := ListZip(ctx, notZip, "b", "k.zip", "e", int64(len(notZip.data)), nop, nopBad)
+	require.ErrorIs(t, err, zip.ErrFormat)
+	assert.Equal(t, retry.Permanent, retry.Classify(err), "a corrupt archive is not retried")
+	assert.Contains(t, err.Error(), "s3://b/k.zip")
+
+	data := buildZip(t, []zipEntry{{name: "a", data: []byte("a")}})
+	changed := &fakeObject{data: data, etag: "new"}
+	err = ListZip(ctx, changed, "b", "k.zip", "old", int64(len(data)), nop, nopBad)
+	var api smithy.APIError
+	require.ErrorAs(t, err, &api, "the GET's error is wrapped")
+	assert.Equal(t, "PreconditionFailed", api.ErrorCode())
+}

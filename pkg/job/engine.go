@@ -1,0 +1,278 @@
+package job
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
+	snstypes "github.com/aws/aws-sdk-go-v2/service/sns/types"
+
+	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/upload"
+)
+
+// Ledger is the part of the ledger store the engine calls.
+type Ledger interface {
+	GetJob(ctx context.Context, id string) (ledger.Job, bool, error)
+	Settle(ctx context.Context, now time.Time, all []ledger.Settlement) ([]ledger.Outcome, error)
+	JobCounts(ctx context.Context, id string, shards int) (ledger.Counts, error)
+	FinishJob(ctx context.Context, id string, status ledger.JobStatus, reason string, c ledger.Counts, now time.Time) (bool, error)
+	MarkNotified(ctx context.Context, id, report string, now time.Time) error
+}
+
+// Objects is the part of the S3 client the engine calls (reports, split merges).
+type Objects interface {
+	upload.API
+	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+}
+
+// Publisher is the part of the SNS client the engine calls.
+type Publisher interface {
+	Publish(context.Context, *sns.PublishInput, ...func(*sns.Options)) (*sns.PublishOutput, error)
+}
+
+// Engine runs jobs' bookkeeping. It is safe for concurrent use.
+type Engine struct {
+	Ledger       Ledger
+	Objects      Objects
+	Topic        Publisher // nil: no notification
+	TopicARN     string
+	OutputBucket string
+	OutputPrefix string
+	Log          *slog.Logger
+	Now          func() time.Time
+	// StatusTTL is how long a job's status is cached per execution environment: a
+	// cancel or an early failure stops new work within this long. Default 1 s.
+	StatusTTL time.Duration
+
+	mu    sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	job ledger.Job
+	at  time.Time
+}
+
+func (e *Engine) now() time.Time {
+	if e.Now == nil {
+		return time.Now()
+	}
+	return e.Now()
+}
+
+func (e *Engine) log() *slog.Logger {
+	if e.Log == nil {
+		return slog.Default()
+	}
+	return e.Log
+}
+
+// ErrUnknownJob: no such job.
+var ErrUnknownJob = errors.New("job: no such job")
+
+// Job returns the job's record, from a short cache while it runs.
+func (e *Engine) Job(ctx context.Context, id string) (ledger.Job, error) {
+	ttl := e.StatusTTL
+	if ttl == 0 {
+		ttl = time.Second
+	}
+	e.mu.Lock()
+	c, ok := e.cache[id]
+	e.mu.Unlock()
+	if ok && (c.job.Status != ledger.JobRunning || e.now().Sub(c.at) < ttl) {
+		return c.job, nil
+	}
+	j, found, err := e.Ledger.GetJob(ctx, id)
+	if err != nil {
+		return ledger.Job{}, err
+	}
+	if !found {
+		return ledger.Job{}, fmt.Errorf("job %s: %w", id, ErrUnknownJob)
+	}
+	e.remember(j)
+	return j, nil
+}
+
+func (e *Engine) remember(j ledger.Job) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cache == nil {
+		e.cache = map[string]cached{}
+	}
+	if len(e.cache) > 1000 {
+		clear(e.cache)
+	}
+	e.cache[j.ID] = cached{job: j, at: e.now()}
+}
+
+// SpecOf decodes a job record's spec.
+func SpecOf(j ledger.Job) (Spec, error) {
+	var s Spec
+	if err := json.Unmarshal([]byte(j.Spec), &s); err != nil {
+		return s, fmt.Errorf("job %s: stored spec: %w", j.ID, err)
+	}
+	return s, nil
+}
+
+// Settle counts finished tasks (one transaction), then checks each job that counted
+// something: it completes when nothing is outstanding, and fails early past its
+// tolerance. A check that fails is logged, not returned: the next settlement (or a
+// duplicate delivery) checks again.
+func (e *Engine) Settle(ctx context.Context, all []ledger.Settlement) ([]ledger.Outcome, error) {
+	if len(all) == 0 {
+		return nil, nil
+	}
+	out, err := e.Ledger.Settle(ctx, e.now(), all)
+	if err != nil {
+		return out, err
+	}
+	checked := map[string]bool{}
+	for i, s := range all {
+		if (out[i] != ledger.Counted && out[i] != ledger.Duplicate) || checked[s.JobID] {
+			continue
+		}
+		checked[s.JobID] = true
+		if err := e.Check(ctx, s.JobID); err != nil {
+			e.log().WarnContext(ctx, "job check failed; the next settlement checks again", "job_id", s.JobID, "error", err)
+		}
+	}
+	return out, nil
+}
+
+// FinalizeGrace is how long a finished job may stay unreported before another function
+// finalizes it again: Lambda's longest timeout, so the finisher is surely gone.
+const FinalizeGrace = 15 * time.Minute
+
+// Check finishes the job if it is done or past its tolerance, and finalizes a finished
+// job whose report and notification were not done by its finisher (which crashed).
+func (e *Engine) Check(ctx context.Context, id string) error {
+	j, found, err := e.Ledger.GetJob(ctx, id)
+	if err != nil || !found {
+		return err
+	}
+	e.remember(j)
+	if j.Status != ledger.JobRunning {
+		if !j.Notified && e.now().Sub(j.FinishedAt) > FinalizeGrace {
+			e.log().WarnContext(ctx, "job finished but not reported: finalizing again", "job_id", id, "finished_at", j.FinishedAt)
+			return e.Finalize(ctx, j)
+		}
+		return nil
+	}
+	spec, err := SpecOf(j)
+	if err != nil {
+		return err
+	}
+	tol, _ := ParseTolerance(spec.Tolerate)
+	c, err := e.Ledger.JobCounts(ctx, id, j.Shards)
+	if err != nil {
+		return err
+	}
+	finished := c.Succeeded + c.Failed
+	status, reason := ledger.JobStatus(""), ""
+	switch {
+	case tol.Exceeded(c.Failed, finished, c.Outstanding() == 0):
+		status = ledger.JobFailed
+		reason = fmt.Sprintf("%d of %d finished files failed, over the tolerance of %s", c.Failed, finished, tol)
+	case c.Outstanding() == 0 && spec.Kind == KindSplit && c.Failed > 0:
+		status, reason = ledger.JobFailed, fmt.Sprintf("%d of %d parts failed; the parts cannot be merged", c.Failed, finished)
+	case c.Outstanding() == 0:
+		status = ledger.JobComplete
+	default:
+		return nil
+	}
+	return e.finish(ctx, j, status, reason, c)
+}
+
+// Cancel stops a running job: its remaining tasks are skipped, and it is reported.
+func (e *Engine) Cancel(ctx context.Context, id, reason string) (ledger.Job, error) {
+	j, found, err := e.Ledger.GetJob(ctx, id)
+	if err != nil {
+		return j, err
+	}
+	if !found {
+		return j, fmt.Errorf("job %s: %w", id, ErrUnknownJob)
+	}
+	if j.Status != ledger.JobRunning {
+		return j, fmt.Errorf("job %s is already %s", id, j.Status)
+	}
+	c, err := e.Ledger.JobCounts(ctx, id, j.Shards)
+	if err != nil {
+		return j, err
+	}
+	if err := e.finish(ctx, j, ledger.JobCancelled, reason, c); err != nil {
+		return j, err
+	}
+	j, _, err = e.Ledger.GetJob(ctx, id)
+	return j, err
+}
+
+func (e *Engine) finish(ctx context.Context, j ledger.Job, status ledger.JobStatus, reason string, c ledger.Counts) error {
+	won, err := e.Ledger.FinishJob(ctx, j.ID, status, reason, c, e.now())
+	if err != nil || !won {
+		return err
+	}
+	j.Status, j.Reason, j.Final, j.FinishedAt = status, reason, c, e.now()
+	e.remember(j)
+	e.log().InfoContext(ctx, "job finished", "job_id", j.ID, "status", status, "reason", reason,
+		"files_listed", c.Listed, "files_succeeded", c.Succeeded, "files_failed", c.Failed, "bytes", c.Bytes,
+		"duration_ms", j.FinishedAt.Sub(j.CreatedAt).Milliseconds())
+	return e.Finalize(ctx, j)
+}
+
+// Notification is the completion topic's message.
+type Notification struct {
+	JobID      string        `json:"job_id"`
+	Status     string        `json:"status"`
+	Reason     string        `json:"reason,omitempty"`
+	Kind       string        `json:"kind"`
+	Source     string        `json:"source"`
+	Counts     ledger.Counts `json:"counts"`
+	DurationMS int64         `json:"duration_ms"`
+	Report     string        `json:"report"`
+	Merged     string        `json:"merged_output,omitempty"`
+}
+
+// Finalize writes a finished job's report (and a split job's merged output), publishes
+// its notification and marks it notified. Every step is idempotent, so a finisher that
+// crashed is replaced by the next check; the notification is then sent at least once.
+func (e *Engine) Finalize(ctx context.Context, j ledger.Job) error {
+	spec, err := SpecOf(j)
+	if err != nil {
+		return err
+	}
+	rep, err := e.writeReport(ctx, j, spec)
+	if err != nil {
+		return err
+	}
+	if e.Topic != nil && e.TopicARN != "" {
+		n := Notification{
+			JobID: j.ID, Status: string(j.Status), Reason: j.Reason, Kind: spec.Kind, Source: spec.Source(),
+			Counts: j.Final, DurationMS: j.FinishedAt.Sub(j.CreatedAt).Milliseconds(), Report: rep.manifestURI, Merged: rep.merged,
+		}
+		body, err := json.Marshal(n)
+		if err != nil {
+			return err
+		}
+		_, err = e.Topic.Publish(ctx, &sns.PublishInput{
+			TopicArn: aws.String(e.TopicARN), Message: aws.String(string(body)),
+			Subject: aws.String(fmt.Sprintf("fileflow job %s %s", j.ID, j.Status)),
+			MessageAttributes: map[string]snstypes.MessageAttributeValue{
+				"status": {DataType: aws.String("String"), StringValue: aws.String(string(j.Status))},
+				"job_id": {DataType: aws.String("String"), StringValue: aws.String(j.ID)},
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("job %s: notify: %w", j.ID, err)
+		}
+	}
+	return e.Ledger.MarkNotified(ctx, j.ID, rep.manifestURI, e.now())
+}

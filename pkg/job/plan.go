@@ -1,0 +1,91 @@
+package job
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/fileflow/fileflow/pkg/fanout"
+	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/task"
+)
+
+// The planning steps a dispatcher runs.
+const (
+	StepRoot  = "root"  // the job's first task: decides how to fan out
+	StepList  = "list"  // one page of a prefix listing
+	StepChunk = "chunk" // one byte range of a manifest
+)
+
+// Plan is a planning task message on the jobs queue.
+type Plan struct {
+	V      int              `json:"v"`
+	JobID  string           `json:"job_id"`
+	TaskID string           `json:"task_id"`
+	Parent string           `json:"parent,omitempty"`
+	Step   string           `json:"step"`
+	List   *fanout.ListTask `json:"list,omitempty"`
+	Chunk  *task.Range      `json:"chunk,omitempty"`
+	Format fanout.Format    `json:"format,omitempty"` // a chunk's manifest format
+}
+
+// DecodePlan reads a planning task message; the error says what is wrong with it.
+func DecodePlan(body []byte) (Plan, error) {
+	var p Plan
+	if err := json.Unmarshal(body, &p); err != nil {
+		return p, fmt.Errorf("planning task: %w", err)
+	}
+	switch {
+	case p.V != 1:
+		return p, fmt.Errorf("planning task: version %d is not supported", p.V)
+	case p.JobID == "" || p.TaskID == "":
+		return p, errors.New("planning task: job_id and task_id are required")
+	case p.Step == StepList && p.List == nil, p.Step == StepChunk && p.Chunk == nil:
+		return p, fmt.Errorf("planning task: step %q without its %s", p.Step, p.Step)
+	case p.Step != StepRoot && p.Step != StepList && p.Step != StepChunk:
+		return p, fmt.Errorf("planning task: unknown step %q", p.Step)
+	}
+	return p, nil
+}
+
+// Creator is the part of the ledger store [Submit] calls.
+type Creator interface {
+	CreateJob(ctx context.Context, id, spec string, shards int, now time.Time) error
+}
+
+// Sender is the part of the SQS client that sends planning tasks.
+type Sender interface {
+	SendMessage(context.Context, *sqs.SendMessageInput, ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
+}
+
+// Submit validates the spec, records the job and sends its root task to the jobs queue.
+// Submitting a spec whose id exists re-sends the root task (which then counts nothing):
+// a retried submission is safe.
+func Submit(ctx context.Context, db Creator, q Sender, jobsQueueURL string, spec Spec, now time.Time) (string, error) {
+	if err := spec.Validate(); err != nil {
+		return "", err
+	}
+	if spec.ID == "" {
+		spec.ID = NewID(now)
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return "", err
+	}
+	if err := db.CreateJob(ctx, spec.ID, string(b), spec.Shards, now); err != nil && !errors.Is(err, ledger.ErrJobExists) {
+		return "", fmt.Errorf("submit: %w", err)
+	}
+	root, err := json.Marshal(Plan{V: 1, JobID: spec.ID, TaskID: task.RootTask, Step: StepRoot})
+	if err != nil {
+		return "", err
+	}
+	if _, err := q.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(jobsQueueURL), MessageBody: aws.String(string(root))}); err != nil {
+		return "", fmt.Errorf("submit: job %s recorded, but its root task was not sent (submit again with id %q): %w", spec.ID, spec.ID, err)
+	}
+	return spec.ID, nil
+}

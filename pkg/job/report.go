@@ -1,0 +1,321 @@
+package job
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/upload"
+)
+
+// A job's report, in the output bucket, is shaped like S3 Batch Operations' completion
+// report:
+//
+//	<prefix>reports/<job>/manifest.json          what the report holds, and the job's outcome
+//	<prefix>reports/<job>/results/succeeded.csv  Bucket,Key,VersionId,TaskStatus,ErrorCode,HTTPStatusCode,ResultMessage
+//	<prefix>reports/<job>/results/failed.csv
+//	<prefix>reports/<job>/parts/<task>.csv       one per task, written before it is counted
+//
+// Keys are URL-encoded as in S3's reports. A success's ResultMessage is its output.
+
+// Task statuses in a report line.
+const (
+	Succeeded = "succeeded"
+	Failed    = "failed"
+)
+
+// Line is one file's row in a report.
+type Line struct {
+	Bucket, Key, VersionID string
+	Status                 string // Succeeded or Failed
+	ErrorCode              string // for a failure: InvalidEntry, Rejected, PermanentFailure, RetriesExhausted, …
+	HTTPStatus             int
+	Message                string // a failure's reason; a success's output URI
+}
+
+func (l Line) record() []string {
+	return []string{l.Bucket, escapeKey(l.Key), l.VersionID, l.Status, l.ErrorCode, strconv.Itoa(l.HTTPStatus), l.Message}
+}
+
+// ReportSchema is the CSV columns, as S3 Batch Operations names them.
+const ReportSchema = "Bucket, Key, VersionId, TaskStatus, ErrorCode, HTTPStatusCode, ResultMessage"
+
+// ReportPrefix is where a job's report goes in the output bucket.
+func (e *Engine) ReportPrefix(jobID string) string { return e.OutputPrefix + "reports/" + jobID + "/" }
+
+// WritePart stores one task's report lines. Its key is the task's, so a task run twice
+// overwrites its own part. A task with no lines writes nothing.
+func (e *Engine) WritePart(ctx context.Context, jobID, taskID string, lines []Line) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
+	for _, l := range lines {
+		_ = w.Write(l.record())
+	}
+	w.Flush()
+	_, err := e.Objects.PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(e.OutputBucket), Key: aws.String(e.ReportPrefix(jobID) + "parts/" + taskID + ".csv"),
+		Body: bytes.NewReader(b.Bytes()), ContentType: aws.String("text/csv"),
+	})
+	if err != nil {
+		return fmt.Errorf("job %s: report part of task %s: %w", jobID, taskID, err)
+	}
+	return nil
+}
+
+type report struct {
+	manifestURI string
+	merged      string
+}
+
+// manifest is manifest.json: S3 Batch Operations' fields, then fileflow's.
+type manifest struct {
+	Format             string          `json:"Format"`
+	ReportCreationDate string          `json:"ReportCreationDate"`
+	Results            []manifestEntry `json:"Results"`
+	ReportSchema       string          `json:"ReportSchema"`
+
+	JobID        string        `json:"JobId"`
+	JobStatus    string        `json:"JobStatus"`
+	StatusReason string        `json:"StatusReason,omitempty"`
+	Kind         string        `json:"Kind"`
+	Source       string        `json:"Source"`
+	Counts       ledger.Counts `json:"Counts"`
+	CreatedAt    string        `json:"CreatedAt"`
+	FinishedAt   string        `json:"FinishedAt"`
+	DurationMS   int64         `json:"DurationMs"`
+	MergedOutput string        `json:"MergedOutput,omitempty"`
+}
+
+type manifestEntry struct {
+	TaskExecutionStatus string `json:"TaskExecutionStatus"`
+	Bucket              string `json:"Bucket"`
+	MD5Checksum         string `json:"MD5Checksum"`
+	Key                 string `json:"Key"`
+	Lines               int64  `json:"Lines"`
+}
+
+// writeReport merges the parts into the two result files (in task-id order), merges a
+// complete split job's parts, and writes manifest.json last.
+func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec) (report, error) {
+	prefix := e.ReportPrefix(j.ID)
+	var rep report
+	parts, err := e.list(ctx, prefix+"parts/")
+	if err != nil {
+		return rep, err
+	}
+	up, err := upload.New(e.Objects, 0)
+	if err != nil {
+		return rep, err
+	}
+	type sink struct {
+		status string
+		pw     *io.PipeWriter
+		w      *csv.Writer
+		lines  int64
+		done   chan error
+		etag   string
+	}
+	sinks := map[string]*sink{}
+	for _, st := range []string{Succeeded, Failed} {
+		pr, pw := io.Pipe()
+		s := &sink{status: st, pw: pw, w: csv.NewWriter(pw), done: make(chan error, 1)}
+		sinks[st] = s
+		go func() {
+			res, err := up.Upload(ctx, upload.Object{Bucket: e.OutputBucket, Key: prefix + "results/" + st + ".csv",
+				Describe: func() upload.Description { return upload.Description{ContentType: "text/csv"} }}, pr)
+			pr.CloseWithError(err)
+			if err == nil {
+				s.etag = strings.Trim(res.ETag, `"`)
+			}
+			s.done <- err
+		}()
+	}
+	var splitParts []splitPart
+	readErr := func() error {
+		for _, key := range parts {
+			out, err := e.Objects.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.OutputBucket), Key: aws.String(key)})
+			if err != nil {
+				return fmt.Errorf("read report part %s: %w", key, err)
+			}
+			r := csv.NewReader(bufio.NewReader(out.Body))
+			r.FieldsPerRecord = 7
+			for {
+				rec, err := r.Read()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					out.Body.Close()
+					return fmt.Errorf("report part %s: %w", key, err)
+				}
+				s, ok := sinks[rec[3]]
+				if !ok {
+					continue
+				}
+				if err := s.w.Write(rec); err != nil {
+					out.Body.Close()
+					return err
+				}
+				s.lines++
+				if spec.Kind == KindSplit && rec[3] == Succeeded {
+					if p, ok := parsePartOutput(rec[6]); ok {
+						splitParts = append(splitParts, p)
+					}
+				}
+			}
+			out.Body.Close()
+		}
+		return nil
+	}()
+	var errs []error
+	for _, st := range []string{Succeeded, Failed} {
+		s := sinks[st]
+		s.w.Flush()
+		s.pw.CloseWithError(readErr)
+		if err := <-s.done; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if readErr != nil {
+		return rep, fmt.Errorf("job %s: report: %w", j.ID, readErr)
+	}
+	if len(errs) > 0 {
+		return rep, fmt.Errorf("job %s: report: %v", j.ID, errs)
+	}
+
+	if spec.Kind == KindSplit && j.Status == ledger.JobComplete {
+		if rep.merged, err = e.merge(ctx, j, spec, splitParts); err != nil {
+			return rep, err
+		}
+	}
+	m := manifest{
+		Format: "Report_CSV_20180820", ReportCreationDate: e.now().UTC().Format(time.RFC3339), ReportSchema: ReportSchema,
+		JobID: j.ID, JobStatus: string(j.Status), StatusReason: j.Reason, Kind: spec.Kind, Source: spec.Source(),
+		Counts: j.Final, CreatedAt: j.CreatedAt.UTC().Format(time.RFC3339Nano), FinishedAt: j.FinishedAt.UTC().Format(time.RFC3339Nano),
+		DurationMS: j.FinishedAt.Sub(j.CreatedAt).Milliseconds(), MergedOutput: rep.merged,
+	}
+	for _, st := range []string{Succeeded, Failed} {
+		m.Results = append(m.Results, manifestEntry{TaskExecutionStatus: st, Bucket: e.OutputBucket,
+			Key: prefix + "results/" + st + ".csv", MD5Checksum: sinks[st].etag, Lines: sinks[st].lines})
+	}
+	body, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return rep, err
+	}
+	_, err = e.Objects.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(e.OutputBucket), Key: aws.String(prefix + "manifest.json"),
+		Body: bytes.NewReader(body), ContentType: aws.String("application/json")})
+	if err != nil {
+		return rep, fmt.Errorf("job %s: report manifest: %w", j.ID, err)
+	}
+	rep.manifestURI = "s3://" + e.OutputBucket + "/" + prefix + "manifest.json"
+	return rep, nil
+}
+
+func (e *Engine) list(ctx context.Context, prefix string) ([]string, error) {
+	var keys []string
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(e.OutputBucket), Prefix: aws.String(prefix)}
+	for {
+		out, err := e.Objects.ListObjectsV2(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("list s3://%s/%s: %w", e.OutputBucket, prefix, err)
+		}
+		for _, o := range out.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			sort.Strings(keys)
+			return keys, nil
+		}
+		in.ContinuationToken = out.NextContinuationToken
+	}
+}
+
+// Split parts' outputs are named <merged key>.parts/<job>/<part, 5 digits>.
+type splitPart struct {
+	n           int
+	bucket, key string
+	merged      string
+}
+
+// PartOutputKey names part n of a split job's output whose merged key is merged.
+func PartOutputKey(merged, jobID string, n int) string {
+	return fmt.Sprintf("%s.parts/%s/%05d", merged, jobID, n)
+}
+
+func parsePartOutput(uri string) (splitPart, bool) {
+	bucket, key, err := ParseURI(uri)
+	if err != nil {
+		return splitPart{}, false
+	}
+	i := strings.LastIndex(key, ".parts/")
+	if i < 0 {
+		return splitPart{}, false
+	}
+	rest := key[i+len(".parts/"):]
+	_, num, ok := strings.Cut(rest, "/")
+	n, err := strconv.Atoi(num)
+	if !ok || err != nil {
+		return splitPart{}, false
+	}
+	return splitPart{n: n, bucket: bucket, key: key, merged: key[:i]}, true
+}
+
+// merge concatenates a split job's part outputs, in order, into the merged output.
+func (e *Engine) merge(ctx context.Context, j ledger.Job, spec Spec, parts []splitPart) (string, error) {
+	if len(parts) == 0 {
+		return "", nil
+	}
+	sort.Slice(parts, func(a, b int) bool { return parts[a].n < parts[b].n })
+	for i, p := range parts {
+		if p.n != i || p.merged != parts[0].merged {
+			return "", fmt.Errorf("job %s: split parts are not 0..%d of one output (part %d is %s)", j.ID, len(parts)-1, i, p.key)
+		}
+	}
+	up, err := upload.New(e.Objects, 0)
+	if err != nil {
+		return "", err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		for _, p := range parts {
+			out, err := e.Objects.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(p.bucket), Key: aws.String(p.key)})
+			if err != nil {
+				pw.CloseWithError(fmt.Errorf("part %d: %w", p.n, err))
+				return
+			}
+			_, err = io.Copy(pw, out.Body)
+			out.Body.Close()
+			if err != nil {
+				pw.CloseWithError(fmt.Errorf("part %d: %w", p.n, err))
+				return
+			}
+		}
+		pw.Close()
+	}()
+	bucket, key := parts[0].bucket, parts[0].merged
+	_, err = up.Upload(ctx, upload.Object{Bucket: bucket, Key: key, Describe: func() upload.Description {
+		return upload.Description{Metadata: map[string]string{"fileflow-job": j.ID, "fileflow-source": url.PathEscape(spec.Bucket + "/" + spec.Key),
+			"fileflow-parts": strconv.Itoa(len(parts))}}
+	}}, pr)
+	pr.CloseWithError(err)
+	if err != nil {
+		return "", fmt.Errorf("job %s: merge %d parts into s3://%s/%s: %w", j.ID, len(parts), bucket, key, err)
+	}
+	return "s3://" + bucket + "/" + key, nil
+}

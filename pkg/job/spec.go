@@ -1,0 +1,211 @@
+// Package job is fileflow's job engine: a job turns one request (a prefix, a manifest,
+// an archive, one large file to split) into many file tasks, counts them in the ledger
+// as they finish, and finishes exactly once — COMPLETE when no task is outstanding,
+// FAILED early when failures pass the job's tolerance, or CANCELLED — with a report in
+// the output bucket shaped like S3 Batch Operations' completion report and a
+// notification on the completion topic. The dispatcher and the worker both use it.
+package job
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The job kinds.
+const (
+	KindPrefix   = "prefix"
+	KindManifest = "manifest"
+	KindArchive  = "archive"
+	KindSplit    = "split"
+)
+
+// Spec is a job request: what `fileflow submit` sends, or the JSON dropped under the
+// ingest bucket's jobs/ prefix.
+type Spec struct {
+	ID     string `json:"id,omitempty"` // default: generated
+	Kind   string `json:"kind"`
+	Bucket string `json:"bucket"`
+	// Key is the manifest, the archive or the file to split; for a prefix job, the prefix.
+	Key    string `json:"key"`
+	Suffix string `json:"suffix,omitempty"` // prefix jobs: only keys ending so
+	Parts  int    `json:"parts,omitempty"`  // split jobs: how many byte ranges
+	// Tolerate is the failures the job accepts: a count ("25") or a percentage of the
+	// files ("1%"). Past it the job fails early. Empty: any number (the job completes and
+	// the report lists the failures).
+	Tolerate string `json:"tolerate,omitempty"`
+	Shards   int    `json:"shards,omitempty"` // counter shards; default 8
+	// FilesPerTask bounds the files in one task message (default 100, at most 1000): a
+	// worker batch is up to 10 messages, and each message is counted when all its files
+	// are done, so smaller tasks spread a job over more environments and show progress
+	// sooner; larger ones cost fewer SQS messages and counter writes.
+	FilesPerTask int `json:"files_per_task,omitempty"`
+	// ChunkBytes: manifests larger than this are read as byte-range chunks in parallel.
+	ChunkBytes int64 `json:"chunk_bytes,omitempty"`
+}
+
+// SpecPrefix is where job specs are uploaded in the ingest bucket (as <name>.json).
+const SpecPrefix = "jobs/"
+
+// IsSpecKey says whether an uploaded key is a job spec.
+func IsSpecKey(key string) bool {
+	return strings.HasPrefix(key, SpecPrefix) && strings.HasSuffix(key, ".json")
+}
+
+// DefaultShards spreads a job's counters over 8 items: ~8,000 settlements/s on AWS,
+// each of up to 1,000 files.
+const DefaultShards = 8
+
+// DefaultFilesPerTask is the files per task message unless the spec says otherwise.
+const DefaultFilesPerTask = 100
+
+// DefaultChunkBytes is the manifest chunk size: ~16 MiB is ~200,000 lines.
+const DefaultChunkBytes = 16 << 20
+
+// ParseURI splits s3://bucket/key.
+func ParseURI(uri string) (bucket, key string, err error) {
+	rest, ok := strings.CutPrefix(uri, "s3://")
+	if !ok {
+		return "", "", fmt.Errorf("%q is not an s3://bucket/key URI", uri)
+	}
+	bucket, key, _ = strings.Cut(rest, "/")
+	if bucket == "" {
+		return "", "", fmt.Errorf("%q names no bucket", uri)
+	}
+	return bucket, key, nil
+}
+
+// NewID is a job id: sortable by time, unique by 6 random bytes.
+func NewID(now time.Time) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "j" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// Validate fills defaults and reports every problem with the spec at once.
+func (s *Spec) Validate() error {
+	var errs []string
+	switch s.Kind {
+	case KindPrefix, KindManifest, KindArchive, KindSplit:
+	default:
+		errs = append(errs, fmt.Sprintf("kind %q: must be prefix, manifest, archive or split", s.Kind))
+	}
+	if s.Bucket == "" {
+		errs = append(errs, "bucket: required")
+	}
+	if s.Kind != KindPrefix && s.Key == "" {
+		errs = append(errs, "key: required for a "+s.Kind+" job")
+	}
+	if s.Kind == KindSplit && (s.Parts < 1 || s.Parts > 10_000) {
+		errs = append(errs, fmt.Sprintf("parts = %d: a split job needs 1..10000 parts", s.Parts))
+	}
+	if s.Kind != KindSplit && s.Parts != 0 {
+		errs = append(errs, "parts: only for split jobs")
+	}
+	if _, err := ParseTolerance(s.Tolerate); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if s.Shards == 0 {
+		s.Shards = DefaultShards
+	}
+	if s.Shards < 1 || s.Shards > 99 {
+		errs = append(errs, fmt.Sprintf("shards = %d: must be in 1..99", s.Shards))
+	}
+	if s.FilesPerTask == 0 {
+		s.FilesPerTask = DefaultFilesPerTask
+	}
+	if s.FilesPerTask < 1 || s.FilesPerTask > 1000 {
+		errs = append(errs, fmt.Sprintf("files_per_task = %d: must be in 1..1000", s.FilesPerTask))
+	}
+	if s.ChunkBytes == 0 {
+		s.ChunkBytes = DefaultChunkBytes
+	}
+	if s.ChunkBytes < 1024 {
+		errs = append(errs, fmt.Sprintf("chunk_bytes = %d: at least 1024", s.ChunkBytes))
+	}
+	if s.ID != "" && (len(s.ID) > 100 || strings.ContainsAny(s.ID, "#/ \t\n")) {
+		errs = append(errs, fmt.Sprintf("id %q: at most 100 characters, no '#', '/' or spaces", s.ID))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("job spec: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// ParseSpec decodes and validates a job spec; unknown fields are errors.
+func ParseSpec(b []byte) (Spec, error) {
+	var s Spec
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return s, fmt.Errorf("job spec: %w", err)
+	}
+	return s, s.Validate()
+}
+
+// Source is the spec's object as s3://bucket/key.
+func (s Spec) Source() string { return "s3://" + s.Bucket + "/" + s.Key }
+
+// Tolerance is how many failed files a job accepts.
+type Tolerance struct {
+	Count   int64   // fail when failed > Count (with Percent 0)
+	Percent float64 // fail when failed > Percent% of the files (if > 0)
+	Set     bool
+}
+
+// MinSample is how many files must have finished before a percentage is judged early;
+// at the end it is judged on all the files.
+const MinSample = 100
+
+// ParseTolerance reads "", "25" or "1.5%".
+func ParseTolerance(s string) (Tolerance, error) {
+	if s == "" {
+		return Tolerance{}, nil
+	}
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		v, err := strconv.ParseFloat(p, 64)
+		if err != nil || v < 0 || v > 100 || math.IsNaN(v) {
+			return Tolerance{}, fmt.Errorf("tolerate %q: a percentage must be in 0%%..100%%", s)
+		}
+		return Tolerance{Percent: v, Set: true}, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return Tolerance{}, fmt.Errorf("tolerate %q: must be a count (25) or a percentage (1%%)", s)
+	}
+	return Tolerance{Count: n, Set: true}, nil
+}
+
+// Exceeded says whether failed of finished files (of listed so far) is past the
+// tolerance; final means no file is outstanding.
+func (t Tolerance) Exceeded(failed, finished int64, final bool) bool {
+	switch {
+	case !t.Set || failed == 0:
+		return false
+	case t.Percent == 0:
+		return failed > t.Count
+	case !final && finished < MinSample:
+		return false
+	default:
+		return float64(failed) > t.Percent/100*float64(finished)
+	}
+}
+
+func (t Tolerance) String() string {
+	switch {
+	case !t.Set:
+		return "any"
+	case t.Percent > 0:
+		return strconv.FormatFloat(t.Percent, 'f', -1, 64) + "%"
+	}
+	return strconv.FormatInt(t.Count, 10)
+}
+
+// escapeKey encodes a key as S3 Batch Operations reports do.
+func escapeKey(k string) string { return strings.ReplaceAll(url.QueryEscape(k), "%2F", "/") }
