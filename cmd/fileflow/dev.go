@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fileflow/fileflow/pkg/jobctl"
 	"github.com/fileflow/fileflow/pkg/local/demo"
 	"github.com/fileflow/fileflow/pkg/local/devstack"
 )
@@ -73,6 +74,15 @@ func devCmd() *cobra.Command {
 			}
 			if keep {
 				printEndpoints(out, st)
+				path, err := jobctl.LocalStatePath()
+				if err != nil {
+					return err
+				}
+				if err := st.Target().SaveLocal(path); err != nil {
+					return err
+				}
+				defer os.Remove(path)
+				fmt.Fprintf(out, "Jobs: fileflow submit --local --prefix s3://%s/<prefix> --watch   (state: %s)\n", st.Resources.IngestBucket, path)
 				fmt.Fprintln(out, "Running until Ctrl-C; environments scale down to zero when idle.")
 				<-ctx.Done()
 			}

@@ -34,6 +34,7 @@ func Program(args pipeline.Args, code map[string]pipeline.Code) pulumi.RunFunc {
 		}
 		ctx.Export("ingestBucket", p.IngestBucket)
 		ctx.Export("outputBucket", p.OutputBucket)
+		ctx.Export("outputPrefix", pulumi.String(args.OutputPrefix)) // job reports go under it
 		ctx.Export("tableName", p.TableName)
 		ctx.Export("queueUrls", p.QueueURLs)
 		ctx.Export("queueArns", p.QueueARNs)

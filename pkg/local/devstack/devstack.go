@@ -34,6 +34,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/fileflow/fileflow/pkg/build"
+	"github.com/fileflow/fileflow/pkg/jobctl"
 	"github.com/fileflow/fileflow/pkg/local"
 	"github.com/fileflow/fileflow/pkg/local/bridge"
 	"github.com/fileflow/fileflow/pkg/local/lambda"
@@ -44,6 +45,7 @@ import (
 	"github.com/fileflow/fileflow/pkg/policy"
 	"github.com/fileflow/fileflow/pkg/stack"
 	"github.com/fileflow/fileflow/pkg/stage"
+	"github.com/fileflow/fileflow/pkg/worker"
 )
 
 // Options configure [Start].
@@ -442,6 +444,22 @@ func (s *Stack) Stop() {
 var errNoQueue = errors.New("devstack: stage has no tasks queue")
 
 // TasksQueue is the queue the worker consumes.
+// Target describes the stack for job clients (`fileflow submit --local` and co.).
+func (s *Stack) Target() jobctl.Target {
+	t := jobctl.Target{Table: s.Resources.Table, IngestBucket: s.Resources.IngestBucket, OutputBucket: s.Resources.OutputBucket,
+		CompletionTopicARN: s.CompletionTopic(), Region: local.Region, AccessKey: local.AccessKey, SecretKey: local.SecretKey,
+		Endpoints: map[string]string{"s3": s.S3Endpoint, "sqs": s.Servers.SQS, "sns": s.Servers.SQS, "dynamodb": s.Servers.DynamoDB}}
+	if q, err := s.JobsQueue(); err == nil {
+		t.JobsQueueURL = q.URL
+	}
+	for _, fn := range s.Resources.Functions {
+		if fn.Handler == "worker" {
+			t.OutputPrefix = fn.Env[worker.EnvOutputPrefix]
+		}
+	}
+	return t
+}
+
 // JobsQueue is the dispatcher's queue: where jobs are submitted.
 func (s *Stack) JobsQueue() (*provision.Queue, error) {
 	for _, fn := range s.Resources.Functions {

@@ -212,6 +212,7 @@ func TestJobs(t *testing.T) {
 	e := startJobEnv(t)
 	t.Run("PrefixOf10000NestedKeysCompletesOnceNeverEarly", e.testPrefix)
 	t.Run("ManifestWithQuotedAndEncodedKeys", e.testManifest)
+	t.Run("LargeManifestReadInParallelChunks", e.testManifestChunks)
 	t.Run("ZipWithNestedFoldersAndTraversalEntry", e.testArchive)
 	t.Run("SplitMergesInOrder", e.testSplit)
 	t.Run("DuplicateTaskDeliveriesCountOnce", e.testDuplicates)
@@ -318,6 +319,38 @@ func (e *jobEnv) testManifest(t *testing.T) {
 	require.Len(t, failed, 1)
 	assert.Equal(t, "InvalidEntry", failed[0][4])
 	assert.Contains(t, failed[0][6], "manifest entry 10")
+}
+
+// A JSON-lines manifest larger than the chunk size is read as byte-range chunks by
+// parallel planning tasks: every entry exactly once, bad lines reported with the
+// chunk they were in.
+func (e *jobEnv) testManifestChunks(t *testing.T) {
+	objects := map[string][]byte{}
+	var body strings.Builder
+	const n = 3000
+	for i := range n {
+		k := fmt.Sprintf("chunks/k%04d.txt", i)
+		objects[k] = fmt.Appendf(nil, "%d", i)
+		fmt.Fprintf(&body, `{"bucket":%q,"key":%q}`+"\n", e.ingest, k)
+		if i == 1234 {
+			body.WriteString("{not json\n")
+		}
+	}
+	objects["manifests/big.jsonl"] = []byte(body.String())
+	e.upload(t, objects)
+	id := e.submit(t, job.Spec{Kind: job.KindManifest, Bucket: e.ingest, Key: "manifests/big.jsonl", ChunkBytes: 8 << 10})
+	j := e.wait(t, id, 2*time.Minute)
+	assert.Equal(t, ledger.JobComplete, j.Status, j.Reason)
+	assert.EqualValues(t, n, j.Final.Succeeded)
+	assert.EqualValues(t, 1, j.Final.Failed)
+	chunks := (int64(body.Len()) + 8<<10 - 1) / (8 << 10)
+	assert.Greater(t, j.Final.Expected, chunks, "the root, one task per chunk, and the chunks' task messages")
+	_, ok, failed := e.report(t, j)
+	assert.Len(t, ok, n)
+	require.Len(t, failed, 1)
+	assert.Contains(t, failed[0][6], "not a JSON object")
+	assert.Contains(t, failed[0][6], "chunk at byte")
+	t.Logf("manifest of %d bytes in %d chunks: %d tasks", body.Len(), chunks, j.Final.Expected)
 }
 
 // A zip with nested folders, a path-traversal entry and an absolute path: the bad

@@ -1,0 +1,66 @@
+package job
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseSpecReportsEveryProblem(t *testing.T) {
+	_, err := ParseSpec([]byte(`{"kind":"zip","parts":3,"tolerate":"lots","shards":120,"id":"a b"}`))
+	require.Error(t, err)
+	for _, want := range []string{`kind "zip"`, "bucket: required", "parts: only for split jobs", `tolerate "lots"`, "shards = 120", `id "a b"`} {
+		assert.ErrorContains(t, err, want)
+	}
+	_, err = ParseSpec([]byte(`{"kind":"prefix","bucket":"b","prefx":"p"}`))
+	assert.ErrorContains(t, err, `unknown field "prefx"`)
+	s, err := ParseSpec([]byte(`{"kind":"split","bucket":"b","key":"big.jsonl","parts":8,"tolerate":"1%"}`))
+	require.NoError(t, err)
+	assert.Equal(t, DefaultShards, s.Shards)
+	assert.Equal(t, DefaultFilesPerTask, s.FilesPerTask)
+	assert.Equal(t, "s3://b/big.jsonl", s.Source())
+}
+
+func TestTolerance(t *testing.T) {
+	for _, c := range []struct {
+		tol              string
+		failed, finished int64
+		final, exceeded  bool
+	}{
+		{"", 1000, 1000, true, false},
+		{"0", 1, 1, false, true},
+		{"10", 10, 20, false, false},
+		{"10", 11, 20, false, true},
+		{"1%", 5, 50, false, false}, // too few finished to judge a percentage early
+		{"1%", 5, 50, true, true},   // at the end, judged on all files
+		{"1%", 1, 100, false, false},
+		{"1%", 2, 100, false, true},
+		{"0%", 1, 1, false, true},
+		{"2.5%", 25, 1000, false, false},
+		{"2.5%", 26, 1000, false, true},
+	} {
+		tol, err := ParseTolerance(c.tol)
+		require.NoError(t, err, c.tol)
+		assert.Equal(t, c.exceeded, tol.Exceeded(c.failed, c.finished, c.final), "%+v", c)
+	}
+	for _, bad := range []string{"-1", "101%", "x%", "1.5"} {
+		_, err := ParseTolerance(bad)
+		assert.Error(t, err, bad)
+	}
+}
+
+func TestIsSpecKey(t *testing.T) {
+	assert.True(t, IsSpecKey("jobs/nightly.json"))
+	assert.False(t, IsSpecKey("jobs/readme.txt"))
+	assert.False(t, IsSpecKey("data/jobs/x.json"))
+}
+
+func TestPartOutputKeyRoundTrip(t *testing.T) {
+	p, ok := parsePartOutput("s3://out/logs/big.jsonl.gz.parts/j1/00012")
+	require.True(t, ok)
+	assert.Equal(t, splitPart{n: 12, bucket: "out", key: "logs/big.jsonl.gz.parts/j1/00012", merged: "logs/big.jsonl.gz"}, p)
+	assert.Equal(t, "logs/big.jsonl.gz.parts/j1/00012", PartOutputKey("logs/big.jsonl.gz", "j1", 12))
+	_, ok = parsePartOutput("s3://out/plain.txt")
+	assert.False(t, ok)
+}

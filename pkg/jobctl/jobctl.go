@@ -1,0 +1,293 @@
+// Package jobctl is the client side of fileflow jobs — what `fileflow submit`, `watch`,
+// `status` and `cancel` do — against a deployed stack (its Pulumi stack outputs) or the
+// local stack `fileflow dev --keep` runs (its state file).
+package jobctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/fileflow/fileflow/pkg/job"
+	"github.com/fileflow/fileflow/pkg/ledger"
+)
+
+// Target is a running fileflow stack: where jobs go and where their state is.
+type Target struct {
+	Table              string `json:"tableName"`
+	JobsQueueURL       string `json:"jobsQueueUrl"`
+	IngestBucket       string `json:"ingestBucket"`
+	OutputBucket       string `json:"outputBucket"`
+	OutputPrefix       string `json:"outputPrefix"`
+	CompletionTopicARN string `json:"completionTopicArn"`
+
+	// For the local stack only: endpoints and static credentials.
+	Region    string            `json:"region,omitempty"`
+	Endpoints map[string]string `json:"endpoints,omitempty"` // "s3", "sqs", "sns", "dynamodb"
+	AccessKey string            `json:"accessKey,omitempty"`
+	SecretKey string            `json:"secretKey,omitempty"`
+}
+
+// FromStackOutputs reads `pulumi stack output --json`.
+func FromStackOutputs(b []byte) (Target, error) {
+	var o struct {
+		IngestBucket       string            `json:"ingestBucket"`
+		OutputBucket       string            `json:"outputBucket"`
+		OutputPrefix       string            `json:"outputPrefix"`
+		TableName          string            `json:"tableName"`
+		QueueURLs          map[string]string `json:"queueUrls"`
+		CompletionTopicARN string            `json:"completionTopicArn"`
+	}
+	if err := json.Unmarshal(b, &o); err != nil {
+		return Target{}, fmt.Errorf("stack outputs: %w", err)
+	}
+	t := Target{Table: o.TableName, JobsQueueURL: o.QueueURLs["jobs"], IngestBucket: o.IngestBucket,
+		OutputBucket: o.OutputBucket, OutputPrefix: o.OutputPrefix, CompletionTopicARN: o.CompletionTopicARN}
+	return t, t.check("stack outputs")
+}
+
+func (t Target) check(where string) error {
+	var missing []string
+	if t.Table == "" {
+		missing = append(missing, "tableName")
+	}
+	if t.JobsQueueURL == "" {
+		missing = append(missing, "queueUrls.jobs (is functions/dispatch deployed?)")
+	}
+	if t.OutputBucket == "" {
+		missing = append(missing, "outputBucket")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s: missing %s", where, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// LocalStatePath is where `fileflow dev --keep` describes the running local stack:
+// $FILEFLOW_DEV_STATE, else dev-stack.json in the cache directory ($FILEFLOW_CACHE, else
+// the user cache directory + "/fileflow").
+func LocalStatePath() (string, error) {
+	if p := os.Getenv("FILEFLOW_DEV_STATE"); p != "" {
+		return p, nil
+	}
+	dir := os.Getenv("FILEFLOW_CACHE")
+	if dir == "" {
+		d, err := os.UserCacheDir()
+		if err != nil {
+			return "", fmt.Errorf("no cache directory (set FILEFLOW_DEV_STATE): %w", err)
+		}
+		dir = filepath.Join(d, "fileflow")
+	}
+	return filepath.Join(dir, "dev-stack.json"), nil
+}
+
+// SaveLocal writes the local stack's target.
+func (t Target) SaveLocal(path string) error {
+	b, err := json.MarshalIndent(t, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
+
+// LoadLocal reads the local stack's target.
+func LoadLocal(path string) (Target, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return Target{}, fmt.Errorf("no local stack is running (%s not found): start one with `fileflow dev --keep` (or `make dev DEVFLAGS=--keep`)", path)
+	}
+	if err != nil {
+		return Target{}, err
+	}
+	var t Target
+	if err := json.Unmarshal(b, &t); err != nil {
+		return Target{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return t, t.check(path)
+}
+
+// Client submits and follows jobs on one target.
+type Client struct {
+	Target Target
+	DB     *ledger.Store
+	SQS    *sqs.Client
+	Engine *job.Engine
+}
+
+// New builds the clients: for a local target with its endpoints and keys, otherwise
+// with the default AWS configuration (profile, region, credentials chain).
+func New(ctx context.Context, t Target) (*Client, error) {
+	var opts []func(*config.LoadOptions) error
+	if t.Region != "" {
+		opts = append(opts, config.WithRegion(t.Region))
+	}
+	if t.AccessKey != "" {
+		opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(t.AccessKey, t.SecretKey, "")))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("aws config: %w", err)
+	}
+	ep := func(name string) *string {
+		if u := t.Endpoints[name]; u != "" {
+			return aws.String(u)
+		}
+		return nil
+	}
+	db := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.BaseEndpoint = ep("dynamodb") })
+	q := sqs.NewFromConfig(cfg, func(o *sqs.Options) { o.BaseEndpoint = ep("sqs") })
+	objects := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		o.BaseEndpoint = ep("s3")
+		o.UsePathStyle = t.Endpoints["s3"] != ""
+	})
+	topic := sns.NewFromConfig(cfg, func(o *sns.Options) { o.BaseEndpoint = ep("sns") })
+	store := ledger.New(db, t.Table, 0)
+	return &Client{Target: t, DB: store, SQS: q, Engine: &job.Engine{Ledger: store, Objects: objects, Topic: topic,
+		TopicARN: t.CompletionTopicARN, OutputBucket: t.OutputBucket, OutputPrefix: t.OutputPrefix, StatusTTL: time.Nanosecond}}, nil
+}
+
+// Submit sends a job.
+func (c *Client) Submit(ctx context.Context, spec job.Spec) (string, error) {
+	return job.Submit(ctx, c.DB, c.SQS, c.Target.JobsQueueURL, spec, time.Now())
+}
+
+// Status is a job's state as `fileflow status --json` prints it.
+type Status struct {
+	JobID      string        `json:"job_id"`
+	Status     string        `json:"status"`
+	Reason     string        `json:"reason,omitempty"`
+	Kind       string        `json:"kind"`
+	Source     string        `json:"source"`
+	Tolerate   string        `json:"tolerate,omitempty"`
+	Counts     ledger.Counts `json:"counts"`
+	CreatedAt  time.Time     `json:"created_at"`
+	FinishedAt *time.Time    `json:"finished_at,omitempty"`
+	DurationMS int64         `json:"duration_ms"`
+	Report     string        `json:"report,omitempty"`
+}
+
+// Done says whether the job has finished and been reported.
+func (s Status) Done() bool { return s.Status != string(ledger.JobRunning) && s.Report != "" }
+
+// Status reads the job and its live counts.
+func (c *Client) Status(ctx context.Context, id string) (Status, error) {
+	j, ok, err := c.DB.GetJob(ctx, id)
+	if err != nil {
+		return Status{}, err
+	}
+	if !ok {
+		return Status{}, fmt.Errorf("job %s: %w", id, job.ErrUnknownJob)
+	}
+	spec, err := job.SpecOf(j)
+	if err != nil {
+		return Status{}, err
+	}
+	s := Status{JobID: id, Status: string(j.Status), Reason: j.Reason, Kind: spec.Kind, Source: spec.Source(),
+		Tolerate: spec.Tolerate, CreatedAt: j.CreatedAt, Report: j.Report}
+	if j.Status == ledger.JobRunning {
+		if s.Counts, err = c.DB.JobCounts(ctx, id, j.Shards); err != nil {
+			return Status{}, err
+		}
+		s.DurationMS = time.Since(j.CreatedAt).Milliseconds()
+	} else {
+		s.Counts = j.Final
+		f := j.FinishedAt
+		s.FinishedAt = &f
+		s.DurationMS = j.FinishedAt.Sub(j.CreatedAt).Milliseconds()
+	}
+	return s, nil
+}
+
+// Cancel cancels a running job; its report is written and its notification sent.
+func (c *Client) Cancel(ctx context.Context, id string) (Status, error) {
+	if _, err := c.Engine.Cancel(ctx, id, "cancelled by "+user()); err != nil {
+		return Status{}, err
+	}
+	return c.Status(ctx, id)
+}
+
+func user() string {
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "fileflow cancel"
+}
+
+// Watch prints a live progress line every interval until the job is done (or ctx
+// ends): listed, done, failed, rate and ETA.
+func (c *Client) Watch(ctx context.Context, id string, w io.Writer, interval time.Duration) (Status, error) {
+	var last Status
+	var lastAt time.Time
+	rate := 0.0
+	for {
+		s, err := c.Status(ctx, id)
+		if err != nil {
+			return s, err
+		}
+		now := time.Now()
+		if !lastAt.IsZero() {
+			inst := float64(finished(s)-finished(last)) / now.Sub(lastAt).Seconds()
+			if rate == 0 {
+				rate = inst
+			} else {
+				rate = 0.7*rate + 0.3*inst
+			}
+		}
+		fmt.Fprintf(w, "\r%s", Line(s, rate))
+		if s.Done() {
+			fmt.Fprintln(w)
+			return s, nil
+		}
+		last, lastAt = s, now
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(w)
+			return s, ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
+
+func finished(s Status) int64 { return s.Counts.Succeeded + s.Counts.Failed }
+
+// Line is one progress line: a bar, listed, done, failed, rate, ETA.
+func Line(s Status, rate float64) string {
+	const width = 24
+	done := finished(s)
+	frac := 0.0
+	if s.Counts.Listed > 0 {
+		frac = math.Min(1, float64(done)/float64(s.Counts.Listed))
+	}
+	bar := strings.Repeat("#", int(frac*width)) + strings.Repeat(".", width-int(frac*width))
+	eta := "—"
+	switch {
+	case s.Status != string(ledger.JobRunning):
+		eta = s.Status
+	case rate > 0 && s.Counts.Listed > done:
+		eta = (time.Duration(float64(s.Counts.Listed-done)/rate) * time.Second).Round(time.Second).String()
+	}
+	listing := ""
+	if s.Status == string(ledger.JobRunning) && s.Counts.Outstanding() > 0 && s.Counts.Listed == done {
+		listing = " (listing…)"
+	}
+	return fmt.Sprintf("[%s] %3.0f%%  listed %d%s  done %d  failed %d  %.0f files/s  ETA %s   ",
+		bar, 100*frac, s.Counts.Listed, listing, s.Counts.Succeeded, s.Counts.Failed, rate, eta)
+}
