@@ -51,7 +51,8 @@ func newHandler(ctx context.Context, log *slog.Logger) (*dispatch.Handler, error
 		}
 		return v
 	}
-	dcfg := dispatch.Config{TasksQueueURL: get(worker.EnvTasksQueueURL), JobsQueueURL: get(worker.EnvJobsQueueURL)}
+	dcfg := dispatch.Config{TasksQueueURL: get(worker.EnvTasksQueueURL), JobsQueueURL: get(worker.EnvJobsQueueURL),
+		MaxReceiveCount: cfg.MaxReceiveCount}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("dispatch: invalid configuration: %w", errors.New(strings.Join(missing, "; ")))
 	}
@@ -60,8 +61,10 @@ func newHandler(ctx context.Context, log *slog.Logger) (*dispatch.Handler, error
 		return nil, fmt.Errorf("dispatch: aws config: %w", err)
 	}
 	objects := s3.NewFromConfig(awsCfg)
+	queue := sqs.NewFromConfig(awsCfg)
 	store := ledger.New(dynamodb.NewFromConfig(awsCfg), cfg.Table, cfg.LedgerTTL)
 	engine := &job.Engine{Ledger: store, Objects: objects, Topic: sns.NewFromConfig(awsCfg), TopicARN: cfg.CompletionTopic,
-		OutputBucket: cfg.OutputBucket, OutputPrefix: cfg.OutputPrefix, Log: log}
-	return dispatch.New(dcfg, objects, sqs.NewFromConfig(awsCfg), store, engine, log)
+		OutputBucket: cfg.OutputBucket, OutputPrefix: cfg.OutputPrefix, Log: log,
+		Queue: queue, JobsQueueURL: dcfg.JobsQueueURL}
+	return dispatch.New(dcfg, objects, queue, store, engine, log)
 }

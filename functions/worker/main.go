@@ -47,13 +47,15 @@ func newHandler(ctx context.Context, log *slog.Logger) (*worker.Handler, error) 
 		return nil, fmt.Errorf("worker: aws config: %w", err)
 	}
 	objects := s3.NewFromConfig(awsCfg)
+	queue := sqs.NewFromConfig(awsCfg)
 	store := ledger.New(dynamodb.NewFromConfig(awsCfg), cfg.Table, cfg.LedgerTTL)
 	return worker.New(cfg, worker.Deps{
 		Objects: objects,
 		Ledger:  store,
-		Queue:   sqs.NewFromConfig(awsCfg),
+		Queue:   queue,
 		Jobs: &job.Engine{Ledger: store, Objects: objects, Topic: sns.NewFromConfig(awsCfg), TopicARN: cfg.CompletionTopic,
-			OutputBucket: cfg.OutputBucket, OutputPrefix: cfg.OutputPrefix, Log: log},
+			OutputBucket: cfg.OutputBucket, OutputPrefix: cfg.OutputPrefix, Log: log,
+			Queue: queue, JobsQueueURL: cfg.JobsQueueURL},
 		Registry: reg,
 		Logger:   log,
 	})

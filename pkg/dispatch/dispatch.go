@@ -31,10 +31,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/fileflow/fileflow/pkg/fanout"
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/retry"
 	"github.com/fileflow/fileflow/pkg/task"
 )
 
@@ -48,6 +50,7 @@ type Objects interface {
 // Queue is the part of the SQS client the dispatcher calls.
 type Queue interface {
 	job.Sender
+	ChangeMessageVisibility(context.Context, *sqs.ChangeMessageVisibilityInput, ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
 	SendMessageBatch(context.Context, *sqs.SendMessageBatchInput, ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error)
 }
 
@@ -55,13 +58,18 @@ type Queue interface {
 type Jobs interface {
 	Job(ctx context.Context, id string) (ledger.Job, error)
 	WritePart(ctx context.Context, jobID, taskID string, lines []job.Line) error
+	HasPart(ctx context.Context, jobID, taskID string) (bool, error)
 	Settle(ctx context.Context, all []ledger.Settlement) ([]ledger.Outcome, error)
+	Check(ctx context.Context, jobID string) error
+	Fail(ctx context.Context, jobID, reason string) error
+	FinalizeJob(ctx context.Context, jobID string) error
 }
 
 // Ledger is the part of the ledger store the dispatcher calls.
 type Ledger interface {
 	job.Creator
 	RecordPoison(ctx context.Context, p ledger.Poison) error
+	TaskState(ctx context.Context, jobID, taskID, parent string, index int) (ledger.Outcome, error)
 }
 
 // Config configures the dispatcher.
@@ -71,6 +79,9 @@ type Config struct {
 	PageSize      int32  // keys per listing page; default 1000
 	MaxTaskBytes  int    // task message size bound; default fanout.DefaultMaxBytes
 	Concurrency   int    // planning tasks of one batch run at once; default 4
+	// MaxReceiveCount is the jobs queue's: a planning task still failing on its last
+	// receive fails its job (with the error as the reason) instead of hanging it.
+	MaxReceiveCount int
 }
 
 // Handler handles batches of the jobs queue. It is safe for concurrent use.
@@ -97,6 +108,9 @@ func New(cfg Config, s3 Objects, q Queue, db Ledger, jobs Jobs, log *slog.Logger
 	}
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 4
+	}
+	if cfg.MaxReceiveCount == 0 {
+		cfg.MaxReceiveCount = 5
 	}
 	if log == nil {
 		log = slog.Default()
@@ -147,6 +161,24 @@ func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) error {
 	if err != nil {
 		return h.poison(ctx, rec, err.Error())
 	}
+	if p.Step == job.StepFinalize {
+		return h.jobs.FinalizeJob(ctx, p.JobID)
+	}
+	state, err := h.ledger.TaskState(ctx, p.JobID, p.TaskID, p.Parent, p.Index)
+	if err != nil {
+		return err
+	}
+	switch state {
+	case ledger.Duplicate:
+		// Counted before; check again (the counted delivery's check may have failed).
+		h.log.InfoContext(ctx, "planning task counted before: duplicate delivery", "job_id", p.JobID, "task_id", p.TaskID)
+		return h.jobs.Check(ctx, p.JobID)
+	case ledger.Orphan:
+		h.log.WarnContext(ctx, "orphan planning task acknowledged: a re-run of its parent sent it, the counted run did not", "job_id", p.JobID, "task_id", p.TaskID)
+		return nil
+	case ledger.ParentPending:
+		return h.waitForParent(ctx, rec, p)
+	}
 	j, err := h.jobs.Job(ctx, p.JobID)
 	if errors.Is(err, job.ErrUnknownJob) {
 		h.log.WarnContext(ctx, "planning task of an unknown job acknowledged", "job_id", p.JobID, "task_id", p.TaskID)
@@ -162,8 +194,51 @@ func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) error {
 	if err != nil {
 		return err
 	}
-	return h.plan(ctx, j, spec, p)
+	err = h.plan(ctx, rec, j, spec, p)
+	if err == nil {
+		return nil
+	}
+	receive, _ := strconv.Atoi(rec.Attributes["ApproximateReceiveCount"])
+	if permanent(err) || receive >= h.cfg.MaxReceiveCount {
+		// It can never succeed (or has had its last chance): the job fails with the
+		// reason, rather than hang with a task in the DLQ.
+		reason := fmt.Sprintf("planning task %s (%s) failed on receive %d: %v", p.TaskID, p.Step, receive, err)
+		if ferr := h.jobs.Fail(ctx, j.ID, reason); ferr != nil {
+			return errors.Join(err, ferr)
+		}
+		h.log.ErrorContext(ctx, "job failed by its planning task", "job_id", j.ID, "reason", reason)
+		return nil
+	}
+	return err
 }
+
+// permanent: errors a planning task cannot get past by trying again.
+func permanent(err error) bool {
+	if retry.Classify(err) == retry.Permanent {
+		return true
+	}
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode() {
+		case "NoSuchKey", "NotFound", "PreconditionFailed":
+			return true // the object is gone or changed since the job was planned
+		}
+	}
+	return false
+}
+
+// waitForParent brings the task back after a short wait, without doing its work.
+func (h *Handler) waitForParent(ctx context.Context, rec events.SQSMessage, p job.Plan) error {
+	_, err := h.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{QueueUrl: aws.String(h.cfg.JobsQueueURL),
+		ReceiptHandle: aws.String(rec.ReceiptHandle), VisibilityTimeout: int32(ParentWait / time.Second)})
+	if err != nil {
+		h.log.WarnContext(ctx, "cannot shorten the wait for a parent", "error", err)
+	}
+	return fmt.Errorf("job %s task %s: its parent %s is not counted yet", p.JobID, p.TaskID, p.Parent)
+}
+
+// ParentWait is how long a planning task whose parent is not counted yet waits.
+const ParentWait = 5 * time.Second
 
 // poison records an unreadable message, so it is not lost, and acknowledges it.
 func (h *Handler) poison(ctx context.Context, rec events.SQSMessage, reason string) error {
@@ -210,14 +285,14 @@ func (h *Handler) submitFromS3(ctx context.Context, rec events.SQSMessage, f tas
 
 // plan runs one planning task: find files, send their task messages and the child
 // planning tasks, write the bad entries' report lines, then count the task.
-func (h *Handler) plan(ctx context.Context, j ledger.Job, spec job.Spec, p job.Plan) error {
+func (h *Handler) plan(ctx context.Context, rec events.SQSMessage, j ledger.Job, spec job.Spec, p job.Plan) error {
 	out := h.newOutput(ctx, j.ID, p.TaskID, spec.FilesPerTask)
 	var err error
 	switch {
 	case p.Step == job.StepList:
 		err = h.list(ctx, out, *p.List)
 	case p.Step == job.StepChunk:
-		err = h.chunk(ctx, out, spec, *p.Chunk, p.Format)
+		err = h.chunk(ctx, out, spec, *p.Chunk, p.Format, p.ETag)
 	case spec.Kind == job.KindPrefix:
 		err = h.list(ctx, out, fanout.ListTask{Bucket: spec.Bucket, Prefix: spec.Key, Suffix: spec.Suffix})
 	case spec.Kind == job.KindManifest:
@@ -235,22 +310,36 @@ func (h *Handler) plan(ctx context.Context, j ledger.Job, spec job.Spec, p job.P
 	if err != nil {
 		return fmt.Errorf("job %s task %s (%s): %w", j.ID, p.TaskID, p.Step, err)
 	}
-	if err := h.jobs.WritePart(ctx, j.ID, p.TaskID, out.bad); err != nil {
-		return err
-	}
 	res, err := h.jobs.Settle(ctx, []ledger.Settlement{{
-		JobID: j.ID, TaskID: p.TaskID, Parent: p.Parent, Shards: j.Shards,
-		Children: int64(out.packer.Messages + out.plans), Listed: int64(out.packer.Files + len(out.bad)), Failed: int64(len(out.bad)),
+		JobID: j.ID, TaskID: p.TaskID, Parent: p.Parent, Index: p.Index, Shards: j.Shards,
+		Messages: int64(out.packer.Messages), Plans: int64(out.plans),
+		Listed: int64(out.packer.Files + len(out.bad)), Failed: int64(len(out.bad)),
 	}})
 	if err != nil {
 		return err
 	}
-	if res[0] == ledger.ParentPending {
-		return fmt.Errorf("job %s task %s: its parent %s is not counted yet", j.ID, p.TaskID, p.Parent)
+	switch res[0] {
+	case ledger.ParentPending:
+		return h.waitForParent(ctx, rec, p)
+	case ledger.Orphan, ledger.UnknownJob:
+		h.log.WarnContext(ctx, "planning task not counted", "job_id", j.ID, "task_id", p.TaskID, "outcome", res[0].String())
+		return nil
+	case ledger.Duplicate:
+		if ok, err := h.jobs.HasPart(ctx, j.ID, p.TaskID); err != nil || ok || len(out.bad) == 0 {
+			if err != nil {
+				return err
+			}
+			break
+		}
+		fallthrough
+	default:
+		if err := h.jobs.WritePart(ctx, j.ID, p.TaskID, out.bad); err != nil {
+			return err
+		}
 	}
 	h.log.InfoContext(ctx, "planning task done", "job_id", j.ID, "task_id", p.TaskID, "step", p.Step, "outcome", res[0].String(),
 		"files", out.packer.Files, "task_messages", out.packer.Messages, "child_tasks", out.plans, "bad_entries", len(out.bad))
-	return nil
+	return h.jobs.Check(ctx, j.ID)
 }
 
 // output collects what one planning task sends.
@@ -275,7 +364,7 @@ func (h *Handler) newOutput(ctx context.Context, jobID, taskID string, filesPerT
 }
 
 func (o *output) child(ctx context.Context, p job.Plan) error {
-	p.V, p.JobID, p.Parent = 1, o.jobID, o.taskID
+	p.V, p.JobID, p.Parent, p.Index = 1, o.jobID, o.taskID, o.plans
 	p.TaskID = task.ChildID(o.taskID, "l", o.plans)
 	b, err := jsonMarshal(p)
 	if err != nil {
@@ -332,11 +421,11 @@ func (b *batch) flush(ctx context.Context) error {
 		if len(out.Failed) == 0 {
 			break
 		}
-		if attempt == 3 {
-			return fmt.Errorf("send: %d of %d messages failed, first: %s", len(out.Failed), len(entries), aws.ToString(out.Failed[0].Message))
-		}
 		failed := map[string]bool{}
 		for _, f := range out.Failed {
+			if f.SenderFault || attempt == 3 {
+				return fmt.Errorf("send: %d of %d messages failed, first: %s: %s", len(out.Failed), len(entries), aws.ToString(f.Code), aws.ToString(f.Message))
+			}
 			failed[aws.ToString(f.Id)] = true
 		}
 		var again []sqstypes.SendMessageBatchRequestEntry
@@ -346,7 +435,11 @@ func (b *batch) flush(ctx context.Context) error {
 			}
 		}
 		entries = again
-		time.Sleep(time.Duration(50<<attempt) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+		}
 	}
 	b.sent += len(b.entries)
 	b.entries, b.bytes = b.entries[:0], 0

@@ -76,7 +76,7 @@ func (h *Handler) manifest(ctx context.Context, out *output, spec job.Spec) erro
 	}
 	if size > spec.ChunkBytes && format != fanout.FormatJSONArray {
 		for _, r := range fanout.ManifestChunks(size, spec.ChunkBytes) {
-			if err := out.child(ctx, job.Plan{Step: job.StepChunk, Chunk: &r, Format: format}); err != nil {
+			if err := out.child(ctx, job.Plan{Step: job.StepChunk, Chunk: &r, Format: format, ETag: etag}); err != nil {
 				return err
 			}
 		}
@@ -91,10 +91,13 @@ func (h *Handler) manifest(ctx context.Context, out *output, spec job.Spec) erro
 }
 
 // chunk reads the manifest lines that begin in one byte range.
-func (h *Handler) chunk(ctx context.Context, out *output, spec job.Spec, r task.Range, format fanout.Format) error {
+func (h *Handler) chunk(ctx context.Context, out *output, spec job.Spec, r task.Range, format fanout.Format, etag string) error {
 	from := max(r.Start-1, 0) // the byte before tells whether Start begins a line
-	body, err := h.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(spec.Bucket), Key: aws.String(spec.Key),
-		Range: aws.String(fmt.Sprintf("bytes=%d-", from))})
+	in := &s3.GetObjectInput{Bucket: aws.String(spec.Bucket), Key: aws.String(spec.Key), Range: aws.String(fmt.Sprintf("bytes=%d-", from))}
+	if etag != "" {
+		in.IfMatch = aws.String(`"` + etag + `"`) // the manifest the job was planned from
+	}
+	body, err := h.s3.GetObject(ctx, in)
 	if err != nil {
 		return fmt.Errorf("read manifest %s from byte %d: %w", spec.Source(), from, err)
 	}

@@ -156,11 +156,20 @@ func ListZip(ctx context.Context, api RangeGetter, bucket, key, etag string, siz
 		return fmt.Errorf("fanout: open zip s3://%s/%s: %w", bucket, key, err)
 	}
 	etag = strings.Trim(etag, `"`)
+	// A name that appears twice (zip -u appends, and unzip keeps the last) is ambiguous:
+	// every copy is reported rather than one processed at random.
+	count := map[string]int{}
+	for _, f := range zr.File {
+		count[f.Name]++
+	}
 	for i, f := range zr.File {
 		if strings.HasSuffix(f.Name, "/") {
 			continue // a directory
 		}
 		reason := checkEntry(f)
+		if reason == "" && count[f.Name] > 1 {
+			reason = fmt.Sprintf("entry %q appears %d times in the archive", f.Name, count[f.Name])
+		}
 		var off int64
 		if reason == "" {
 			off, err = f.DataOffset() // reads the entry's local header
@@ -210,6 +219,10 @@ func checkEntry(f *zip.File) string {
 	return ""
 }
 
+// MaxEntryName bounds an entry name, leaving room in the output key (1,024 bytes) for
+// the archive's key and the output prefix.
+const MaxEntryName = 512
+
 // checkName says why an entry name is unsafe to extract or to name an output after — it
 // could escape the output prefix, or mean something else on another system — or "".
 func checkName(name string) string {
@@ -228,6 +241,12 @@ func checkName(name string) string {
 		return fmt.Sprintf("entry %q: name starts with a Windows drive letter", name)
 	case slices.Contains(strings.Split(name, "/"), ".."):
 		return fmt.Sprintf("entry %q: name has a \"..\" path element", name)
+	case slices.Contains(strings.Split(name, "/"), "."), strings.Contains(name, "//"):
+		return fmt.Sprintf("entry %q: name has a \".\" or empty path element", name)
+	case strings.ContainsFunc(name, func(r rune) bool { return unicode.Is(unicode.Cf, r) }):
+		return fmt.Sprintf("entry %q: name contains an invisible format character (like a right-to-left override)", name)
+	case len(name) > MaxEntryName:
+		return fmt.Sprintf("entry name is %d bytes, over %d (S3 keys are at most 1024)", len(name), MaxEntryName)
 	}
 	return ""
 }

@@ -27,12 +27,12 @@ type Packer struct {
 }
 
 // header of the next task message before its files:
-// {"v":1,"job_id":"…","task_id":"…","parent":"…","files":[…]}. Its length does not vary.
+// {"v":1,"job_id":"…","task_id":"…","parent":"…","index":n,"files":[…]}.
 func (p *Packer) header() []byte {
 	job, _ := json.Marshal(p.JobID)
 	parent, _ := json.Marshal(p.Parent)
 	id, _ := json.Marshal(task.ChildID(p.Parent, "m", p.Messages))
-	return fmt.Appendf(nil, `{"v":%d,"job_id":%s,"task_id":%s,"parent":%s,"files":[`, task.Version, job, id, parent)
+	return fmt.Appendf(nil, `{"v":%d,"job_id":%s,"task_id":%s,"parent":%s,"index":%d,"files":[`, task.Version, job, id, parent, p.Messages)
 }
 
 // Add packs one file, emitting the current message first if the file doesn't fit.

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	snstypes "github.com/aws/aws-sdk-go-v2/service/sns/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/fileflow/fileflow/pkg/ledger"
 	"github.com/fileflow/fileflow/pkg/upload"
@@ -25,6 +26,8 @@ type Ledger interface {
 	JobCounts(ctx context.Context, id string, shards int) (ledger.Counts, error)
 	FinishJob(ctx context.Context, id string, status ledger.JobStatus, reason string, c ledger.Counts, now time.Time) (bool, error)
 	MarkNotified(ctx context.Context, id, report string, now time.Time) error
+	ClaimFinalize(ctx context.Context, id string, now time.Time, lease time.Duration) (bool, error)
+	ReleaseFinalize(ctx context.Context, id string) error
 }
 
 // Objects is the part of the S3 client the engine calls (reports, split merges).
@@ -32,6 +35,7 @@ type Objects interface {
 	upload.API
 	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
 }
 
 // Publisher is the part of the SNS client the engine calls.
@@ -49,6 +53,10 @@ type Engine struct {
 	OutputPrefix string
 	Log          *slog.Logger
 	Now          func() time.Time
+	// Queue and JobsQueueURL, if set, are where a finished job's finalize task is sent
+	// (the dispatcher runs it). Without them the engine finalizes inline (the CLI).
+	Queue        Sender
+	JobsQueueURL string
 	// StatusTTL is how long a job's status is cached per execution environment: a
 	// cancel or an early failure stops new work within this long. Default 1 s.
 	StatusTTL time.Duration
@@ -123,34 +131,22 @@ func SpecOf(j ledger.Job) (Spec, error) {
 	return s, nil
 }
 
-// Settle counts finished tasks (one transaction), then checks each job that counted
-// something: it completes when nothing is outstanding, and fails early past its
-// tolerance. A check that fails is logged, not returned: the next settlement (or a
-// duplicate delivery) checks again.
+// Settle counts finished tasks (one transaction per 30). The caller then writes their
+// report parts and calls [Engine.Check] for each job.
 func (e *Engine) Settle(ctx context.Context, all []ledger.Settlement) ([]ledger.Outcome, error) {
 	if len(all) == 0 {
 		return nil, nil
 	}
-	out, err := e.Ledger.Settle(ctx, e.now(), all)
-	if err != nil {
-		return out, err
-	}
-	checked := map[string]bool{}
-	for i, s := range all {
-		if (out[i] != ledger.Counted && out[i] != ledger.Duplicate) || checked[s.JobID] {
-			continue
-		}
-		checked[s.JobID] = true
-		if err := e.Check(ctx, s.JobID); err != nil {
-			e.log().WarnContext(ctx, "job check failed; the next settlement checks again", "job_id", s.JobID, "error", err)
-		}
-	}
-	return out, nil
+	return e.Ledger.Settle(ctx, e.now(), all)
 }
 
-// FinalizeGrace is how long a finished job may stay unreported before another function
-// finalizes it again: Lambda's longest timeout, so the finisher is surely gone.
-const FinalizeGrace = 15 * time.Minute
+// FinalizeLease is how long a finalizer holds a finished job (the dispatcher's
+// timeout is far shorter): one that dies is replaced after this long.
+const FinalizeLease = 15 * time.Minute
+
+// RequeueAfter: a finished job still unreported after this long gets its finalize task
+// sent again by the next check (one was lost, or its finalizer died).
+const RequeueAfter = time.Minute
 
 // Check finishes the job if it is done or past its tolerance, and finalizes a finished
 // job whose report and notification were not done by its finisher (which crashed).
@@ -161,9 +157,9 @@ func (e *Engine) Check(ctx context.Context, id string) error {
 	}
 	e.remember(j)
 	if j.Status != ledger.JobRunning {
-		if !j.Notified && e.now().Sub(j.FinishedAt) > FinalizeGrace {
-			e.log().WarnContext(ctx, "job finished but not reported: finalizing again", "job_id", id, "finished_at", j.FinishedAt)
-			return e.Finalize(ctx, j)
+		if !j.Notified && e.now().Sub(j.FinishedAt) > RequeueAfter {
+			e.log().WarnContext(ctx, "job finished but not reported: finalize requested again", "job_id", id, "finished_at", j.FinishedAt)
+			return e.requestFinalize(ctx, j.ID)
 		}
 		return nil
 	}
@@ -192,7 +188,8 @@ func (e *Engine) Check(ctx context.Context, id string) error {
 	return e.finish(ctx, j, status, reason, c)
 }
 
-// Cancel stops a running job: its remaining tasks are skipped, and it is reported.
+// Cancel stops a running job: its remaining tasks are skipped, and it is reported. A
+// job cancelled before whose report failed is reported now.
 func (e *Engine) Cancel(ctx context.Context, id, reason string) (ledger.Job, error) {
 	j, found, err := e.Ledger.GetJob(ctx, id)
 	if err != nil {
@@ -201,18 +198,38 @@ func (e *Engine) Cancel(ctx context.Context, id, reason string) (ledger.Job, err
 	if !found {
 		return j, fmt.Errorf("job %s: %w", id, ErrUnknownJob)
 	}
-	if j.Status != ledger.JobRunning {
+	switch {
+	case j.Status == ledger.JobCancelled && !j.Notified:
+		if err := e.FinalizeJob(ctx, id); err != nil {
+			return j, err
+		}
+	case j.Status != ledger.JobRunning:
 		return j, fmt.Errorf("job %s is already %s", id, j.Status)
-	}
-	c, err := e.Ledger.JobCounts(ctx, id, j.Shards)
-	if err != nil {
-		return j, err
-	}
-	if err := e.finish(ctx, j, ledger.JobCancelled, reason, c); err != nil {
-		return j, err
+	default:
+		c, err := e.Ledger.JobCounts(ctx, id, j.Shards)
+		if err != nil {
+			return j, err
+		}
+		if err := e.finish(ctx, j, ledger.JobCancelled, reason, c); err != nil {
+			return j, err
+		}
 	}
 	j, _, err = e.Ledger.GetJob(ctx, id)
 	return j, err
+}
+
+// Fail stops a running job as FAILED with the reason (a planning task that can never
+// succeed: the manifest is gone, the archive is not a zip).
+func (e *Engine) Fail(ctx context.Context, id, reason string) error {
+	j, found, err := e.Ledger.GetJob(ctx, id)
+	if err != nil || !found || j.Status != ledger.JobRunning {
+		return err
+	}
+	c, err := e.Ledger.JobCounts(ctx, id, j.Shards)
+	if err != nil {
+		return err
+	}
+	return e.finish(ctx, j, ledger.JobFailed, reason, c)
 }
 
 func (e *Engine) finish(ctx context.Context, j ledger.Job, status ledger.JobStatus, reason string, c ledger.Counts) error {
@@ -225,7 +242,44 @@ func (e *Engine) finish(ctx context.Context, j ledger.Job, status ledger.JobStat
 	e.log().InfoContext(ctx, "job finished", "job_id", j.ID, "status", status, "reason", reason,
 		"files_listed", c.Listed, "files_succeeded", c.Succeeded, "files_failed", c.Failed, "bytes", c.Bytes,
 		"duration_ms", j.FinishedAt.Sub(j.CreatedAt).Milliseconds())
-	return e.Finalize(ctx, j)
+	return e.requestFinalize(ctx, j.ID)
+}
+
+// requestFinalize queues the job's finalize task for the dispatcher, or finalizes inline.
+func (e *Engine) requestFinalize(ctx context.Context, id string) error {
+	if e.Queue == nil || e.JobsQueueURL == "" {
+		return e.FinalizeJob(ctx, id)
+	}
+	body, err := json.Marshal(Plan{V: 1, JobID: id, TaskID: StepFinalize, Step: StepFinalize})
+	if err != nil {
+		return err
+	}
+	if _, err := e.Queue.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(e.JobsQueueURL), MessageBody: aws.String(string(body))}); err != nil {
+		return fmt.Errorf("job %s: queue its finalize task: %w", id, err)
+	}
+	return nil
+}
+
+// FinalizeJob reports a finished job once: it claims the job's finalize lease, writes
+// the report, publishes the notification and marks the job notified. If another
+// finalizer holds the lease, or the job is reported already, it does nothing. On
+// failure the lease is released so that a retry can take over at once.
+func (e *Engine) FinalizeJob(ctx context.Context, id string) error {
+	j, found, err := e.Ledger.GetJob(ctx, id)
+	if err != nil || !found || j.Status == ledger.JobRunning || j.Notified {
+		return err
+	}
+	claimed, err := e.Ledger.ClaimFinalize(ctx, id, e.now(), FinalizeLease)
+	if err != nil || !claimed {
+		return err
+	}
+	if err := e.Finalize(ctx, j); err != nil {
+		if rerr := e.Ledger.ReleaseFinalize(context.WithoutCancel(ctx), id); rerr != nil {
+			e.log().WarnContext(ctx, "cannot release the finalize lease", "job_id", id, "error", rerr)
+		}
+		return err
+	}
+	return nil
 }
 
 // Notification is the completion topic's message.

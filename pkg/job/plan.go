@@ -20,6 +20,10 @@ const (
 	StepRoot  = "root"  // the job's first task: decides how to fan out
 	StepList  = "list"  // one page of a prefix listing
 	StepChunk = "chunk" // one byte range of a manifest
+	// StepFinalize writes a finished job's report (and a split job's merged output) and
+	// sends its notification: queued by whichever function finished the job, run by the
+	// dispatcher with its own timeout and SQS's retries.
+	StepFinalize = "finalize"
 )
 
 // Plan is a planning task message on the jobs queue.
@@ -28,10 +32,12 @@ type Plan struct {
 	JobID  string           `json:"job_id"`
 	TaskID string           `json:"task_id"`
 	Parent string           `json:"parent,omitempty"`
+	Index  int              `json:"index,omitempty"` // its place among the parent's planning tasks
 	Step   string           `json:"step"`
 	List   *fanout.ListTask `json:"list,omitempty"`
 	Chunk  *task.Range      `json:"chunk,omitempty"`
 	Format fanout.Format    `json:"format,omitempty"` // a chunk's manifest format
+	ETag   string           `json:"etag,omitempty"`   // a chunk's manifest revision
 }
 
 // DecodePlan reads a planning task message; the error says what is wrong with it.
@@ -47,7 +53,7 @@ func DecodePlan(body []byte) (Plan, error) {
 		return p, errors.New("planning task: job_id and task_id are required")
 	case p.Step == StepList && p.List == nil, p.Step == StepChunk && p.Chunk == nil:
 		return p, fmt.Errorf("planning task: step %q without its %s", p.Step, p.Step)
-	case p.Step != StepRoot && p.Step != StepList && p.Step != StepChunk:
+	case p.Step != StepRoot && p.Step != StepList && p.Step != StepChunk && p.Step != StepFinalize:
 		return p, fmt.Errorf("planning task: unknown step %q", p.Step)
 	}
 	return p, nil

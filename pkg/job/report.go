@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/fileflow/fileflow/pkg/ledger"
 	"github.com/fileflow/fileflow/pkg/upload"
@@ -76,6 +78,19 @@ func (e *Engine) WritePart(ctx context.Context, jobID, taskID string, lines []Li
 		return fmt.Errorf("job %s: report part of task %s: %w", jobID, taskID, err)
 	}
 	return nil
+}
+
+// HasPart says whether a task's report part exists.
+func (e *Engine) HasPart(ctx context.Context, jobID, taskID string) (bool, error) {
+	_, err := e.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(e.OutputBucket), Key: aws.String(e.ReportPrefix(jobID) + "parts/" + taskID + ".csv")})
+	var nf *s3types.NotFound
+	if errors.As(err, &nf) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("job %s: report part of task %s: %w", jobID, taskID, err)
+	}
+	return true, nil
 }
 
 type report struct {

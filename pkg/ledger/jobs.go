@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -79,12 +80,20 @@ type Job struct {
 // Settlement counts one finished task: the children it enqueued and the files it
 // accounted for, on one shard.
 type Settlement struct {
-	JobID    string
-	TaskID   string
-	Parent   string // "" for a job's root task
-	Shards   int    // the job's shard count (one is picked at random)
-	Children int64  // tasks it enqueued
-	Listed   int64  // files it found (planning) or carried (a task message: 0)
+	JobID  string
+	TaskID string
+	Parent string // "" for a job's root task
+	Shards int    // the job's shard count (one is picked at random)
+	// Index is the task's place among its parent's children of its kind (the task id's
+	// first letter: "m" task messages, "l" planning tasks). The parent's marker records
+	// how many of each it sent when it was counted, so a child that a re-run of the
+	// parent sent beyond those (the listing changed between runs) is an orphan, never
+	// counted: otherwise it would count done without ever being expected.
+	Index int
+	// Messages and Plans are the children it enqueued, by kind.
+	Messages, Plans int64
+	Children        int64 // other children (tests; counted in expected, not indexed)
+	Listed          int64 // files it found (planning) or carried (a task message: 0)
 	// The files it finished.
 	Succeeded, Failed, Bytes int64
 }
@@ -98,10 +107,11 @@ const (
 	Duplicate                        // counted before: a duplicate delivery
 	ParentPending                    // the parent is not counted yet: try again later
 	UnknownJob                       // no such job (never created, or expired)
+	Orphan                           // the parent was counted without this child: never counted
 )
 
 func (o Outcome) String() string {
-	return map[Outcome]string{Counted: "counted", Duplicate: "duplicate", ParentPending: "parent pending", UnknownJob: "unknown job"}[o]
+	return map[Outcome]string{Counted: "counted", Duplicate: "duplicate", ParentPending: "parent pending", UnknownJob: "unknown job", Orphan: "orphan"}[o]
 }
 
 func jobPK(id string) string { return "J#" + id }
@@ -177,6 +187,66 @@ var ErrJobExists = errors.New("job exists")
 // are counted together. Conflicts with concurrent transactions are retried.
 func (s *Store) Settle(ctx context.Context, now time.Time, all []Settlement) ([]Outcome, error) {
 	out := make([]Outcome, len(all))
+	for round := 0; ; round++ {
+		var todo []int
+		for i, o := range out {
+			if o == 0 {
+				todo = append(todo, i)
+			}
+		}
+		if len(todo) == 0 {
+			return out, nil
+		}
+		// A transaction holds at most 100 items; a settlement takes up to two (marker,
+		// parent check) and each job one more.
+		const chunk = 30
+		for start := 0; start < len(todo); start += chunk {
+			part := todo[start:min(start+chunk, len(todo))]
+			batch := make([]Settlement, len(part))
+			for n, i := range part {
+				batch[n] = all[i]
+			}
+			o, err := s.settle(ctx, now, batch)
+			if err != nil {
+				return out, err
+			}
+			for n, i := range part {
+				out[i] = o[n]
+			}
+		}
+		if err := s.sortPending(ctx, all, out, round >= 2); err != nil {
+			return out, err
+		}
+	}
+}
+
+// sortPending looks at the parent of each settlement whose parent check failed: not
+// counted yet (ParentPending stays), counted without this child (Orphan), or counted
+// with it — a sibling failed the shared check, or the parent was counted meanwhile —
+// to be tried again (unless final).
+func (s *Store) sortPending(ctx context.Context, all []Settlement, out []Outcome, final bool) error {
+	for i, o := range out {
+		if o != ParentPending {
+			continue
+		}
+		st := all[i]
+		res, err := s.api.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(s.table), Key: jobKey(st.JobID, "t#"+st.Parent), ConsistentRead: aws.Bool(true)})
+		if err != nil {
+			return fmt.Errorf("ledger: parent of task %s: %w", st.TaskID, err)
+		}
+		switch attr := childCountAttr(st.TaskID); {
+		case res.Item == nil:
+		case attr != "" && num(res.Item[attr]) <= int64(st.Index):
+			out[i] = Orphan
+		case !final:
+			out[i] = 0
+		}
+	}
+	return nil
+}
+
+func (s *Store) settle(ctx context.Context, now time.Time, all []Settlement) ([]Outcome, error) {
+	out := make([]Outcome, len(all))
 	for attempt := 0; ; attempt++ {
 		var live []int
 		seen := map[string]bool{}
@@ -192,6 +262,7 @@ func (s *Store) Settle(ctx context.Context, now time.Time, all []Settlement) ([]
 			}
 			live = append(live, i)
 		}
+		live = inTxOrphans(all, live, out)
 		if len(live) == 0 {
 			return out, nil
 		}
@@ -233,11 +304,52 @@ func (s *Store) Settle(ctx context.Context, now time.Time, all []Settlement) ([]
 	}
 }
 
+// inTxOrphans decides the children whose parent is settled in the same transaction
+// (so not checked against its marker) by the parent's own counts.
+func inTxOrphans(all []Settlement, live []int, out []Outcome) []int {
+	byTask := map[string]Settlement{}
+	for _, i := range live {
+		byTask[all[i].JobID+"\x00"+all[i].TaskID] = all[i]
+	}
+	kept := live[:0:0]
+	for _, i := range live {
+		st := all[i]
+		p, ok := byTask[st.JobID+"\x00"+st.Parent]
+		count := int64(-1)
+		switch attr := childCountAttr(st.TaskID); {
+		case !ok || st.Parent == "":
+		case attr == "msgs":
+			count = p.Messages
+		case attr == "plans":
+			count = p.Plans
+		}
+		if count >= 0 && count <= int64(st.Index) {
+			out[i] = Orphan
+			continue
+		}
+		kept = append(kept, i)
+	}
+	return kept
+}
+
 // owner says which settlements a transaction item belongs to, and their outcome if its
 // condition fails.
 type owner struct {
 	settlements []int
 	onFail      Outcome
+}
+
+// childCountAttr is the parent marker's attribute that counts children of the task's
+// kind: "msgs" for task messages ("m…"), "plans" for planning tasks ("l…"); "" for
+// other ids (not indexed).
+func childCountAttr(taskID string) string {
+	switch {
+	case strings.HasPrefix(taskID, "m"):
+		return "msgs"
+	case strings.HasPrefix(taskID, "l"):
+		return "plans"
+	}
+	return ""
 }
 
 func (s *Store) settleItems(now time.Time, all []Settlement, live []int, inTx map[string]bool) ([]types.TransactWriteItem, []owner) {
@@ -257,6 +369,7 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int, inTx ma
 		st := all[i]
 		m := jobKey(st.JobID, "t#"+st.TaskID)
 		m["at"] = str(now.UTC().Format(time.RFC3339Nano))
+		m["msgs"], m["plans"] = n64(st.Messages), n64(st.Plans)
 		if s.ttl > 0 {
 			m[AttrTTL] = s.expires(now)
 		}
@@ -265,7 +378,7 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int, inTx ma
 		}})
 		owners = append(owners, owner{[]int{i}, Duplicate})
 		if st.Parent != "" && !inTx[st.JobID+"\x00"+st.Parent] {
-			k := st.JobID + "\x00" + st.Parent
+			k := st.JobID + "\x00" + st.Parent + "\x00" + childCountAttr(st.TaskID) + "\x00" + strconv.Itoa(st.Index)
 			if _, ok := parents[k]; !ok {
 				parentOrder = append(parentOrder, k)
 			}
@@ -279,19 +392,52 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int, inTx ma
 		}
 		a.idx = append(a.idx, i)
 		a.shards = max(a.shards, st.Shards, 1)
-		a.children += st.Children
+		a.children += st.Children + st.Messages + st.Plans
 		a.done++
 		a.listed += st.Listed
 		a.succeeded += st.Succeeded
 		a.failed += st.Failed
 		a.bytes += st.Bytes
 	}
+	// One check per parent item: it exists, and covers the highest index of each kind.
+	type need struct {
+		job, parent string
+		max         map[string]int
+		idx         []int
+	}
+	needs := map[string]*need{}
+	var order []string
 	for _, k := range parentOrder {
-		job, parent, _ := cutNUL(k)
-		items = append(items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
-			TableName: table, Key: jobKey(job, "t#"+parent), ConditionExpression: aws.String("attribute_exists(pk)"),
-		}})
-		owners = append(owners, owner{parents[k], ParentPending})
+		f := strings.Split(k, "\x00")
+		item := f[0] + "\x00" + f[1]
+		n, ok := needs[item]
+		if !ok {
+			n = &need{job: f[0], parent: f[1], max: map[string]int{}}
+			needs[item] = n
+			order = append(order, item)
+		}
+		if f[2] != "" {
+			idx, _ := strconv.Atoi(f[3])
+			if cur, ok := n.max[f[2]]; !ok || idx > cur {
+				n.max[f[2]] = idx
+			}
+		}
+		n.idx = append(n.idx, parents[k]...)
+	}
+	for _, item := range order {
+		n := needs[item]
+		cc := &types.ConditionCheck{TableName: table, Key: jobKey(n.job, "t#"+n.parent), ConditionExpression: aws.String("attribute_exists(pk)")}
+		for _, attr := range []string{"msgs", "plans"} {
+			if idx, ok := n.max[attr]; ok {
+				cc.ConditionExpression = aws.String(*cc.ConditionExpression + " AND " + attr + " > :" + attr)
+				if cc.ExpressionAttributeValues == nil {
+					cc.ExpressionAttributeValues = map[string]types.AttributeValue{}
+				}
+				cc.ExpressionAttributeValues[":"+attr] = n64(int64(idx))
+			}
+		}
+		items = append(items, types.TransactWriteItem{ConditionCheck: cc})
+		owners = append(owners, owner{n.idx, ParentPending})
 	}
 	for _, job := range jobs {
 		a := sums[job]
@@ -310,22 +456,25 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int, inTx ma
 	return items, owners
 }
 
-func cutNUL(s string) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0 {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
-}
-
 // JobCounts reads every shard in one serializable snapshot.
 func (s *Store) JobCounts(ctx context.Context, id string, shards int) (Counts, error) {
 	var gets []types.TransactGetItem
 	for n := range shards {
 		gets = append(gets, types.TransactGetItem{Get: &types.Get{TableName: aws.String(s.table), Key: jobKey(id, shardSK(n))}})
 	}
-	out, err := s.api.TransactGetItems(ctx, &dynamodb.TransactGetItemsInput{TransactItems: gets})
+	var out *dynamodb.TransactGetItemsOutput
+	var err error
+	for attempt := 0; ; attempt++ {
+		out, err = s.api.TransactGetItems(ctx, &dynamodb.TransactGetItemsInput{TransactItems: gets})
+		var tce *types.TransactionCanceledException
+		if err == nil || !errors.As(err, &tce) || attempt == 6 {
+			break
+		}
+		// A concurrent settlement on a shard: read the snapshot again.
+		if err := sleep(ctx, time.Duration(1+rand.Int64N(int64(10*time.Millisecond<<attempt)))); err != nil {
+			return Counts{}, err
+		}
+	}
 	if err != nil {
 		return Counts{}, fmt.Errorf("ledger: job %s counts: %w", id, err)
 	}
@@ -437,4 +586,81 @@ func (s *Store) MarkNotified(ctx context.Context, id, report string, now time.Ti
 		return fmt.Errorf("ledger: job %s notified: %w", id, err)
 	}
 	return nil
+}
+
+// ClaimFinalize takes the right to write a finished job's report and notification for
+// lease: only one finalizer works at a time, and one that dies is replaced when its
+// lease runs out. It fails (false) if the job is running, already notified, or leased.
+func (s *Store) ClaimFinalize(ctx context.Context, id string, now time.Time, lease time.Duration) (bool, error) {
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:        aws.String(s.table),
+		Key:              jobKey(id, "job"),
+		UpdateExpression: aws.String("SET lease_until = :until"),
+		ConditionExpression: aws.String("attribute_exists(pk) AND #status <> :running AND attribute_not_exists(notified_at) " +
+			"AND (attribute_not_exists(lease_until) OR lease_until < :now)"),
+		ExpressionAttributeNames: map[string]string{"#status": "status"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":until": n64(now.Add(lease).UnixMilli()), ":now": n64(now.UnixMilli()), ":running": str(string(JobRunning)),
+		},
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("ledger: claim finalize of job %s: %w", id, err)
+	}
+	return true, nil
+}
+
+// ReleaseFinalize gives the lease back after a failed finalize, so a retry can claim it
+// at once.
+func (s *Store) ReleaseFinalize(ctx context.Context, id string) error {
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table), Key: jobKey(id, "job"), UpdateExpression: aws.String("REMOVE lease_until"),
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: release finalize of job %s: %w", id, err)
+	}
+	return nil
+}
+
+// TaskState tells a planning task, before it does any work, whether it may: it was
+// counted already (Duplicate), its parent is not counted yet (ParentPending), its parent
+// was counted without it (Orphan), or 0: go ahead. A root task has parent "".
+func (s *Store) TaskState(ctx context.Context, jobID, taskID, parent string, index int) (Outcome, error) {
+	keys := []map[string]types.AttributeValue{jobKey(jobID, "t#"+taskID)}
+	if parent != "" {
+		keys = append(keys, jobKey(jobID, "t#"+parent))
+	}
+	out, err := s.api.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]types.KeysAndAttributes{
+		s.table: {Keys: keys, ConsistentRead: aws.Bool(true)},
+	}})
+	if err != nil {
+		return 0, fmt.Errorf("ledger: state of task %s: %w", taskID, err)
+	}
+	if len(out.UnprocessedKeys) > 0 {
+		return 0, fmt.Errorf("ledger: state of task %s: read throttled", taskID)
+	}
+	var self, par map[string]types.AttributeValue
+	for _, it := range out.Responses[s.table] {
+		switch text(it[AttrSK]) {
+		case "t#" + taskID:
+			self = it
+		case "t#" + parent:
+			par = it
+		}
+	}
+	attr := childCountAttr(taskID)
+	switch {
+	case self != nil:
+		return Duplicate, nil
+	case parent == "":
+		return 0, nil
+	case par == nil:
+		return ParentPending, nil
+	case attr != "" && num(par[attr]) <= int64(index):
+		return Orphan, nil
+	}
+	return 0, nil
 }

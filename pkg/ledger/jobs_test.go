@@ -138,17 +138,25 @@ func TestSettleBatchWithParentAndDuplicate(t *testing.T) {
 	id := fmt.Sprintf("job-b-%d", time.Now().UnixNano())
 	require.NoError(t, st.CreateJob(ctx, id, `{}`, 2, t0))
 	out, err := st.Settle(ctx, t0, []ledger.Settlement{
-		{JobID: id, TaskID: "root", Shards: 2, Children: 2, Listed: 3},
+		{JobID: id, TaskID: "root", Shards: 2, Messages: 2, Listed: 3},
 		{JobID: id, TaskID: "m1", Parent: "root", Shards: 2, Succeeded: 2},
 		{JobID: id, TaskID: "m1", Parent: "root", Shards: 2, Succeeded: 2},
 		{JobID: id, TaskID: "x", Parent: "nope", Shards: 2, Succeeded: 5},
 		{JobID: "no-such-job", TaskID: "root", Shards: 1},
+		// A re-run of root sent a third message; the counted run sent two.
+		{JobID: id, TaskID: "m-extra", Parent: "root", Index: 2, Shards: 2, Succeeded: 7},
 	})
 	require.NoError(t, err)
-	assert.Equal(t, []ledger.Outcome{ledger.Counted, ledger.Counted, ledger.Duplicate, ledger.ParentPending, ledger.UnknownJob}, out)
+	assert.Equal(t, []ledger.Outcome{ledger.Counted, ledger.Counted, ledger.Duplicate, ledger.ParentPending, ledger.UnknownJob, ledger.Orphan}, out)
+	out, err = st.Settle(ctx, t0, []ledger.Settlement{
+		{JobID: id, TaskID: "m-late", Parent: "root", Index: 3, Shards: 2, Succeeded: 1},
+		{JobID: id, TaskID: "m2", Parent: "root", Index: 1, Shards: 2},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, []ledger.Outcome{ledger.Orphan, ledger.Counted}, out, "a sibling's failed check does not hold back a good child")
 	c, err := st.JobCounts(ctx, id, 2)
 	require.NoError(t, err)
-	assert.Equal(t, ledger.Counts{Expected: 3, Done: 2, Listed: 3, Succeeded: 2}, c)
+	assert.Equal(t, ledger.Counts{Expected: 3, Done: 3, Listed: 3, Succeeded: 2}, c)
 
 	done, err := st.FinishJob(ctx, id, ledger.JobCancelled, "by test", c, t0)
 	require.NoError(t, err)

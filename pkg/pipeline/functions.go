@@ -70,10 +70,14 @@ func (b *builder) environment(name string, f FunctionArgs) (pulumi.StringMap, er
 		env[worker.EnvTasksQueueURL] = b.queues["tasks"].Url
 		env[worker.EnvJobsQueueURL] = b.queues["jobs"].Url
 	}
-	if name == "worker" && b.jobSpecsViaWorker() {
-		// Job specs uploaded under jobs/ reach the tasks queue (S3 allows no second,
-		// overlapping notification): the worker forwards them to the jobs queue.
-		env[worker.EnvJobsQueueURL] = b.queues["jobs"].Url
+	if jobs, ok := b.queues["jobs"]; ok && name == "worker" {
+		// Finished jobs' finalize tasks go to the dispatcher.
+		env[worker.EnvJobsQueueURL] = jobs.Url
+		if b.jobSpecsViaWorker() {
+			// Job specs uploaded under jobs/ reach the tasks queue (S3 allows no second,
+			// overlapping notification): the worker forwards them to the jobs queue.
+			env[worker.EnvForwardJobSpecs] = pulumi.String("true")
+		}
 	}
 	for k, v := range f.Env {
 		env[k] = pulumi.String(v)
@@ -113,8 +117,8 @@ func (b *builder) lambdaFunction(name string) (*function, error) {
 		tasksArn = t.Arn
 	}
 	jobsArn := pulumi.String("").ToStringOutput()
-	if name == "worker" && b.jobSpecsViaWorker() {
-		jobsArn = b.queues["jobs"].Arn
+	if jobs, ok := b.queues["jobs"]; ok && name == "worker" {
+		jobsArn = jobs.Arn
 	}
 	policy := pulumi.All(b.ingest.Arn, b.output.Arn, b.table.Arn, queue.Arn, out.logGroup.Arn, tasksArn, b.completionTopic.Arn, jobsArn).ApplyT(
 		func(v []any) (string, error) {

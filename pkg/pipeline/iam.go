@@ -40,7 +40,7 @@ func allow(sid string, actions []string, resources ...string) Statement {
 type resourceARNs struct {
 	Ingest, Output, Table, Queue, LogGroup string
 	Tasks                                  string // the tasks queue (the dispatcher sends to it)
-	Jobs                                   string // the jobs queue, if the worker forwards job specs to it
+	Jobs                                   string // the jobs queue (the worker sends finalize tasks and job specs to it)
 	CompletionTopic                        string
 }
 
@@ -68,7 +68,7 @@ func FunctionPolicy(fn string, r resourceARNs, tracing bool) PolicyDocument {
 			logs,
 		}
 		if r.Jobs != "" {
-			st = append(st, allow("ForwardJobSpecs", []string{"sqs:SendMessage"}, r.Jobs))
+			st = append(st, allow("SendToJobs", []string{"sqs:SendMessage"}, r.Jobs))
 		}
 	case "dispatch":
 		st = []Statement{

@@ -360,7 +360,8 @@ func TestDispatchFunctionGetsJobsQueue(t *testing.T) {
 	wfn := one(t, g, "aws:lambda/function:Function", "files-worker")
 	wenv := wfn.Inputs["environment"].(map[string]any)["variables"].(map[string]any)
 	assert.Equal(t, "https://sqs.us-east-1.amazonaws.com/123456789012/files-jobs", wenv["FILEFLOW_JOBS_QUEUE_URL"])
-	assert.Contains(t, jsonOf(one(t, g, "aws:iam/rolePolicy:RolePolicy", "files-worker-policy").Inputs), "ForwardJobSpecs")
+	assert.Equal(t, "true", wenv["FILEFLOW_FORWARD_JOB_SPECS"])
+	assert.Contains(t, jsonOf(one(t, g, "aws:iam/rolePolicy:RolePolicy", "files-worker-policy").Inputs), "SendToJobs")
 }
 
 // With an ingest filter that leaves jobs/ out, job specs get their own notification
@@ -377,7 +378,6 @@ func TestJobSpecsNotifyTheJobsQueue(t *testing.T) {
 	qp := one(t, g, "aws:sqs/queuePolicy:QueuePolicy", "files-jobs-from-s3")
 	assert.Contains(t, qp.Inputs["policy"], `"aws:SourceArn":"arn:aws:s3:::files-ingest"`)
 	wfn := one(t, g, "aws:lambda/function:Function", "files-worker")
-	assert.NotContains(t, wfn.Inputs["environment"].(map[string]any)["variables"], "FILEFLOW_JOBS_QUEUE_URL")
-	assert.NotContains(t, jsonOf(one(t, g, "aws:iam/rolePolicy:RolePolicy", "files-worker-policy").Inputs), "ForwardJobSpecs")
+	assert.NotContains(t, wfn.Inputs["environment"].(map[string]any)["variables"], "FILEFLOW_FORWARD_JOB_SPECS")
 	assert.Empty(t, policy.Check(g.Policy()))
 }

@@ -29,7 +29,7 @@ type Getter interface {
 // Object is an opened file.
 type Object struct {
 	Body        io.ReadCloser
-	Size        int64  // the bytes Body yields
+	Size        int64  // the bytes Body yields; -1 if S3 did not say (no Content-Length)
 	ETag        string // the object's, unquoted
 	ContentType string // the object's; "" for an archive member
 }
@@ -60,7 +60,11 @@ func Open(ctx context.Context, api Getter, f task.File) (*Object, error) {
 	if err != nil {
 		return nil, fmt.Errorf("source: get %s: %w", f, err)
 	}
-	return object(out, out.Body, aws.ToInt64(out.ContentLength)), nil
+	size := int64(-1) // unknown: the source reader then does not check the length
+	if out.ContentLength != nil {
+		size = *out.ContentLength
+	}
+	return object(out, out.Body, size), nil
 }
 
 func object(out *s3.GetObjectOutput, body io.ReadCloser, size int64) *Object {

@@ -106,6 +106,7 @@ type Message struct {
 	// only after its parent (so a job cannot complete while fan-out is still sending).
 	TaskID string `json:"task_id,omitempty"`
 	Parent string `json:"parent,omitempty"`
+	Index  int    `json:"index,omitempty"` // its place among the parent's task messages
 	Files  []File `json:"files"`
 }
 
@@ -146,6 +147,7 @@ type Decoded struct {
 	JobID  string
 	TaskID string
 	Parent string
+	Index  int
 	Files  []File // empty for a test event, or an S3 event with no ObjectCreated record
 }
 
@@ -178,6 +180,7 @@ type envelope struct {
 	JobID   string          `json:"job_id"`
 	TaskID  string          `json:"task_id"`
 	Parent  string          `json:"parent"`
+	Index   int             `json:"index"`
 	Files   json.RawMessage `json:"files"`
 }
 
@@ -220,7 +223,7 @@ func Decode(body []byte) (Decoded, error) {
 		if err == nil && d.JobID != "" && env.TaskID == "" {
 			return Decoded{}, invalid("task message of job "+d.JobID+" has no \"task_id\"", nil)
 		}
-		d.TaskID, d.Parent = env.TaskID, env.Parent
+		d.TaskID, d.Parent, d.Index = env.TaskID, env.Parent, env.Index
 		return d, err
 	default:
 		return Decoded{}, invalid("neither an S3 event notification nor a fileflow task message (no \"Records\", \"Event\" or \"v\")", nil)

@@ -42,9 +42,10 @@ type Config struct {
 	DuplicateCheck string
 	// CompletionTopic is the SNS topic ARN for job notifications ("" : none).
 	CompletionTopic string
-	// JobsQueueURL, if set, is where S3 events of job specs (jobs/*.json) are forwarded:
-	// set when the ingest notification also covers jobs/.
-	JobsQueueURL string
+	// JobsQueueURL is the dispatcher's queue: finished jobs' finalize tasks go there,
+	// and, with ForwardJobSpecs, the S3 events of job specs (jobs/*.json).
+	JobsQueueURL    string
+	ForwardJobSpecs bool
 }
 
 // The DuplicateCheck values.
@@ -72,6 +73,9 @@ const (
 	EnvCompletionTopic = "FILEFLOW_COMPLETION_TOPIC_ARN"
 	EnvTasksQueueURL   = "FILEFLOW_TASKS_QUEUE_URL"
 	EnvJobsQueueURL    = "FILEFLOW_JOBS_QUEUE_URL"
+	// EnvForwardJobSpecs ("true"): S3 events of job specs reach the worker (the ingest
+	// notification covers jobs/), which forwards them to the jobs queue.
+	EnvForwardJobSpecs = "FILEFLOW_FORWARD_JOB_SPECS"
 )
 
 // ConfigFromEnv reads and validates the configuration. getenv is os.Getenv in a Lambda.
@@ -123,6 +127,7 @@ func ConfigFromEnv(getenv func(string) string, reg process.Registry) (Config, er
 		FunctionName:    getenv("AWS_LAMBDA_FUNCTION_NAME"),
 		CompletionTopic: strings.TrimSpace(getenv(EnvCompletionTopic)),
 		JobsQueueURL:    strings.TrimSpace(getenv(EnvJobsQueueURL)),
+		ForwardJobSpecs: strings.TrimSpace(getenv(EnvForwardJobSpecs)) == "true",
 	}
 	switch v := strings.TrimSpace(getenv(EnvDuplicateCheck)); v {
 	case "", DuplicateCheckAlways:

@@ -85,33 +85,29 @@ func (h *Handler) jobStopped(ctx context.Context, m *message) bool {
 	return m.skipped
 }
 
-// settleJobs counts each job task message whose files are all finished: its report
-// lines first (so a counted task always has its part), then one transaction for the
-// whole batch. A task whose parent is not counted yet comes back.
+// settleJobs counts each job task message whose files are all finished: one
+// transaction for the batch's tasks; then the report lines of the tasks counted now
+// (a duplicate's lines were written by the delivery that was counted, unless it died
+// first); then each job is checked for completion. A task whose parent is not counted
+// yet comes back; so does one whose lines or check failed (it is then a duplicate, and
+// is checked again).
 func (h *Handler) settleJobs(ctx context.Context, log *slog.Logger, msgs []*message) {
 	var ready []*message
+	var settlements []ledger.Settlement
+	lines := map[*message][]job.Line{}
 	for _, m := range msgs {
 		if m.jobID == "" || m.poison != nil || m.skipped || m.failed || !finished(m) {
 			continue
 		}
-		ready = append(ready, m)
-	}
-	if len(ready) == 0 {
-		return
-	}
-	settlements := make([]ledger.Settlement, len(ready))
-	errs := make([]error, len(ready))
-	var wg sync.WaitGroup
-	for i, m := range ready {
-		s := ledger.Settlement{JobID: m.jobID, TaskID: m.taskID, Parent: m.parent, Shards: m.job.Shards}
-		lines := make([]job.Line, 0, len(m.items))
+		s := ledger.Settlement{JobID: m.jobID, TaskID: m.taskID, Parent: m.parent, Index: m.index, Shards: m.job.Shards}
+		ls := make([]job.Line, 0, len(m.items))
 		for _, it := range m.items {
 			l := job.Line{Bucket: it.file.Bucket, Key: it.file.LedgerKey(), VersionID: it.file.VersionID}
 			if it.status == ledger.StatusSucceeded {
 				s.Succeeded++
 				s.Bytes += fileBytes(it)
 				l.Status, l.HTTPStatus = job.Succeeded, 200
-				l.Message = "s3://" + h.cfg.OutputBucket + "/" + h.outputKey(it.file, m.jobID, nil)
+				l.Message = "s3://" + h.cfg.OutputBucket + "/" + h.outputKey(it.file, m.jobID, it.pr)
 			} else {
 				s.Failed++
 				l.Status = job.Failed
@@ -120,46 +116,73 @@ func (h *Handler) settleJobs(ctx context.Context, log *slog.Logger, msgs []*mess
 					l.Message = it.err.Error()
 				}
 			}
-			lines = append(lines, l)
+			ls = append(ls, l)
 		}
-		settlements[i] = s
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = h.deps.Jobs.WritePart(ctx, m.jobID, m.taskID, lines)
-		}()
+		ready = append(ready, m)
+		settlements = append(settlements, s)
+		lines[m] = ls
 	}
-	wg.Wait()
-	var live []ledger.Settlement
-	var liveMsgs []*message
-	for i, m := range ready {
-		if errs[i] != nil {
-			log.WarnContext(ctx, "cannot write the task's report part; it comes back", "job_id", m.jobID, "task_id", m.taskID, "error", errs[i])
-			m.failed, m.class = true, retry.Classify(errs[i])
-			continue
-		}
-		live = append(live, settlements[i])
-		liveMsgs = append(liveMsgs, m)
+	if len(ready) == 0 {
+		return
 	}
-	out, err := h.deps.Jobs.Settle(ctx, live)
+	out, err := h.deps.Jobs.Settle(ctx, settlements)
 	if err != nil {
-		log.WarnContext(ctx, "cannot count the batch's job tasks; they come back", "tasks", len(live), "error", err)
-		for _, m := range liveMsgs {
+		log.WarnContext(ctx, "cannot count the batch's job tasks; they come back", "tasks", len(ready), "error", err)
+		for _, m := range ready {
 			m.failed, m.class = true, retry.Classify(err)
 		}
 		return
 	}
-	for i, m := range liveMsgs {
+	var wg sync.WaitGroup
+	jobs := map[string][]*message{}
+	for i, m := range ready {
 		switch out[i] {
 		case ledger.ParentPending:
-			// Its planning task sent it and has not been counted yet (milliseconds).
-			m.failed, m.class = true, retry.Retryable
+			// Its planning task sent it and is not counted yet: back after a short wait.
+			m.failed, m.class, m.parentPending = true, retry.Retryable, true
+			continue
 		case ledger.UnknownJob:
 			log.WarnContext(ctx, "task of an unknown job", "job_id", m.jobID, "task_id", m.taskID)
+			continue
+		case ledger.Orphan:
+			log.WarnContext(ctx, "orphan task acknowledged uncounted: a re-run of its planning task sent it, the counted run did not",
+				"job_id", m.jobID, "task_id", m.taskID, "parent", m.parent)
+			continue
 		case ledger.Duplicate:
 			log.InfoContext(ctx, "duplicate task delivery: counted before", "job_id", m.jobID, "task_id", m.taskID)
 		}
+		jobs[m.jobID] = append(jobs[m.jobID], m)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := h.writeLines(ctx, m, lines[m], out[i] == ledger.Duplicate)
+			if err != nil {
+				log.WarnContext(ctx, "cannot write the task's report lines; it comes back", "job_id", m.jobID, "task_id", m.taskID, "error", err)
+				m.failed, m.class = true, retry.Classify(err)
+			}
+		}()
 	}
+	wg.Wait()
+	for id, ms := range jobs {
+		if err := h.deps.Jobs.Check(ctx, id); err != nil {
+			log.WarnContext(ctx, "job check failed; its tasks come back to check again", "job_id", id, "error", err)
+			for _, m := range ms {
+				m.failed, m.class = true, retry.Classify(err)
+			}
+		}
+	}
+}
+
+// writeLines writes a counted task's report lines; for a duplicate only if the counted
+// delivery did not (it died between counting and writing).
+func (h *Handler) writeLines(ctx context.Context, m *message, lines []job.Line, duplicate bool) error {
+	if duplicate {
+		ok, err := h.deps.Jobs.HasPart(ctx, m.jobID, m.taskID)
+		if err != nil || ok {
+			return err
+		}
+	}
+	return h.deps.Jobs.WritePart(ctx, m.jobID, m.taskID, lines)
 }
 
 // finished: every file of the message succeeded or failed for good (a job's file whose

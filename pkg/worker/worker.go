@@ -72,7 +72,9 @@ type Queue interface {
 type Jobs interface {
 	Job(ctx context.Context, id string) (ledger.Job, error)
 	WritePart(ctx context.Context, jobID, taskID string, lines []job.Line) error
+	HasPart(ctx context.Context, jobID, taskID string) (bool, error)
 	Settle(ctx context.Context, all []ledger.Settlement) ([]ledger.Outcome, error)
+	Check(ctx context.Context, jobID string) error
 }
 
 // Deps are the clients the handler needs.
@@ -156,8 +158,9 @@ type item struct {
 	status ledger.Status // SUCCEEDED, FAILED, RETRYING, DEAD_LETTERED; "" if not started
 	class  retry.Class   // for a failure
 	err    error
-	dup    bool  // skipped or lost the commit race: already succeeded
-	dupOf  *item // the same file earlier in this batch, whose outcome this one shares
+	dup    bool            // skipped or lost the commit race: already succeeded
+	dupOf  *item           // the same file earlier in this batch, whose outcome this one shares
+	pr     *process.Result // the processing result, once run (names the output)
 	bytes  int64
 	dur    time.Duration
 }
@@ -169,12 +172,16 @@ type message struct {
 	jobID   string
 	taskID  string
 	parent  string
+	index   int
 	job     ledger.Job // the job's record (cached), for a job's task message
 	skipped bool       // the job is no longer running: acknowledged without work
-	items   []*item
-	poison  error // decode failure
-	failed  bool  // must come back (batch item failure)
-	class   retry.Class
+	// parentPending: its planning task is not counted yet; it comes back after
+	// ParentWait, not after the error backoff.
+	parentPending bool
+	items         []*item
+	poison        error // decode failure
+	failed        bool  // must come back (batch item failure)
+	class         retry.Class
 }
 
 // Handle processes one batch. It never returns an error: every problem is either
@@ -199,16 +206,21 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 			m.poison = err
 			continue
 		}
-		m.jobID, m.taskID, m.parent = d.JobID, d.TaskID, d.Parent
-		if d.Kind == task.KindS3Event && h.cfg.JobsQueueURL != "" {
+		m.jobID, m.taskID, m.parent, m.index = d.JobID, d.TaskID, d.Parent, d.Index
+		if d.Kind == task.KindS3Event && h.cfg.ForwardJobSpecs && h.cfg.JobsQueueURL != "" {
 			d.Files = h.forwardSpecs(ctx, log, m, d.Files)
 		}
 		for _, f := range d.Files {
 			k := ledger.Key{Bucket: f.Bucket, Key: f.LedgerKey(), Revision: f.Revision()}
-			if k.Revision == "latest" && d.JobID != "" {
+			switch {
+			case k.Revision == "latest" && d.JobID != "":
 				// A manifest entry without version or ETag: unique within its job, so a
 				// later job processes the key's content again.
 				k.Revision = "job:" + d.JobID
+			case f.Range != nil:
+				// A split part's output is the job's own (merged at its end): another
+				// job splitting the same file writes its own parts.
+				k.Revision += "@job:" + d.JobID
 			}
 			m.items = append(m.items, &item{msg: m, file: f, key: k})
 		}
@@ -448,6 +460,7 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 	if err != nil {
 		return res, err
 	}
+	it.pr = pr
 	outKey := h.outputKey(f, it.msg.jobID, pr)
 	up, err := h.uploader.Upload(ctx, upload.Object{
 		Bucket: h.cfg.OutputBucket,
@@ -574,6 +587,9 @@ func (h *Handler) respond(ctx context.Context, log *slog.Logger, msgs []*message
 		}
 		resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: m.rec.MessageId})
 		delay := h.cfg.Retry.Delay(m.receive, m.class)
+		if m.parentPending {
+			delay = ParentWait
+		}
 		byQueue[m.rec.EventSourceARN] = append(byQueue[m.rec.EventSourceARN], sqstypes.ChangeMessageVisibilityBatchRequestEntry{
 			Id:                aws.String(strconv.Itoa(len(byQueue[m.rec.EventSourceARN]))),
 			ReceiptHandle:     aws.String(m.rec.ReceiptHandle),
@@ -589,6 +605,11 @@ func (h *Handler) respond(ctx context.Context, log *slog.Logger, msgs []*message
 	return resp
 }
 
+// ParentWait is how long a job task whose planning task is not counted yet waits
+// before it comes back. Planning tasks send their children first and count themselves
+// last, so the wait is seconds; maxReceiveCount waits (50 s with 5) bound it.
+const ParentWait = 10 * time.Second
+
 // shareDuplicates gives an item that repeated another in the same batch the outcome of
 // the one that was processed. It is a duplicate delivery, not a second file.
 func shareDuplicates(msgs []*message) {
@@ -597,6 +618,11 @@ func shareDuplicates(msgs []*message) {
 			if it.dupOf != nil {
 				it.status, it.class = it.dupOf.status, it.dupOf.class
 				it.dup = it.status == ledger.StatusSucceeded // a repeated failure is not a success
+				if it.status == "" {
+					// The copy that was to be processed never started (its job stopped, say):
+					// this one comes back rather than being acknowledged undone.
+					it.status, it.class = ledger.StatusRetrying, retry.Retryable
+				}
 			}
 		}
 	}

@@ -219,6 +219,7 @@ func TestJobs(t *testing.T) {
 	t.Run("OverToleranceFailsEarly", e.testTolerance)
 	t.Run("CancelStops", e.testCancel)
 	t.Run("SpecUploadedUnderJobsPrefix", e.testSpecUpload)
+	t.Run("PlanningThatCannotSucceedFailsTheJob", e.testPlanningFails)
 }
 
 // A prefix of 10,000 keys in nested directories: listed as a parallel breadth-first
@@ -408,18 +409,36 @@ func (e *jobEnv) testSplit(t *testing.T) {
 		fmt.Fprintf(&b, `{"n":%d,"pad":"%s"}`+"\n", i, strings.Repeat("x", r.IntN(300)))
 	}
 	e.upload(t, map[string][]byte{"big/events.jsonl": b.Bytes()})
-	id := e.submit(t, job.Spec{Kind: job.KindSplit, Bucket: e.ingest, Key: "big/events.jsonl", Parts: 6})
-	j := e.wait(t, id, time.Minute)
-	require.Equal(t, ledger.JobComplete, j.Status, j.Reason)
-	assert.EqualValues(t, 6, j.Final.Succeeded)
-	assert.EqualValues(t, b.Len(), j.Final.Bytes)
-	merged := e.output(t, "big/events.jsonl")
-	assert.Equal(t, len(b.Bytes()), len(merged))
-	assert.True(t, bytes.Equal(b.Bytes(), merged), "merged output equals the input")
-	n := e.notificationsOf(id)
-	if assert.NotEmpty(t, n) {
-		assert.Equal(t, "s3://"+e.st.Resources.OutputBucket+"/big/events.jsonl", n[0].Merged)
+	// Twice: a second job over the same file writes and merges its own parts.
+	for _, parts := range []int{6, 4} {
+		id := e.submit(t, job.Spec{Kind: job.KindSplit, Bucket: e.ingest, Key: "big/events.jsonl", Parts: parts})
+		j := e.wait(t, id, time.Minute)
+		require.Equal(t, ledger.JobComplete, j.Status, j.Reason)
+		assert.EqualValues(t, parts, j.Final.Succeeded)
+		assert.EqualValues(t, b.Len(), j.Final.Bytes)
+		merged := e.output(t, "big/events.jsonl")
+		assert.Equal(t, len(b.Bytes()), len(merged))
+		assert.True(t, bytes.Equal(b.Bytes(), merged), "merged output equals the input")
+		n := e.notificationsOf(id)
+		if assert.Len(t, n, 1) {
+			assert.Equal(t, "s3://"+e.st.Resources.OutputBucket+"/big/events.jsonl", n[0].Merged)
+		}
 	}
+}
+
+// A planning task that can never succeed — the archive is not a zip, the manifest does
+// not exist — fails its job with the reason instead of leaving it running.
+func (e *jobEnv) testPlanningFails(t *testing.T) {
+	e.upload(t, map[string][]byte{"archives/not-a.zip": []byte("this is not a zip archive, just text")})
+	id := e.submit(t, job.Spec{Kind: job.KindArchive, Bucket: e.ingest, Key: "archives/not-a.zip"})
+	j := e.wait(t, id, time.Minute)
+	assert.Equal(t, ledger.JobFailed, j.Status)
+	assert.Contains(t, j.Reason, "not a valid zip file")
+	id = e.submit(t, job.Spec{Kind: job.KindManifest, Bucket: e.ingest, Key: "manifests/missing.csv"})
+	j = e.wait(t, id, time.Minute)
+	assert.Equal(t, ledger.JobFailed, j.Status)
+	assert.Contains(t, j.Reason, "manifests/missing.csv")
+	assert.Len(t, e.notificationsOf(id), 1)
 }
 
 // The same task message delivered three times (twice in one batch, once later): its
@@ -440,7 +459,7 @@ func (e *jobEnv) testDuplicates(t *testing.T) {
 	require.NoError(t, spec.Validate())
 	sb, _ := json.Marshal(spec)
 	require.NoError(t, e.db.CreateJob(ctx, id, string(sb), spec.Shards, time.Now()))
-	msg := task.Message{JobID: id, TaskID: task.ChildID(task.RootTask, "m", 0), Parent: task.RootTask, Files: files}
+	msg := task.Message{JobID: id, TaskID: task.ChildID(task.RootTask, "m", 0), Parent: task.RootTask, Index: 0, Files: files}
 	body, err := msg.Encode()
 	require.NoError(t, err)
 	tasksQ, err := e.st.TasksQueue()
@@ -449,7 +468,7 @@ func (e *jobEnv) testDuplicates(t *testing.T) {
 		{Id: aws.String("a"), MessageBody: aws.String(string(body))}, {Id: aws.String("b"), MessageBody: aws.String(string(body))},
 	}})
 	require.NoError(t, err)
-	out, err := e.db.Settle(ctx, time.Now(), []ledger.Settlement{{JobID: id, TaskID: task.RootTask, Shards: spec.Shards, Children: 1, Listed: 25}})
+	out, err := e.db.Settle(ctx, time.Now(), []ledger.Settlement{{JobID: id, TaskID: task.RootTask, Shards: spec.Shards, Messages: 1, Listed: 25}})
 	require.NoError(t, err)
 	require.Equal(t, ledger.Counted, out[0])
 	j := e.wait(t, id, time.Minute)
