@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/jobctl"
 	"github.com/fileflow/fileflow/pkg/local/demo"
 	"github.com/fileflow/fileflow/pkg/local/devstack"
@@ -21,6 +22,7 @@ func devCmd() *cobra.Command {
 		files, poisonEvery, duplicates int
 		stageName                      string
 		keep, asJSON, verbose, burst   bool
+		jobDemo                        bool
 		timeout                        time.Duration
 	)
 	cmd := &cobra.Command{
@@ -72,6 +74,27 @@ func devCmd() *cobra.Command {
 			} else {
 				fmt.Fprint(out, sum.Text())
 			}
+			if jobDemo && !asJSON {
+				// The same files again, as one fan-out job: listed in parallel, each file
+				// already processed is a duplicate (counted, not redone), the poison files
+				// fail again, and the job reports and notifies once.
+				c, err := jobctl.New(ctx, st.Target())
+				if err != nil {
+					return err
+				}
+				ingest := "s3://" + st.Resources.IngestBucket + "/demo/"
+				fmt.Fprintf(out, "\nfileflow submit --local --prefix %s --watch\n", ingest)
+				id, err := c.Submit(ctx, job.Spec{Kind: job.KindPrefix, Bucket: st.Resources.IngestBucket, Key: "demo/"})
+				if err != nil {
+					return err
+				}
+				s, err := c.Watch(ctx, id, errOut, 500*time.Millisecond)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "job %s %s: listed %d, succeeded %d, failed %d in %s\nreport: %s\n", id, s.Status,
+					s.Counts.Listed, s.Counts.Succeeded, s.Counts.Failed, time.Duration(s.DurationMS)*time.Millisecond, s.Report)
+			}
 			if keep {
 				printEndpoints(out, st)
 				path, err := jobctl.LocalStatePath()
@@ -97,6 +120,7 @@ func devCmd() *cobra.Command {
 	cmd.Flags().IntVar(&duplicates, "duplicates", 20, "files whose S3 event is delivered twice")
 	cmd.Flags().StringVar(&stageName, "stack", "dev", "stage to run locally")
 	cmd.Flags().BoolVar(&keep, "keep", false, "leave the stack running and print how to use it")
+	cmd.Flags().BoolVar(&jobDemo, "job", true, "then run the same files again as one fan-out job (prefix demo/)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log scaling events even with --json")
 	cmd.Flags().BoolVar(&burst, "burst", false, "upload everything first, then let the pipeline drain the backlog")
