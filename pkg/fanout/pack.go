@@ -21,6 +21,8 @@ type Packer struct {
 	Emit     func(body []byte, files int) error
 
 	buf      []byte
+	head     []byte // the current message's header
+	headFor  int    // the message index head was made for; -1: none
 	files    int
 	Messages int // messages emitted
 	Files    int // files packed
@@ -29,10 +31,15 @@ type Packer struct {
 // header of the next task message before its files:
 // {"v":1,"job_id":"…","task_id":"…","parent":"…","index":n,"files":[…]}.
 func (p *Packer) header() []byte {
+	if p.head != nil && p.headFor == p.Messages {
+		return p.head
+	}
 	job, _ := json.Marshal(p.JobID)
 	parent, _ := json.Marshal(p.Parent)
 	id, _ := json.Marshal(task.ChildID(p.Parent, "m", p.Messages))
-	return fmt.Appendf(nil, `{"v":%d,"job_id":%s,"task_id":%s,"parent":%s,"index":%d,"files":[`, task.Version, job, id, parent, p.Messages)
+	p.head = fmt.Appendf(p.head[:0], `{"v":%d,"job_id":%s,"task_id":%s,"parent":%s,"index":%d,"files":[`, task.Version, job, id, parent, p.Messages)
+	p.headFor = p.Messages
+	return p.head
 }
 
 // Add packs one file, emitting the current message first if the file doesn't fit.
