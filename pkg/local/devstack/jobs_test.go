@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -244,6 +245,7 @@ func (e *jobEnv) testPrefix(t *testing.T) {
 	heldListPrefix.Store("tree/late/")
 	defer heldListPrefix.Store("")
 
+	e.st.Calls.Reset()
 	start := time.Now()
 	id := e.submit(t, job.Spec{Kind: job.KindPrefix, Bucket: e.ingest, Key: "tree/"})
 	// While the late directory's listing is held, files elsewhere finish; the job must
@@ -282,6 +284,15 @@ func (e *jobEnv) testPrefix(t *testing.T) {
 	assert.Equal(t, "COMPLETE", m["JobStatus"])
 	assert.Equal(t, []byte("file 13\n"), e.output(t, "tree/d1/e1/file-00013.txt"))
 	assert.Equal(t, []byte("file 15\n"), e.output(t, "tree/d0/e3/f1/file-00015.txt"))
+	calls := e.st.Calls.Snapshot()
+	var ops []string
+	for op, n := range calls {
+		if strings.HasPrefix(op, "DynamoDB.") {
+			ops = append(ops, fmt.Sprintf("%s %.3f", op, float64(n)/10_000))
+		}
+	}
+	sort.Strings(ops)
+	t.Logf("DynamoDB calls per file (functions, whole job): %s", strings.Join(ops, ", "))
 	t.Logf("prefix job: 10,000 files in %d tasks, %s (%.0f files/s end to end, incl. the held listing)",
 		j.Final.Expected, elapsed.Round(time.Millisecond), 10_000/elapsed.Seconds())
 }
