@@ -27,15 +27,23 @@ type RangeGetter interface {
 
 // Block cache of an [ObjectReader]: zip.NewReader reads the end of the archive and then
 // the central directory front to back, so a few blocks of a fair size make most reads
-// hits.
+// hits. Entries' local headers are then read with [HeaderBlockSize] blocks when entries
+// are large (a header per block), with the directory's blocks when they are small (many
+// headers per block).
 const (
 	readerBlockSize = 256 << 10
 	readerBlocks    = 4
+	// HeaderBlockSize is the block for local headers of archives with large entries: a
+	// header is 30 bytes plus its name and extra field.
+	HeaderBlockSize = 8 << 10
+	headerBlocks    = 64
+	// headerReaders read local headers in parallel.
+	headerReaders = 16
 )
 
 // ObjectReader is an [io.ReaderAt] over one revision of an S3 object: it serves reads
 // from ranged GETs of whole blocks, keeping the last few blocks. It is safe for
-// concurrent use.
+// concurrent use; GETs of different blocks run in parallel.
 //
 // It holds the context it was made with, because ReadAt has no context parameter: make
 // one per operation, never keep it beyond that operation.
@@ -45,9 +53,13 @@ type ObjectReader struct {
 	bucket, key, etag string
 	size              int64
 
-	mu     sync.Mutex
-	blocks []readerBlock // least recently used first
-	gets   int
+	mu        sync.Mutex
+	blockSize int64
+	keep      int
+	blocks    []readerBlock // least recently used first
+	inflight  map[int64]*fetch
+	gets      int
+	bytes     int64
 }
 
 type readerBlock struct {
@@ -61,7 +73,14 @@ var _ io.ReaderAt = (*ObjectReader)(nil)
 // quotes) if it is not empty: a changed object fails the GETs instead of mixing two
 // revisions.
 func NewObjectReader(ctx context.Context, api RangeGetter, bucket, key, etag string, size int64) *ObjectReader {
-	return &ObjectReader{ctx: ctx, api: api, bucket: bucket, key: key, etag: etag, size: size}
+	return &ObjectReader{ctx: ctx, api: api, bucket: bucket, key: key, etag: etag, size: size, blockSize: readerBlockSize, keep: readerBlocks}
+}
+
+// SetBlocks changes the block size and how many blocks are kept, and empties the cache.
+func (r *ObjectReader) SetBlocks(size int64, keep int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.blockSize, r.keep, r.blocks = size, keep, nil
 }
 
 // Gets is the number of GETs made so far.
@@ -71,6 +90,13 @@ func (r *ObjectReader) Gets() int {
 	return r.gets
 }
 
+// Bytes is the number of bytes fetched so far.
+func (r *ObjectReader) Bytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bytes
+}
+
 // ReadAt reads len(p) bytes at off, with io.ReaderAt's semantics.
 func (r *ObjectReader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
@@ -78,11 +104,11 @@ func (r *ObjectReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	n := 0
 	for n < len(p) && off < r.size {
-		b, err := r.block(off - off%readerBlockSize)
+		b, start, err := r.block(off)
 		if err != nil {
 			return n, err
 		}
-		c := copy(p[n:], b[off%readerBlockSize:])
+		c := copy(p[n:], b[off-start:])
 		n += c
 		off += int64(c)
 	}
@@ -92,26 +118,53 @@ func (r *ObjectReader) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// block returns the block at off, from the cache or a GET.
-func (r *ObjectReader) block(off int64) ([]byte, error) {
+// block returns the block holding off and where it starts, from the cache or a GET
+// (made without holding the lock; readers of the same block wait for one GET).
+func (r *ObjectReader) block(off int64) ([]byte, int64, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	for i, b := range r.blocks {
-		if b.off == off {
+		if b.off <= off && off < b.off+int64(len(b.data)) {
 			r.blocks = append(slices.Delete(r.blocks, i, i+1), b)
-			return b.data, nil
+			r.mu.Unlock()
+			return b.data, b.off, nil
 		}
 	}
+	start := off - off%r.blockSize
+	if c, ok := r.inflight[start]; ok {
+		r.mu.Unlock()
+		<-c.done
+		return c.data, start, c.err
+	}
+	c := &fetch{done: make(chan struct{})}
+	if r.inflight == nil {
+		r.inflight = map[int64]*fetch{}
+	}
+	r.inflight[start] = c
+	end := min(start+r.blockSize, r.size)
 	r.gets++
-	data, err := getRange(r.ctx, r.api, r.bucket, r.key, r.etag, off, min(off+readerBlockSize, r.size))
-	if err != nil {
-		return nil, err
+	r.mu.Unlock()
+
+	c.data, c.err = getRange(r.ctx, r.api, r.bucket, r.key, r.etag, start, end)
+	close(c.done)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.inflight, start)
+	if c.err != nil {
+		return nil, 0, c.err
 	}
-	if len(r.blocks) == readerBlocks {
-		r.blocks = slices.Delete(r.blocks, 0, 1)
+	r.bytes += int64(len(c.data))
+	if len(r.blocks) >= r.keep {
+		r.blocks = slices.Delete(r.blocks, 0, len(r.blocks)-r.keep+1)
 	}
-	r.blocks = append(r.blocks, readerBlock{off, data})
-	return data, nil
+	r.blocks = append(r.blocks, readerBlock{start, c.data})
+	return c.data, start, nil
+}
+
+// fetch is one GET of a block that other readers may wait for.
+type fetch struct {
+	done chan struct{}
+	data []byte
+	err  error
 }
 
 // getRange GETs bytes [start, end) of the object, pinned to etag if it is not empty.
@@ -148,7 +201,8 @@ func getRange(ctx context.Context, api RangeGetter, bucket, key, etag string, st
 //
 // An archive that is not a zip is a permanent error (see [retry.MarkPermanent]).
 func ListZip(ctx context.Context, api RangeGetter, bucket, key, etag string, size int64, fn func(task.File) error, bad func(*EntryError) error) error {
-	zr, err := zip.NewReader(NewObjectReader(ctx, api, bucket, key, etag, size), size)
+	rd := NewObjectReader(ctx, api, bucket, key, etag, size)
+	zr, err := zip.NewReader(rd, size)
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) { // insecure names are checked below
 		if errors.Is(err, zip.ErrFormat) {
 			err = retry.MarkPermanent(err)
@@ -156,41 +210,44 @@ func ListZip(ctx context.Context, api RangeGetter, bucket, key, etag string, siz
 		return fmt.Errorf("fanout: open zip s3://%s/%s: %w", bucket, key, err)
 	}
 	etag = strings.Trim(etag, `"`)
+	if n := int64(len(zr.File)); n > 0 && size/n > 4*HeaderBlockSize {
+		rd.SetBlocks(HeaderBlockSize, headerBlocks) // large entries: one small GET per header
+	}
 	// A name that appears twice (zip -u appends, and unzip keeps the last) is ambiguous:
 	// every copy is reported rather than one processed at random.
 	count := map[string]int{}
 	for _, f := range zr.File {
 		count[f.Name]++
 	}
+	reasons := make([]string, len(zr.File))
+	offsets := make([]int64, len(zr.File))
+	for i, f := range zr.File {
+		switch {
+		case strings.HasSuffix(f.Name, "/"):
+			continue // a directory
+		case checkEntry(f) != "":
+			reasons[i] = checkEntry(f)
+		case count[f.Name] > 1:
+			reasons[i] = fmt.Sprintf("entry %q appears %d times in the archive", f.Name, count[f.Name])
+		}
+	}
+	// Each entry's data starts after its local header: read them in parallel.
+	if err := dataOffsets(zr.File, reasons, offsets, size); err != nil {
+		return fmt.Errorf("fanout: zip s3://%s/%s: %w", bucket, key, err)
+	}
 	for i, f := range zr.File {
 		if strings.HasSuffix(f.Name, "/") {
-			continue // a directory
+			continue
 		}
-		reason := checkEntry(f)
-		if reason == "" && count[f.Name] > 1 {
-			reason = fmt.Sprintf("entry %q appears %d times in the archive", f.Name, count[f.Name])
-		}
-		var off int64
-		if reason == "" {
-			off, err = f.DataOffset() // reads the entry's local header
-			switch {
-			case errors.Is(err, zip.ErrFormat):
-				reason = fmt.Sprintf("entry %q: bad local header: %v", f.Name, err)
-			case err != nil:
-				return fmt.Errorf("fanout: zip s3://%s/%s: entry %q: %w", bucket, key, f.Name, err)
-			case off > size || f.CompressedSize64 > uint64(size-off):
-				reason = fmt.Sprintf("entry %q: data runs past the end of the archive", f.Name)
-			}
-		}
-		if reason != "" {
-			if err := bad(&EntryError{Line: i + 1, Reason: reason}); err != nil {
+		if reasons[i] != "" {
+			if err := bad(&EntryError{Line: i + 1, Reason: reasons[i]}); err != nil {
 				return err
 			}
 			continue
 		}
 		err = fn(task.File{Bucket: bucket, Key: key, ETag: etag, Size: int64(f.UncompressedSize64), Member: &task.Member{
 			Name:           f.Name,
-			Offset:         off,
+			Offset:         offsets[i],
 			CompressedSize: int64(f.CompressedSize64),
 			Size:           int64(f.UncompressedSize64),
 			Method:         f.Method,
@@ -201,6 +258,56 @@ func ListZip(ctx context.Context, api RangeGetter, bucket, key, etag string, siz
 		}
 	}
 	return nil
+}
+
+// dataOffsets reads the local header of every entry still without a reason, with
+// headerReaders at once, recording its data offset (or why the entry is bad).
+func dataOffsets(files []*zip.File, reasons []string, offsets []int64, size int64) error {
+	work := make(chan int)
+	errs := make(chan error, headerReaders)
+	var wg sync.WaitGroup
+	for range headerReaders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				f := files[i]
+				off, err := f.DataOffset() // reads the entry's local header
+				switch {
+				case errors.Is(err, zip.ErrFormat):
+					reasons[i] = fmt.Sprintf("entry %q: bad local header: %v", f.Name, err)
+				case err != nil:
+					errs <- fmt.Errorf("entry %q: %w", f.Name, err)
+					return
+				case off > size || f.CompressedSize64 > uint64(size-off):
+					reasons[i] = fmt.Sprintf("entry %q: data runs past the end of the archive", f.Name)
+				default:
+					offsets[i] = off
+				}
+			}
+		}()
+	}
+	var err error
+feed:
+	for i, f := range files {
+		if strings.HasSuffix(f.Name, "/") || reasons[i] != "" {
+			continue
+		}
+		select {
+		case work <- i:
+		case err = <-errs:
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return err
 }
 
 // checkEntry says why the entry must not be extracted, or "".

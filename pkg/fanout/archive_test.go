@@ -262,3 +262,43 @@ func TestListZipErrors(t *testing.T) {
 	require.ErrorAs(t, err, &api, "the GET's error is wrapped")
 	assert.Equal(t, "PreconditionFailed", api.ErrorCode())
 }
+
+// An archive of large entries: the local headers are read with small blocks, so listing
+// fetches a small fraction of the archive, whatever the entries' sizes.
+func TestListZipLargeEntriesReadsLittle(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var entries []zipEntry
+	for i := range 60 {
+		entries = append(entries, zipEntry{name: fmt.Sprintf("dir/%02d.bin", i), data: randomBytes(rng, 300<<10), method: zip.Store})
+	}
+	data := buildZip(t, entries)
+	obj := &fakeObject{data: data, etag: "e"}
+	var files []task.File
+	require.NoError(t, ListZip(context.Background(), obj, "b", "k.zip", "e", int64(len(data)),
+		func(f task.File) error { files = append(files, f); return nil },
+		func(e *EntryError) error { t.Errorf("bad entry: %v", e); return nil }))
+	require.Len(t, files, 60)
+	var fetched int64
+	obj.mu.Lock()
+	for _, r := range obj.ranges {
+		var a, b int64
+		_, err := fmt.Sscanf(r, "bytes=%d-%d", &a, &b)
+		require.NoError(t, err)
+		fetched += b + 1 - a
+	}
+	gets := len(obj.ranges)
+	obj.mu.Unlock()
+	t.Logf("%d entries, %d bytes: %d GETs fetched %d bytes (%.1f%%)", len(files), len(data), gets, fetched, 100*float64(fetched)/float64(len(data)))
+	assert.Less(t, fetched, int64(len(data)/20), "under 5% of the archive")
+	for _, f := range files {
+		assert.Equal(t, entriesByName(entries)[f.Member.Name], data[f.Member.Offset:f.Member.Offset+f.Member.CompressedSize])
+	}
+}
+
+func entriesByName(es []zipEntry) map[string][]byte {
+	m := map[string][]byte{}
+	for _, e := range es {
+		m[e.name] = e.data
+	}
+	return m
+}

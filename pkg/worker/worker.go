@@ -340,6 +340,11 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, items []*ite
 			<-sem
 			it.status, it.class = ledger.StatusRetrying, retry.Retryable
 			it.err = errors.New("not started: too little of the invocation left")
+			if it.msg.jobID != "" && it.msg.receive >= h.cfg.MaxReceiveCount {
+				// A job's file on its last receive is recorded and counted failed rather
+				// than sent to the DLQ with its message (which would hold the job open).
+				h.giveUp(ctx, log, it)
+			}
 			continue
 		}
 		wg.Add(1)
@@ -411,6 +416,22 @@ func (h *Handler) processOne(ictx, ctx context.Context, log *slog.Logger, it *it
 		level = slog.LevelError
 	}
 	flog.Log(ctx, level, "file failed", "status", status, "class", it.class.String(), "error", err)
+}
+
+// giveUp records a job's file that was never started on its message's last receive as
+// DEAD_LETTERED; if that fails it stays RETRYING (and its message goes to the DLQ).
+func (h *Handler) giveUp(ctx context.Context, log *slog.Logger, it *item) {
+	att := ledger.Attempt{At: h.deps.Now(), Receive: it.msg.receive, Class: retry.Retryable.String()}
+	err := h.deps.Ledger.RecordFailure(ctx, it.key, it.msg.jobID, ledger.StatusDeadLettered, it.err.Error(), att)
+	if errors.Is(err, ledger.ErrAlreadySucceeded) {
+		it.status, it.dup, it.err = ledger.StatusSucceeded, true, nil
+		return
+	}
+	if err != nil {
+		log.ErrorContext(ctx, "cannot record an unstarted file on its last receive", "key", it.file.Key, "error", err)
+		return
+	}
+	it.status = ledger.StatusDeadLettered
 }
 
 func withClass(a ledger.Attempt, c retry.Class) ledger.Attempt {
