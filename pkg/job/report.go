@@ -1,7 +1,6 @@
 package job
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/csv"
@@ -162,13 +161,16 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec) (repo
 		}()
 	}
 	var splitParts []splitPart
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := e.fetchParts(rctx, parts)
 	readErr := func() error {
-		for _, key := range parts {
-			out, err := e.Objects.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.OutputBucket), Key: aws.String(key)})
+		for i, key := range parts {
+			body, err := next(i)
 			if err != nil {
 				return fmt.Errorf("read report part %s: %w", key, err)
 			}
-			r := csv.NewReader(bufio.NewReader(out.Body))
+			r := csv.NewReader(bytes.NewReader(body))
 			r.FieldsPerRecord = 7
 			for {
 				rec, err := r.Read()
@@ -176,7 +178,6 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec) (repo
 					break
 				}
 				if err != nil {
-					out.Body.Close()
 					return fmt.Errorf("report part %s: %w", key, err)
 				}
 				s, ok := sinks[rec[3]]
@@ -184,7 +185,6 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec) (repo
 					continue
 				}
 				if err := s.w.Write(rec); err != nil {
-					out.Body.Close()
 					return err
 				}
 				s.lines++
@@ -194,10 +194,10 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec) (repo
 					}
 				}
 			}
-			out.Body.Close()
 		}
 		return nil
 	}()
+	cancel()
 	var errs []error
 	for _, st := range []string{Succeeded, Failed} {
 		s := sinks[st]
@@ -240,6 +240,51 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec) (repo
 	}
 	rep.manifestURI = "s3://" + e.OutputBucket + "/" + prefix + "manifest.json"
 	return rep, nil
+}
+
+// partReaders is how many report parts are read at once while merging.
+const partReaders = 16
+
+type fetchedPart struct {
+	body []byte
+	err  error
+}
+
+// fetchParts reads the parts with partReaders at once, in order: next(i) returns part
+// i (call it for i = 0, 1, …). At most partReaders parts are fetched ahead of the merge.
+func (e *Engine) fetchParts(ctx context.Context, keys []string) (next func(i int) ([]byte, error)) {
+	out := make([]chan fetchedPart, len(keys))
+	for i := range out {
+		out[i] = make(chan fetchedPart, 1)
+	}
+	window := make(chan struct{}, partReaders)
+	go func() {
+		for i, key := range keys {
+			select {
+			case window <- struct{}{}:
+			case <-ctx.Done():
+				for _, c := range out[i:] {
+					c <- fetchedPart{err: ctx.Err()}
+				}
+				return
+			}
+			go func() {
+				var f fetchedPart
+				res, err := e.Objects.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.OutputBucket), Key: aws.String(key)})
+				if err == nil {
+					f.body, err = io.ReadAll(res.Body)
+					res.Body.Close()
+				}
+				f.err = err
+				out[i] <- f
+			}()
+		}
+	}()
+	return func(i int) ([]byte, error) {
+		f := <-out[i]
+		<-window
+		return f.body, f.err
+	}
 }
 
 func (e *Engine) list(ctx context.Context, prefix string) ([]string, error) {
