@@ -88,6 +88,10 @@ func TestJobCommandsOnLocalStack(t *testing.T) {
 	out, _, err = runCLIOut(ctx, "submit", "--local", "--prefix", prefix, "--id", "to-cancel")
 	require.NoError(t, err)
 	assert.Equal(t, "to-cancel\n", out)
+	out, _, err = runCLIOut(ctx, "submit", "--local", "--prefix", prefix, "--id", "to-cancel")
+	require.NoError(t, err, "a retried submission is accepted")
+	_, _, err = runCLIOut(ctx, "submit", "--local", "--prefix", prefix+"other/", "--id", "to-cancel")
+	assert.ErrorContains(t, err, "job to-cancel exists with another spec")
 	out, _, err = runCLIOut(ctx, "cancel", "--local", "to-cancel")
 	if err == nil {
 		assert.Contains(t, out, "to-cancel CANCELLED")

@@ -62,6 +62,7 @@ func DecodePlan(body []byte) (Plan, error) {
 // Creator is the part of the ledger store [Submit] calls.
 type Creator interface {
 	CreateJob(ctx context.Context, id, spec string, shards int, now time.Time) error
+	GetJob(ctx context.Context, id string) (ledger.Job, bool, error)
 }
 
 // Sender is the part of the SQS client that sends planning tasks.
@@ -83,7 +84,18 @@ func Submit(ctx context.Context, db Creator, q Sender, jobsQueueURL string, spec
 	if err != nil {
 		return "", err
 	}
-	if err := db.CreateJob(ctx, spec.ID, string(b), spec.Shards, now); err != nil && !errors.Is(err, ledger.ErrJobExists) {
+	err = db.CreateJob(ctx, spec.ID, string(b), spec.Shards, now)
+	if errors.Is(err, ledger.ErrJobExists) {
+		// A retried submission re-sends the root task; a different job under the same id
+		// is refused.
+		j, _, gerr := db.GetJob(ctx, spec.ID)
+		if gerr != nil {
+			return "", fmt.Errorf("submit: %w", gerr)
+		}
+		if j.Spec != string(b) {
+			return "", fmt.Errorf("submit: job %s exists with another spec (%s)", spec.ID, j.Spec)
+		}
+	} else if err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}
 	root, err := json.Marshal(Plan{V: 1, JobID: spec.ID, TaskID: task.RootTask, Step: StepRoot})
