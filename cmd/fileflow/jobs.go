@@ -203,8 +203,12 @@ func cancelCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			report := s.Report
+			if report == "" {
+				report = "being written (fileflow status " + s.JobID + " shows it)"
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s with %d succeeded, %d failed of %d listed; report %s\n",
-				s.JobID, s.Status, s.Counts.Succeeded, s.Counts.Failed, s.Counts.Listed, s.Report)
+				s.JobID, s.Status, s.Counts.Succeeded, s.Counts.Failed, s.Counts.Listed, report)
 			return nil
 		},
 	}

@@ -62,7 +62,7 @@ type Jobs interface {
 	Settle(ctx context.Context, all []ledger.Settlement) ([]ledger.Outcome, error)
 	Check(ctx context.Context, jobID string) error
 	Fail(ctx context.Context, jobID, reason string) error
-	FinalizeJob(ctx context.Context, jobID string) error
+	FinalizeJob(ctx context.Context, jobID string, force bool) error
 }
 
 // Ledger is the part of the ledger store the dispatcher calls.
@@ -161,8 +161,9 @@ func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) error {
 	if err != nil {
 		return h.poison(ctx, rec, err.Error())
 	}
+	receive, _ := strconv.Atoi(rec.Attributes["ApproximateReceiveCount"])
 	if p.Step == job.StepFinalize {
-		return h.jobs.FinalizeJob(ctx, p.JobID)
+		return h.finalize(ctx, rec, p, receive)
 	}
 	state, err := h.ledger.TaskState(ctx, p.JobID, p.TaskID, p.Parent, p.Index)
 	if err != nil {
@@ -195,10 +196,10 @@ func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) error {
 		return err
 	}
 	err = h.plan(ctx, rec, j, spec, p)
-	if err == nil {
-		return nil
+	var after *afterCounting
+	if err == nil || errors.As(err, &after) {
+		return err // counted: whatever failed after that is retried, never fails the job
 	}
-	receive, _ := strconv.Atoi(rec.Attributes["ApproximateReceiveCount"])
 	if permanent(err) || receive >= h.cfg.MaxReceiveCount {
 		// It can never succeed (or has had its last chance): the job fails with the
 		// reason, rather than hang with a task in the DLQ.
@@ -227,18 +228,73 @@ func permanent(err error) bool {
 	return false
 }
 
-// waitForParent brings the task back after a short wait, without doing its work.
+// waitForParent sends the task again, delayed by ParentWait, counting its waits in a
+// message attribute (waiting uses up no receive), and acknowledges this copy. Past
+// MaxParentWaits, or if it cannot send, the task comes back after ParentWait instead.
 func (h *Handler) waitForParent(ctx context.Context, rec events.SQSMessage, p job.Plan) error {
-	_, err := h.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{QueueUrl: aws.String(h.cfg.JobsQueueURL),
-		ReceiptHandle: aws.String(rec.ReceiptHandle), VisibilityTimeout: int32(ParentWait / time.Second)})
-	if err != nil {
-		h.log.WarnContext(ctx, "cannot shorten the wait for a parent", "error", err)
+	waits := 0
+	if a, ok := rec.MessageAttributes[AttrParentWaits]; ok && a.StringValue != nil {
+		waits, _ = strconv.Atoi(*a.StringValue)
 	}
+	if waits < MaxParentWaits {
+		_, err := h.sqs.SendMessage(ctx, &sqs.SendMessageInput{
+			QueueUrl: aws.String(h.cfg.JobsQueueURL), MessageBody: aws.String(rec.Body), DelaySeconds: int32(ParentWait / time.Second),
+			MessageAttributes: map[string]sqstypes.MessageAttributeValue{
+				AttrParentWaits: {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(waits + 1))},
+			},
+		})
+		if err == nil {
+			return nil
+		}
+		h.log.WarnContext(ctx, "cannot send the task again to wait for its parent", "error", err)
+	}
+	h.comeBackIn(ctx, rec, ParentWait)
 	return fmt.Errorf("job %s task %s: its parent %s is not counted yet", p.JobID, p.TaskID, p.Parent)
 }
 
-// ParentWait is how long a planning task whose parent is not counted yet waits.
-const ParentWait = 5 * time.Second
+// comeBackIn sets the message's visibility so that it comes back after d.
+func (h *Handler) comeBackIn(ctx context.Context, rec events.SQSMessage, d time.Duration) {
+	_, err := h.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{QueueUrl: aws.String(h.cfg.JobsQueueURL),
+		ReceiptHandle: aws.String(rec.ReceiptHandle), VisibilityTimeout: int32(d / time.Second)})
+	if err != nil {
+		h.log.WarnContext(ctx, "cannot change the message's visibility", "error", err)
+	}
+}
+
+// finalize runs a finished job's finalize task: report lines still being written bring
+// it back in 10 s (on its last receive it reports what there is); a finalizer already
+// at work sends it again for after that finalizer's lease.
+func (h *Handler) finalize(ctx context.Context, rec events.SQSMessage, p job.Plan, receive int) error {
+	err := h.jobs.FinalizeJob(ctx, p.JobID, receive >= h.cfg.MaxReceiveCount)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, job.ErrFinalizeBusy):
+		_, serr := h.sqs.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(h.cfg.JobsQueueURL),
+			MessageBody: aws.String(rec.Body), DelaySeconds: 900})
+		if serr == nil {
+			return nil
+		}
+		return errors.Join(err, serr)
+	case errors.Is(err, job.ErrReportIncomplete):
+		h.comeBackIn(ctx, rec, 10*time.Second)
+	}
+	return err
+}
+
+// The parent waits of a task, as in the worker.
+const (
+	ParentWait      = 5 * time.Second
+	MaxParentWaits  = 720 // an hour
+	AttrParentWaits = "fileflow-parent-waits"
+)
+
+// afterCounting marks an error from after the task was counted: retried, but never a
+// reason to fail the job.
+type afterCounting struct{ err error }
+
+func (e *afterCounting) Error() string { return e.err.Error() }
+func (e *afterCounting) Unwrap() error { return e.err }
 
 // poison records an unreadable message, so it is not lost, and acknowledges it.
 func (h *Handler) poison(ctx context.Context, rec events.SQSMessage, reason string) error {
@@ -327,19 +383,22 @@ func (h *Handler) plan(ctx context.Context, rec events.SQSMessage, j ledger.Job,
 	case ledger.Duplicate:
 		if ok, err := h.jobs.HasPart(ctx, j.ID, p.TaskID); err != nil || ok || len(out.bad) == 0 {
 			if err != nil {
-				return err
+				return &afterCounting{err}
 			}
 			break
 		}
 		fallthrough
 	default:
 		if err := h.jobs.WritePart(ctx, j.ID, p.TaskID, out.bad); err != nil {
-			return err
+			return &afterCounting{err}
 		}
 	}
 	h.log.InfoContext(ctx, "planning task done", "job_id", j.ID, "task_id", p.TaskID, "step", p.Step, "outcome", res[0].String(),
 		"files", out.packer.Files, "task_messages", out.packer.Messages, "child_tasks", out.plans, "bad_entries", len(out.bad))
-	return h.jobs.Check(ctx, j.ID)
+	if err := h.jobs.Check(ctx, j.ID); err != nil {
+		return &afterCounting{err}
+	}
+	return nil
 }
 
 // output collects what one planning task sends.

@@ -41,6 +41,9 @@ const (
 	headerReaders = 16
 )
 
+// ErrOffset: a read before the start of the object (a corrupt archive's offset).
+var ErrOffset = errors.New("offset out of range")
+
 // ObjectReader is an [io.ReaderAt] over one revision of an S3 object: it serves reads
 // from ranged GETs of whole blocks, keeping the last few blocks. It is safe for
 // concurrent use; GETs of different blocks run in parallel.
@@ -100,7 +103,7 @@ func (r *ObjectReader) Bytes() int64 {
 // ReadAt reads len(p) bytes at off, with io.ReaderAt's semantics.
 func (r *ObjectReader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, fmt.Errorf("fanout: read s3://%s/%s at negative offset %d", r.bucket, r.key, off)
+		return 0, fmt.Errorf("fanout: read s3://%s/%s at offset %d: %w", r.bucket, r.key, off, ErrOffset)
 	}
 	n := 0
 	for n < len(p) && off < r.size {
@@ -276,6 +279,8 @@ func dataOffsets(files []*zip.File, reasons []string, offsets []int64, size int6
 				switch {
 				case errors.Is(err, zip.ErrFormat):
 					reasons[i] = fmt.Sprintf("entry %q: bad local header: %v", f.Name, err)
+				case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, ErrOffset):
+					reasons[i] = fmt.Sprintf("entry %q: its local header lies outside the archive", f.Name)
 				case err != nil:
 					errs <- fmt.Errorf("entry %q: %w", f.Name, err)
 					return

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -301,4 +302,25 @@ func entriesByName(es []zipEntry) map[string][]byte {
 		m[e.name] = e.data
 	}
 	return m
+}
+
+// An entry whose local header offset points past the end is a bad entry, not a
+// failure of the whole archive.
+func TestListZipEntryOffsetPastEnd(t *testing.T) {
+	data := buildZip(t, []zipEntry{{name: "a.txt", data: []byte("a"), method: zip.Store}, {name: "b.txt", data: []byte("b"), method: zip.Store}})
+	// The central directory record of b.txt: signature, then the local header offset
+	// at byte 42 of the record.
+	sig := []byte{0x50, 0x4b, 0x01, 0x02}
+	at := bytes.LastIndex(data, sig)
+	require.Positive(t, at)
+	binary.LittleEndian.PutUint32(data[at+42:], uint32(len(data)+1000))
+	obj := &fakeObject{data: data, etag: "e"}
+	var good []string
+	var bad []*EntryError
+	require.NoError(t, ListZip(context.Background(), obj, "b", "k.zip", "e", int64(len(data)),
+		func(f task.File) error { good = append(good, f.Member.Name); return nil },
+		func(e *EntryError) error { bad = append(bad, e); return nil }))
+	assert.Equal(t, []string{"a.txt"}, good)
+	require.Len(t, bad, 1)
+	assert.Contains(t, bad[0].Reason, `"b.txt"`)
 }

@@ -26,8 +26,10 @@ type Ledger interface {
 	JobCounts(ctx context.Context, id string, shards int) (ledger.Counts, error)
 	FinishJob(ctx context.Context, id string, status ledger.JobStatus, reason string, c ledger.Counts, now time.Time) (bool, error)
 	MarkNotified(ctx context.Context, id, report string, now time.Time) error
-	ClaimFinalize(ctx context.Context, id string, now time.Time, lease time.Duration) (bool, error)
-	ReleaseFinalize(ctx context.Context, id string) error
+	ClaimFinalize(ctx context.Context, id string, now time.Time, lease time.Duration) (int64, bool, error)
+	ReleaseFinalize(ctx context.Context, id string, token int64) error
+	MarkFinalizeRequested(ctx context.Context, id string, now time.Time) error
+	PeekCounts(ctx context.Context, id string, shards int) (ledger.Counts, error)
 }
 
 // Objects is the part of the S3 client the engine calls (reports, split merges).
@@ -140,13 +142,17 @@ func (e *Engine) Settle(ctx context.Context, all []ledger.Settlement) ([]ledger.
 	return e.Ledger.Settle(ctx, e.now(), all)
 }
 
-// FinalizeLease is how long a finalizer holds a finished job (the dispatcher's
-// timeout is far shorter): one that dies is replaced after this long.
-const FinalizeLease = 15 * time.Minute
+// FinalizeLease is how long a finalizer without a deadline (the CLI) holds a finished
+// job; one with a deadline (a function) holds it until then plus a margin. One that dies
+// is replaced when its lease ends.
+const FinalizeLease = 5 * time.Minute
 
-// RequeueAfter: a finished job still unreported after this long gets its finalize task
-// sent again by the next check (one was lost, or its finalizer died).
+// RequeueAfter: a finished job still unreported this long after its finalize task was
+// sent gets it sent again by the next check (it was lost, or its finalizer died).
 const RequeueAfter = time.Minute
+
+// ErrFinalizeBusy: another finalizer holds the job's lease; try again after it ends.
+var ErrFinalizeBusy = errors.New("job: another finalizer is reporting this job")
 
 // Check finishes the job if it is done or past its tolerance, and finalizes a finished
 // job whose report and notification were not done by its finisher (which crashed).
@@ -157,7 +163,7 @@ func (e *Engine) Check(ctx context.Context, id string) error {
 	}
 	e.remember(j)
 	if j.Status != ledger.JobRunning {
-		if !j.Notified && e.now().Sub(j.FinishedAt) > RequeueAfter {
+		if !j.Notified && (j.FinalizeRequested.IsZero() || e.now().Sub(j.FinalizeRequested) > RequeueAfter) {
 			e.log().WarnContext(ctx, "job finished but not reported: finalize requested again", "job_id", id, "finished_at", j.FinishedAt)
 			return e.requestFinalize(ctx, j.ID)
 		}
@@ -168,6 +174,15 @@ func (e *Engine) Check(ctx context.Context, id string) error {
 		return err
 	}
 	tol, _ := ParseTolerance(spec.Tolerate)
+	// A cheap look first: while tasks are outstanding and the tolerance holds there is
+	// nothing to decide, and the snapshot (which conflicts with settlements) is skipped.
+	peek, err := e.Ledger.PeekCounts(ctx, id, j.Shards)
+	if err != nil {
+		return err
+	}
+	if peek.Outstanding() != 0 && !tol.Exceeded(peek.Failed, peek.Succeeded+peek.Failed, false) {
+		return nil
+	}
 	c, err := e.Ledger.JobCounts(ctx, id, j.Shards)
 	if err != nil {
 		return err
@@ -200,7 +215,7 @@ func (e *Engine) Cancel(ctx context.Context, id, reason string) (ledger.Job, err
 	}
 	switch {
 	case j.Status == ledger.JobCancelled && !j.Notified:
-		if err := e.FinalizeJob(ctx, id); err != nil {
+		if err := e.requestFinalize(ctx, id); err != nil {
 			return j, err
 		}
 	case j.Status != ledger.JobRunning:
@@ -248,7 +263,7 @@ func (e *Engine) finish(ctx context.Context, j ledger.Job, status ledger.JobStat
 // requestFinalize queues the job's finalize task for the dispatcher, or finalizes inline.
 func (e *Engine) requestFinalize(ctx context.Context, id string) error {
 	if e.Queue == nil || e.JobsQueueURL == "" {
-		return e.FinalizeJob(ctx, id)
+		return e.FinalizeJob(ctx, id, false)
 	}
 	body, err := json.Marshal(Plan{V: 1, JobID: id, TaskID: StepFinalize, Step: StepFinalize})
 	if err != nil {
@@ -257,24 +272,36 @@ func (e *Engine) requestFinalize(ctx context.Context, id string) error {
 	if _, err := e.Queue.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(e.JobsQueueURL), MessageBody: aws.String(string(body))}); err != nil {
 		return fmt.Errorf("job %s: queue its finalize task: %w", id, err)
 	}
-	return nil
+	return e.Ledger.MarkFinalizeRequested(ctx, id, e.now())
 }
 
 // FinalizeJob reports a finished job once: it claims the job's finalize lease, writes
-// the report, publishes the notification and marks the job notified. If another
-// finalizer holds the lease, or the job is reported already, it does nothing. On
-// failure the lease is released so that a retry can take over at once.
-func (e *Engine) FinalizeJob(ctx context.Context, id string) error {
+// the report, publishes the notification and marks the job notified. A job reported
+// already (or still running) needs nothing; one another finalizer holds returns
+// [ErrFinalizeBusy]. On failure the lease is released so that a retry can take over at
+// once. force writes the report even if report lines of counted tasks are missing (the
+// last attempt): the manifest then says how many.
+func (e *Engine) FinalizeJob(ctx context.Context, id string, force bool) error {
 	j, found, err := e.Ledger.GetJob(ctx, id)
 	if err != nil || !found || j.Status == ledger.JobRunning || j.Notified {
 		return err
 	}
-	claimed, err := e.Ledger.ClaimFinalize(ctx, id, e.now(), FinalizeLease)
-	if err != nil || !claimed {
+	lease := FinalizeLease
+	if dl, ok := ctx.Deadline(); ok {
+		lease = time.Until(dl) + 30*time.Second
+	}
+	token, claimed, err := e.Ledger.ClaimFinalize(ctx, id, e.now(), lease)
+	if err != nil {
 		return err
 	}
-	if err := e.Finalize(ctx, j); err != nil {
-		if rerr := e.Ledger.ReleaseFinalize(context.WithoutCancel(ctx), id); rerr != nil {
+	if !claimed {
+		if j, _, err := e.Ledger.GetJob(ctx, id); err == nil && j.Notified {
+			return nil
+		}
+		return fmt.Errorf("job %s: %w", id, ErrFinalizeBusy)
+	}
+	if err := e.Finalize(ctx, j, force); err != nil {
+		if rerr := e.Ledger.ReleaseFinalize(context.WithoutCancel(ctx), id, token); rerr != nil {
 			e.log().WarnContext(ctx, "cannot release the finalize lease", "job_id", id, "error", rerr)
 		}
 		return err
@@ -298,12 +325,12 @@ type Notification struct {
 // Finalize writes a finished job's report (and a split job's merged output), publishes
 // its notification and marks it notified. Every step is idempotent, so a finisher that
 // crashed is replaced by the next check; the notification is then sent at least once.
-func (e *Engine) Finalize(ctx context.Context, j ledger.Job) error {
+func (e *Engine) Finalize(ctx context.Context, j ledger.Job, force bool) error {
 	spec, err := SpecOf(j)
 	if err != nil {
 		return err
 	}
-	rep, err := e.writeReport(ctx, j, spec)
+	rep, err := e.writeReport(ctx, j, spec, force)
 	if err != nil {
 		return err
 	}

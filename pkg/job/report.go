@@ -92,6 +92,9 @@ func (e *Engine) HasPart(ctx context.Context, jobID, taskID string) (bool, error
 	return true, nil
 }
 
+// ErrReportIncomplete: report lines of counted tasks are still being written.
+var ErrReportIncomplete = errors.New("report lines are still missing")
+
 type report struct {
 	manifestURI string
 	merged      string
@@ -114,6 +117,7 @@ type manifest struct {
 	FinishedAt   string        `json:"FinishedAt"`
 	DurationMS   int64         `json:"DurationMs"`
 	MergedOutput string        `json:"MergedOutput,omitempty"`
+	LinesMissing int64         `json:"LinesMissing,omitempty"` // counted files without a line (a forced report)
 }
 
 type manifestEntry struct {
@@ -126,7 +130,7 @@ type manifestEntry struct {
 
 // writeReport merges the parts into the two result files (in task-id order), merges a
 // complete split job's parts, and writes manifest.json last.
-func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec) (report, error) {
+func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec, force bool) (report, error) {
 	prefix := e.ReportPrefix(j.ID)
 	var rep report
 	parts, err := e.list(ctx, prefix+"parts/")
@@ -214,6 +218,14 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec) (repo
 		return rep, fmt.Errorf("job %s: report: %v", j.ID, errs)
 	}
 
+	// Every counted file has its line: a task writes its part right after it is counted,
+	// so a part still missing belongs to a task being written now (or whose writer died;
+	// its redelivery writes it). Wait for it, unless this is the last attempt.
+	lines := sinks[Succeeded].lines + sinks[Failed].lines
+	missing := max(0, j.Final.Succeeded+j.Final.Failed-lines)
+	if missing > 0 && !force {
+		return rep, fmt.Errorf("job %s: report has %d lines, %d counted files: %w", j.ID, lines, j.Final.Succeeded+j.Final.Failed, ErrReportIncomplete)
+	}
 	if spec.Kind == KindSplit && j.Status == ledger.JobComplete {
 		if rep.merged, err = e.merge(ctx, j, spec, splitParts); err != nil {
 			return rep, err
@@ -223,7 +235,7 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec) (repo
 		Format: "Report_CSV_20180820", ReportCreationDate: e.now().UTC().Format(time.RFC3339), ReportSchema: ReportSchema,
 		JobID: j.ID, JobStatus: string(j.Status), StatusReason: j.Reason, Kind: spec.Kind, Source: spec.Source(),
 		Counts: j.Final, CreatedAt: j.CreatedAt.UTC().Format(time.RFC3339Nano), FinishedAt: j.FinishedAt.UTC().Format(time.RFC3339Nano),
-		DurationMS: j.FinishedAt.Sub(j.CreatedAt).Milliseconds(), MergedOutput: rep.merged,
+		DurationMS: j.FinishedAt.Sub(j.CreatedAt).Milliseconds(), MergedOutput: rep.merged, LinesMissing: missing,
 	}
 	for _, st := range []string{Succeeded, Failed} {
 		m.Results = append(m.Results, manifestEntry{TaskExecutionStatus: st, Bucket: e.OutputBucket,

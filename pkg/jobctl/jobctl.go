@@ -161,7 +161,8 @@ func New(ctx context.Context, t Target) (*Client, error) {
 	topic := sns.NewFromConfig(cfg, func(o *sns.Options) { o.BaseEndpoint = ep("sns") })
 	store := ledger.New(db, t.Table, 0)
 	return &Client{Target: t, DB: store, SQS: q, Engine: &job.Engine{Ledger: store, Objects: objects, Topic: topic,
-		TopicARN: t.CompletionTopicARN, OutputBucket: t.OutputBucket, OutputPrefix: t.OutputPrefix, StatusTTL: time.Nanosecond}}, nil
+		TopicARN: t.CompletionTopicARN, OutputBucket: t.OutputBucket, OutputPrefix: t.OutputPrefix, StatusTTL: time.Nanosecond,
+		Queue: q, JobsQueueURL: t.JobsQueueURL}}, nil
 }
 
 // Submit sends a job.
@@ -216,7 +217,8 @@ func (c *Client) Status(ctx context.Context, id string) (Status, error) {
 	return s, nil
 }
 
-// Cancel cancels a running job; its report is written and its notification sent.
+// Cancel cancels a running job; the dispatcher then writes its report and sends its
+// notification (Status.Report is empty until it has).
 func (c *Client) Cancel(ctx context.Context, id string) (Status, error) {
 	if _, err := c.Engine.Cancel(ctx, id, "cancelled by "+user()); err != nil {
 		return Status{}, err

@@ -75,6 +75,8 @@ type Job struct {
 	Final      Counts    // the counts when it finished
 	Notified   bool      // the report is written and the notification sent
 	Report     string    // s3:// URI of the report's manifest.json
+	// FinalizeRequested is when a finalize task was last sent (zero: never).
+	FinalizeRequested time.Time
 }
 
 // Settlement counts one finished task: the children it enqueued and the files it
@@ -187,6 +189,29 @@ var ErrJobExists = errors.New("job exists")
 // are counted together. Conflicts with concurrent transactions are retried.
 func (s *Store) Settle(ctx context.Context, now time.Time, all []Settlement) ([]Outcome, error) {
 	out := make([]Outcome, len(all))
+	// The same task twice in one batch: the copy shares the first one's fate (a
+	// duplicate of a counted task; otherwise the same outcome).
+	first := map[string]int{}
+	copyOf := map[int]int{}
+	for i, st := range all {
+		k := st.JobID + "\x00" + st.TaskID
+		if j, ok := first[k]; ok {
+			copyOf[i] = j
+			out[i] = -1 // decided at the end
+			continue
+		}
+		first[k] = i
+	}
+	defer func() {
+		for i, j := range copyOf {
+			switch out[j] {
+			case Counted, Duplicate:
+				out[i] = Duplicate
+			default:
+				out[i] = out[j]
+			}
+		}
+	}()
 	for round := 0; ; round++ {
 		var todo []int
 		for i, o := range out {
@@ -236,7 +261,7 @@ func (s *Store) sortPending(ctx context.Context, all []Settlement, out []Outcome
 		}
 		switch attr := childCountAttr(st.TaskID); {
 		case res.Item == nil:
-		case attr != "" && num(res.Item[attr]) <= int64(st.Index):
+		case attr != "" && res.Item[attr] != nil && num(res.Item[attr]) <= int64(st.Index):
 			out[i] = Orphan
 		case !final:
 			out[i] = 0
@@ -262,11 +287,11 @@ func (s *Store) settle(ctx context.Context, now time.Time, all []Settlement) ([]
 			}
 			live = append(live, i)
 		}
-		live = inTxOrphans(all, live, out)
+		live = deferChildren(all, live, out)
 		if len(live) == 0 {
 			return out, nil
 		}
-		items, owners := s.settleItems(now, all, live, seen)
+		items, owners := s.settleItems(now, all, live)
 		_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
 		if err == nil {
 			for _, i := range live {
@@ -304,27 +329,18 @@ func (s *Store) settle(ctx context.Context, now time.Time, all []Settlement) ([]
 	}
 }
 
-// inTxOrphans decides the children whose parent is settled in the same transaction
-// (so not checked against its marker) by the parent's own counts.
-func inTxOrphans(all []Settlement, live []int, out []Outcome) []int {
-	byTask := map[string]Settlement{}
+// deferChildren leaves out of this transaction the tasks whose parent is in it: they
+// wait (ParentPending) until the parent is counted, then are checked against its
+// marker like any other child.
+func deferChildren(all []Settlement, live []int, out []Outcome) []int {
+	inTx := map[string]bool{}
 	for _, i := range live {
-		byTask[all[i].JobID+"\x00"+all[i].TaskID] = all[i]
+		inTx[all[i].JobID+"\x00"+all[i].TaskID] = true
 	}
 	kept := live[:0:0]
 	for _, i := range live {
-		st := all[i]
-		p, ok := byTask[st.JobID+"\x00"+st.Parent]
-		count := int64(-1)
-		switch attr := childCountAttr(st.TaskID); {
-		case !ok || st.Parent == "":
-		case attr == "msgs":
-			count = p.Messages
-		case attr == "plans":
-			count = p.Plans
-		}
-		if count >= 0 && count <= int64(st.Index) {
-			out[i] = Orphan
+		if st := all[i]; st.Parent != "" && inTx[st.JobID+"\x00"+st.Parent] {
+			out[i] = ParentPending
 			continue
 		}
 		kept = append(kept, i)
@@ -352,7 +368,7 @@ func childCountAttr(taskID string) string {
 	return ""
 }
 
-func (s *Store) settleItems(now time.Time, all []Settlement, live []int, inTx map[string]bool) ([]types.TransactWriteItem, []owner) {
+func (s *Store) settleItems(now time.Time, all []Settlement, live []int) ([]types.TransactWriteItem, []owner) {
 	var items []types.TransactWriteItem
 	var owners []owner
 	table := aws.String(s.table)
@@ -377,7 +393,7 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int, inTx ma
 			TableName: table, Item: m, ConditionExpression: aws.String("attribute_not_exists(pk)"),
 		}})
 		owners = append(owners, owner{[]int{i}, Duplicate})
-		if st.Parent != "" && !inTx[st.JobID+"\x00"+st.Parent] {
+		if st.Parent != "" {
 			k := st.JobID + "\x00" + st.Parent + "\x00" + childCountAttr(st.TaskID) + "\x00" + strconv.Itoa(st.Index)
 			if _, ok := parents[k]; !ok {
 				parentOrder = append(parentOrder, k)
@@ -429,7 +445,8 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int, inTx ma
 		cc := &types.ConditionCheck{TableName: table, Key: jobKey(n.job, "t#"+n.parent), ConditionExpression: aws.String("attribute_exists(pk)")}
 		for _, attr := range []string{"msgs", "plans"} {
 			if idx, ok := n.max[attr]; ok {
-				cc.ConditionExpression = aws.String(*cc.ConditionExpression + " AND " + attr + " > :" + attr)
+				// A marker from before child counts were recorded covers every index.
+				cc.ConditionExpression = aws.String(*cc.ConditionExpression + " AND (attribute_not_exists(" + attr + ") OR " + attr + " > :" + attr + ")")
 				if cc.ExpressionAttributeValues == nil {
 					cc.ExpressionAttributeValues = map[string]types.AttributeValue{}
 				}
@@ -527,6 +544,7 @@ func (s *Store) GetJob(ctx context.Context, id string) (Job, bool, error) {
 	}
 	j.CreatedAt, _ = time.Parse(time.RFC3339Nano, text(it["created_at"]))
 	j.FinishedAt, _ = time.Parse(time.RFC3339Nano, text(it["finished_at"]))
+	j.FinalizeRequested, _ = time.Parse(time.RFC3339Nano, text(it["finalize_requested_at"]))
 	return j, true, nil
 }
 
@@ -588,11 +606,13 @@ func (s *Store) MarkNotified(ctx context.Context, id, report string, now time.Ti
 	return nil
 }
 
-// ClaimFinalize takes the right to write a finished job's report and notification for
-// lease: only one finalizer works at a time, and one that dies is replaced when its
-// lease runs out. It fails (false) if the job is running, already notified, or leased.
-func (s *Store) ClaimFinalize(ctx context.Context, id string, now time.Time, lease time.Duration) (bool, error) {
-	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+// ClaimFinalize takes the right to write a finished job's report and notification until
+// lease runs out: only one finalizer works at a time, and one that dies is replaced when
+// its lease ends. It returns the lease's token (for [Store.ReleaseFinalize]), or ok =
+// false if the job is running, already notified, or leased by another.
+func (s *Store) ClaimFinalize(ctx context.Context, id string, now time.Time, lease time.Duration) (token int64, ok bool, err error) {
+	token = now.Add(lease).UnixMilli()
+	_, err = s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:        aws.String(s.table),
 		Key:              jobKey(id, "job"),
 		UpdateExpression: aws.String("SET lease_until = :until"),
@@ -600,29 +620,76 @@ func (s *Store) ClaimFinalize(ctx context.Context, id string, now time.Time, lea
 			"AND (attribute_not_exists(lease_until) OR lease_until < :now)"),
 		ExpressionAttributeNames: map[string]string{"#status": "status"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":until": n64(now.Add(lease).UnixMilli()), ":now": n64(now.UnixMilli()), ":running": str(string(JobRunning)),
+			":until": n64(token), ":now": n64(now.UnixMilli()), ":running": str(string(JobRunning)),
 		},
 	})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
-		return false, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("ledger: claim finalize of job %s: %w", id, err)
+		return 0, false, fmt.Errorf("ledger: claim finalize of job %s: %w", id, err)
 	}
-	return true, nil
+	return token, true, nil
 }
 
-// ReleaseFinalize gives the lease back after a failed finalize, so a retry can claim it
-// at once.
-func (s *Store) ReleaseFinalize(ctx context.Context, id string) error {
+// ReleaseFinalize gives back the lease taken with token after a failed finalize, so a
+// retry can claim it at once. A lease that ran out and was taken by another finalizer is
+// left alone.
+func (s *Store) ReleaseFinalize(ctx context.Context, id string, token int64) error {
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(s.table), Key: jobKey(id, "job"), UpdateExpression: aws.String("REMOVE lease_until"),
+		ConditionExpression:       aws.String("lease_until = :mine"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":mine": n64(token)},
 	})
-	if err != nil {
+	var ccf *types.ConditionalCheckFailedException
+	if err != nil && !errors.As(err, &ccf) {
 		return fmt.Errorf("ledger: release finalize of job %s: %w", id, err)
 	}
 	return nil
+}
+
+// MarkFinalizeRequested records that a finished job's finalize task was sent.
+func (s *Store) MarkFinalizeRequested(ctx context.Context, id string, now time.Time) error {
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table), Key: jobKey(id, "job"), UpdateExpression: aws.String("SET finalize_requested_at = :now"),
+		ConditionExpression:       aws.String("attribute_exists(pk)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":now": str(now.UTC().Format(time.RFC3339Nano))},
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: job %s finalize requested: %w", id, err)
+	}
+	return nil
+}
+
+// PeekCounts sums the shards with strongly consistent reads, but not as one snapshot:
+// cheap, and never conflicting with settlements. Use it to decide whether the snapshot
+// of [Store.JobCounts] is worth taking: once no task is outstanding nothing writes, so
+// the peek then shows it.
+func (s *Store) PeekCounts(ctx context.Context, id string, shards int) (Counts, error) {
+	keys := make([]map[string]types.AttributeValue, 0, shards)
+	for n := range shards {
+		keys = append(keys, jobKey(id, shardSK(n)))
+	}
+	var c Counts
+	for len(keys) > 0 {
+		out, err := s.api.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]types.KeysAndAttributes{
+			s.table: {Keys: keys, ConsistentRead: aws.Bool(true)},
+		}})
+		if err != nil {
+			return Counts{}, fmt.Errorf("ledger: job %s counts: %w", id, err)
+		}
+		for _, it := range out.Responses[s.table] {
+			c.Expected += num(it["expected"])
+			c.Done += num(it["done"])
+			c.Listed += num(it["listed"])
+			c.Succeeded += num(it["succeeded"])
+			c.Failed += num(it["failed"])
+			c.Bytes += num(it["bytes"])
+		}
+		keys = out.UnprocessedKeys[s.table].Keys
+	}
+	return c, nil
 }
 
 // TaskState tells a planning task, before it does any work, whether it may: it was
@@ -659,7 +726,7 @@ func (s *Store) TaskState(ctx context.Context, jobID, taskID, parent string, ind
 		return 0, nil
 	case par == nil:
 		return ParentPending, nil
-	case attr != "" && num(par[attr]) <= int64(index):
+	case attr != "" && par[attr] != nil && num(par[attr]) <= int64(index):
 		return Orphan, nil
 	}
 	return 0, nil

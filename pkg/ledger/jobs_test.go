@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -174,4 +177,52 @@ func TestCreateJobShardBounds(t *testing.T) {
 	st, _ := newStore(t, 0)
 	assert.ErrorContains(t, st.CreateJob(context.Background(), "j", "{}", 0, t0), "shards = 0: must be in 1..99")
 	assert.ErrorContains(t, st.CreateJob(context.Background(), "j", "{}", 100, t0), "shards = 100")
+}
+
+// Cases a second review found: a task twice in one batch whose parent is not counted;
+// a parent re-run (a duplicate) with its child in one call; a grandchild in the same
+// call; a marker written before child counts were recorded.
+func TestSettleEdgeCases(t *testing.T) {
+	st, db := newStore(t, 0)
+	ctx := context.Background()
+	id := fmt.Sprintf("job-e-%d", time.Now().UnixNano())
+	require.NoError(t, st.CreateJob(ctx, id, `{}`, 2, t0))
+
+	out, err := st.Settle(ctx, t0, []ledger.Settlement{
+		{JobID: id, TaskID: "mZ", Parent: "root", Shards: 2},
+		{JobID: id, TaskID: "mZ", Parent: "root", Shards: 2},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, []ledger.Outcome{ledger.ParentPending, ledger.ParentPending}, out, "a copy shares the first one's fate")
+
+	out, err = st.Settle(ctx, t0, []ledger.Settlement{
+		{JobID: id, TaskID: "root", Shards: 2, Messages: 5, Plans: 1},
+		{JobID: id, TaskID: "l0", Parent: "root", Index: 0, Shards: 2, Messages: 1},
+		{JobID: id, TaskID: "m0-of-l0", Parent: "l0", Index: 0, Shards: 2, Succeeded: 1},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, ledger.Counted, out[0])
+	assert.Equal(t, ledger.Counted, out[1], "the child waits for its parent in the same call, then counts")
+	assert.Contains(t, []ledger.Outcome{ledger.Counted, ledger.ParentPending}, out[2], "a grandchild counts or waits, never early")
+
+	// The parent re-run with fewer children, and its child index 4: the counted run
+	// (msgs=5) decides, not the re-run.
+	out, err = st.Settle(ctx, t0, []ledger.Settlement{
+		{JobID: id, TaskID: "root", Shards: 2, Messages: 3},
+		{JobID: id, TaskID: "m4", Parent: "root", Index: 4, Shards: 2},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, []ledger.Outcome{ledger.Duplicate, ledger.Counted}, out)
+
+	// A marker from before child counts were recorded covers any index.
+	_, err = db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(st.Table()), Item: map[string]types.AttributeValue{
+		"pk": &types.AttributeValueMemberS{Value: "J#" + id}, "sk": &types.AttributeValueMemberS{Value: "t#old"},
+	}})
+	require.NoError(t, err)
+	out, err = st.Settle(ctx, t0, []ledger.Settlement{{JobID: id, TaskID: "m7", Parent: "old", Index: 7, Shards: 2}})
+	require.NoError(t, err)
+	assert.Equal(t, []ledger.Outcome{ledger.Counted}, out)
+	state, err := st.TaskState(ctx, id, "l9", "old", 9)
+	require.NoError(t, err)
+	assert.Zero(t, state, "go ahead")
 }

@@ -152,6 +152,9 @@ func New(api API, table string, ttl time.Duration) *Store {
 	return &Store{api: api, table: table, ttl: ttl}
 }
 
+// Table is the store's table name.
+func (s *Store) Table() string { return s.table }
+
 // Commit records a successful attempt: one conditional UpdateItem. It returns
 // [ErrAlreadySucceeded] if the file version was already committed.
 func (s *Store) Commit(ctx context.Context, k Key, jobID string, res Result, att Attempt) error {

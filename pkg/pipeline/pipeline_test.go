@@ -166,7 +166,7 @@ func TestWorkerIAMLeastPrivilege(t *testing.T) {
 	}
 	arn := "arn:aws:"
 	assert.Equal(t, map[string][]string{
-		arn + "sqs:us-east-1:123456789012:files-tasks":                              {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl"},
+		arn + "sqs:us-east-1:123456789012:files-tasks":                              {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:SendMessage"},
 		arn + "s3:::files-ingest/*":                                                 {"s3:GetObject", "s3:GetObjectVersion"},
 		arn + "s3:::files-output/*":                                                 {"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"},
 		arn + "s3:::files-output":                                                   {"s3:ListBucket"},

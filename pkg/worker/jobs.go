@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
@@ -164,6 +168,9 @@ func (h *Handler) settleJobs(ctx context.Context, log *slog.Logger, msgs []*mess
 	}
 	wg.Wait()
 	for id, ms := range jobs {
+		if slices.ContainsFunc(ms, func(m *message) bool { return m.failed }) {
+			continue // a task's lines are missing: it comes back, and checks then
+		}
 		if err := h.deps.Jobs.Check(ctx, id); err != nil {
 			log.WarnContext(ctx, "job check failed; its tasks come back to check again", "job_id", id, "error", err)
 			for _, m := range ms {
@@ -183,6 +190,33 @@ func (h *Handler) writeLines(ctx context.Context, m *message, lines []job.Line, 
 		}
 	}
 	return h.deps.Jobs.WritePart(ctx, m.jobID, m.taskID, lines)
+}
+
+// waitForParent sends the task again, delayed by ParentWait, counting its waits in a
+// message attribute, so that waiting does not use up its receives. It reports whether
+// it did (the original is then acknowledged); past MaxParentWaits it does not.
+func (h *Handler) waitForParent(ctx context.Context, log *slog.Logger, m *message) bool {
+	waits := 0
+	if a, ok := m.rec.MessageAttributes[AttrParentWaits]; ok && a.StringValue != nil {
+		waits, _ = strconv.Atoi(*a.StringValue)
+	}
+	if waits >= MaxParentWaits {
+		return false
+	}
+	url, err := h.queueURL(ctx, m.rec.EventSourceARN)
+	if err == nil {
+		_, err = h.deps.Queue.SendMessage(ctx, &sqs.SendMessageInput{
+			QueueUrl: aws.String(url), MessageBody: aws.String(m.rec.Body), DelaySeconds: int32(ParentWait / time.Second),
+			MessageAttributes: map[string]sqstypes.MessageAttributeValue{
+				AttrParentWaits: {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(waits + 1))},
+			},
+		})
+	}
+	if err != nil {
+		log.WarnContext(ctx, "cannot send the task again to wait for its parent; it comes back instead", "job_id", m.jobID, "error", err)
+		return false
+	}
+	return true
 }
 
 // finished: every file of the message succeeded or failed for good (a job's file whose

@@ -606,6 +606,9 @@ func (h *Handler) respond(ctx context.Context, log *slog.Logger, msgs []*message
 		if !m.failed {
 			continue
 		}
+		if m.parentPending && h.waitForParent(ctx, log, m) {
+			continue // sent again with a delay; this copy is acknowledged
+		}
 		resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: m.rec.MessageId})
 		delay := h.cfg.Retry.Delay(m.receive, m.class)
 		if m.parentPending {
@@ -628,8 +631,16 @@ func (h *Handler) respond(ctx context.Context, log *slog.Logger, msgs []*message
 
 // ParentWait is how long a job task whose planning task is not counted yet waits
 // before it comes back. Planning tasks send their children first and count themselves
-// last, so the wait is seconds; maxReceiveCount waits (50 s with 5) bound it.
+// last, so the wait is usually one round.
 const ParentWait = 10 * time.Second
+
+// MaxParentWaits bounds how often a task is sent again to wait for its parent (an hour
+// at ParentWait): waiting does not use up the message's receives, so a long planning
+// task does not push its children into the DLQ.
+const MaxParentWaits = 360
+
+// AttrParentWaits counts a task's waits for its parent (an SQS message attribute).
+const AttrParentWaits = "fileflow-parent-waits"
 
 // shareDuplicates gives an item that repeated another in the same batch the outcome of
 // the one that was processed. It is a duplicate delivery, not a second file.
