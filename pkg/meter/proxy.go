@@ -129,6 +129,8 @@ func Operation(service string, r *http.Request) string {
 		switch {
 		case !hasKey:
 			return "CreateBucket"
+		case q.Has("partNumber") && r.Header.Get("X-Amz-Copy-Source") != "":
+			return "UploadPartCopy"
 		case q.Has("partNumber"):
 			return "UploadPart"
 		case r.Header.Get("X-Amz-Copy-Source") != "":

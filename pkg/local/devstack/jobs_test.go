@@ -216,6 +216,7 @@ func TestJobs(t *testing.T) {
 	t.Run("LargeManifestReadInParallelChunks", e.testManifestChunks)
 	t.Run("ZipWithNestedFoldersAndTraversalEntry", e.testArchive)
 	t.Run("SplitMergesInOrder", e.testSplit)
+	t.Run("LargeSplitMergesByServerSideCopy", e.testSplitMergeByCopy)
 	t.Run("DuplicateTaskDeliveriesCountOnce", e.testDuplicates)
 	t.Run("OverToleranceFailsEarly", e.testTolerance)
 	t.Run("CancelStops", e.testCancel)
@@ -435,6 +436,23 @@ func (e *jobEnv) testSplit(t *testing.T) {
 			assert.Equal(t, "s3://"+e.st.Resources.OutputBucket+"/big/events.jsonl", n[0].Merged)
 		}
 	}
+}
+
+// A split whose parts are large enough (≥ 5 MiB) is merged server-side with
+// UploadPartCopy: no byte of it passes through the finalizing function.
+func (e *jobEnv) testSplitMergeByCopy(t *testing.T) {
+	var b bytes.Buffer
+	for i := 0; b.Len() < 12<<20; i++ {
+		fmt.Fprintf(&b, "%08d,%s\n", i, strings.Repeat("y", 90))
+	}
+	e.upload(t, map[string][]byte{"big/rows.csv": b.Bytes()})
+	before := e.st.Calls.Count("S3.UploadPartCopy")
+	id := e.submit(t, job.Spec{Kind: job.KindSplit, Bucket: e.ingest, Key: "big/rows.csv", Parts: 2})
+	j := e.wait(t, id, 2*time.Minute)
+	require.Equal(t, ledger.JobComplete, j.Status, j.Reason)
+	merged := e.output(t, "big/rows.csv")
+	assert.True(t, bytes.Equal(b.Bytes(), merged), "merged output equals the input (%d vs %d bytes)", len(merged), b.Len())
+	assert.EqualValues(t, 2, e.st.Calls.Count("S3.UploadPartCopy")-before, "one copy per part")
 }
 
 // A planning task that can never succeed — the archive is not a zip, the manifest does
