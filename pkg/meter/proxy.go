@@ -1,7 +1,9 @@
 package meter
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -20,6 +22,9 @@ type Proxy struct {
 	// Delay, if set, returns how long to hold a request before forwarding it (fault
 	// injection for tests: a slow dependency).
 	Delay func(r *http.Request) time.Duration
+	// DelayBody is Delay for requests told apart by their body (JSON protocols): the
+	// body is buffered for it.
+	DelayBody func(r *http.Request, body []byte) time.Duration
 	// After, if set, is called once the server has answered, with its status code.
 	After func(r *http.Request, status int)
 
@@ -47,6 +52,21 @@ func StartProxy(service, target string, calls *Calls) (*Proxy, error) {
 	}
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.Calls.add(p.Service + "." + Operation(p.Service, r))
+		if p.DelayBody != nil {
+			body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if d := p.DelayBody(r, body); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-r.Context().Done():
+					return // the client gave up (its function was stopped): never forwarded
+				}
+			}
+		}
 		if p.Delay != nil {
 			if d := p.Delay(r); d > 0 {
 				select {

@@ -61,6 +61,9 @@ type Options struct {
 	// S3Delay injects latency into the functions' S3 requests (a slow dependency), for
 	// chaos tests. Nil: none.
 	S3Delay func(r *http.Request) time.Duration
+	// DynamoDBDelay holds the functions' DynamoDB requests (told apart by their JSON
+	// body); a request whose function is stopped meanwhile is never forwarded. Nil: none.
+	DynamoDBDelay func(r *http.Request, body []byte) time.Duration
 	// Idle is how long an execution environment waits for work before it is stopped.
 	Idle time.Duration
 	// NoMeter points the functions straight at the servers: no counting proxies (their
@@ -248,7 +251,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		{"SQS", st.Servers.SQS, "AWS_ENDPOINT_URL_SQS"},
 		{"DynamoDB", st.Servers.DynamoDB, "AWS_ENDPOINT_URL_DYNAMODB"},
 	} {
-		if o.NoMeter && (p.service != "S3" || o.S3Delay == nil) {
+		if o.NoMeter && (p.service != "S3" || o.S3Delay == nil) && (p.service != "DynamoDB" || o.DynamoDBDelay == nil) {
 			endpoints[p.env] = p.target
 			continue
 		}
@@ -259,6 +262,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		if p.service == "S3" {
 			px.Delay = o.S3Delay
 			px.After = st.Bridge.Observe
+		}
+		if p.service == "DynamoDB" {
+			px.DelayBody = o.DynamoDBDelay
 		}
 		st.proxies = append(st.proxies, px)
 		endpoints[p.env] = px.URL

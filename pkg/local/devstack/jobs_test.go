@@ -70,18 +70,22 @@ func slowdown(r *http.Request) time.Duration {
 	return 0
 }
 
-func startJobEnv(t *testing.T) *jobEnv {
+func startJobEnv(t *testing.T, mutate func(*devstack.Options)) *jobEnv {
 	t.Helper()
 	ctx := context.Background()
 	fnLogs, err := os.Create(filepath.Join(t.TempDir(), "functions.log"))
 	require.NoError(t, err)
-	st, err := devstack.Start(ctx, devstack.Options{
+	opts := devstack.Options{
 		Stage:        "dev",
 		S3Delay:      slowdown,
 		Idle:         2 * time.Second,
 		Log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		FunctionLogs: fnLogs,
-	})
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	st, err := devstack.Start(ctx, opts)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		st.Stop()
@@ -210,7 +214,7 @@ func (e *jobEnv) report(t *testing.T, j ledger.Job) (m map[string]any, succeeded
 }
 
 func TestJobs(t *testing.T) {
-	e := startJobEnv(t)
+	e := startJobEnv(t, nil)
 	t.Run("PrefixOf10000NestedKeysCompletesOnceNeverEarly", e.testPrefix)
 	t.Run("ManifestWithQuotedAndEncodedKeys", e.testManifest)
 	t.Run("LargeManifestReadInParallelChunks", e.testManifestChunks)
