@@ -32,9 +32,6 @@ func runCLIOut(ctx context.Context, args ...string) (stdout, stderr string, err 
 // The job commands against the local stack, as a user runs them after
 // `fileflow dev --keep`: submit --watch, status --json, cancel.
 func TestJobCommandsOnLocalStack(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the local stack")
-	}
 	ctx := context.Background()
 	t.Setenv("FILEFLOW_DEV_STATE", t.TempDir()+"/dev-stack.json")
 	_, _, err := runCLIOut(ctx, "status", "--local", "nope")

@@ -232,21 +232,12 @@ func permanent(err error) bool {
 // message attribute (waiting uses up no receive), and acknowledges this copy. Past
 // MaxParentWaits, or if it cannot send, the task comes back after ParentWait instead.
 func (h *Handler) waitForParent(ctx context.Context, rec events.SQSMessage, p job.Plan) error {
-	waits := 0
-	if a, ok := rec.MessageAttributes[AttrParentWaits]; ok && a.StringValue != nil {
-		waits, _ = strconv.Atoi(*a.StringValue)
-	}
-	if waits < MaxParentWaits {
-		_, err := h.sqs.SendMessage(ctx, &sqs.SendMessageInput{
-			QueueUrl: aws.String(h.cfg.JobsQueueURL), MessageBody: aws.String(rec.Body), DelaySeconds: int32(ParentWait / time.Second),
-			MessageAttributes: map[string]sqstypes.MessageAttributeValue{
-				AttrParentWaits: {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(waits + 1))},
-			},
-		})
-		if err == nil {
-			return nil
-		}
+	sent, err := job.WaitForParent(ctx, h.sqs, h.cfg.JobsQueueURL, rec, ParentWait, MaxParentWaits)
+	if err != nil {
 		h.log.WarnContext(ctx, "cannot send the task again to wait for its parent", "error", err)
+	}
+	if sent {
+		return nil
 	}
 	h.comeBackIn(ctx, rec, ParentWait)
 	return fmt.Errorf("job %s task %s: its parent %s is not counted yet", p.JobID, p.TaskID, p.Parent)
@@ -284,9 +275,8 @@ func (h *Handler) finalize(ctx context.Context, rec events.SQSMessage, p job.Pla
 
 // The parent waits of a task, as in the worker.
 const (
-	ParentWait      = 5 * time.Second
-	MaxParentWaits  = 720 // an hour
-	AttrParentWaits = "fileflow-parent-waits"
+	ParentWait     = 5 * time.Second
+	MaxParentWaits = 720 // an hour
 )
 
 // afterCounting marks an error from after the task was counted: retried, but never a

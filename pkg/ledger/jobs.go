@@ -213,20 +213,20 @@ func (s *Store) Settle(ctx context.Context, now time.Time, all []Settlement) ([]
 		}
 	}()
 	for round := 0; ; round++ {
-		var todo []int
+		var undecided []int
 		for i, o := range out {
 			if o == 0 {
-				todo = append(todo, i)
+				undecided = append(undecided, i)
 			}
 		}
-		if len(todo) == 0 {
+		if len(undecided) == 0 {
 			return out, nil
 		}
 		// A transaction holds at most 100 items; a settlement takes up to two (marker,
 		// parent check) and each job one more.
 		const chunk = 30
-		for start := 0; start < len(todo); start += chunk {
-			part := todo[start:min(start+chunk, len(todo))]
+		for start := 0; start < len(undecided); start += chunk {
+			part := undecided[start:min(start+chunk, len(undecided))]
 			batch := make([]Settlement, len(part))
 			for n, i := range part {
 				batch[n] = all[i]

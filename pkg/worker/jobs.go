@@ -5,14 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
@@ -196,27 +193,15 @@ func (h *Handler) writeLines(ctx context.Context, m *message, lines []job.Line, 
 // message attribute, so that waiting does not use up its receives. It reports whether
 // it did (the original is then acknowledged); past MaxParentWaits it does not.
 func (h *Handler) waitForParent(ctx context.Context, log *slog.Logger, m *message) bool {
-	waits := 0
-	if a, ok := m.rec.MessageAttributes[AttrParentWaits]; ok && a.StringValue != nil {
-		waits, _ = strconv.Atoi(*a.StringValue)
-	}
-	if waits >= MaxParentWaits {
-		return false
-	}
 	url, err := h.queueURL(ctx, m.rec.EventSourceARN)
+	sent := false
 	if err == nil {
-		_, err = h.deps.Queue.SendMessage(ctx, &sqs.SendMessageInput{
-			QueueUrl: aws.String(url), MessageBody: aws.String(m.rec.Body), DelaySeconds: int32(ParentWait / time.Second),
-			MessageAttributes: map[string]sqstypes.MessageAttributeValue{
-				AttrParentWaits: {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(waits + 1))},
-			},
-		})
+		sent, err = job.WaitForParent(ctx, h.deps.Queue, url, m.rec, ParentWait, MaxParentWaits)
 	}
 	if err != nil {
 		log.WarnContext(ctx, "cannot send the task again to wait for its parent; it comes back instead", "job_id", m.jobID, "error", err)
-		return false
 	}
-	return true
+	return sent
 }
 
 // finished: every file of the message succeeded or failed for good (a job's file whose

@@ -639,9 +639,6 @@ const ParentWait = 10 * time.Second
 // task does not push its children into the DLQ.
 const MaxParentWaits = 360
 
-// AttrParentWaits counts a task's waits for its parent (an SQS message attribute).
-const AttrParentWaits = "fileflow-parent-waits"
-
 // shareDuplicates gives an item that repeated another in the same batch the outcome of
 // the one that was processed. It is a duplicate delivery, not a second file.
 func shareDuplicates(msgs []*message) {
