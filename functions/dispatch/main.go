@@ -4,11 +4,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
@@ -19,10 +17,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/fileflow/fileflow/pkg/dispatch"
+	"github.com/fileflow/fileflow/pkg/fnenv"
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
-	"github.com/fileflow/fileflow/pkg/process"
-	"github.com/fileflow/fileflow/pkg/worker"
 )
 
 func main() {
@@ -38,23 +35,13 @@ func main() {
 }
 
 func newHandler(ctx context.Context, log *slog.Logger) (*dispatch.Handler, error) {
-	// The same table, output and TTL settings as the worker's.
-	cfg, err := worker.ConfigFromEnv(os.Getenv, process.Builtins())
+	common, err := fnenv.Parse(os.Getenv)
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: invalid configuration: %w", err)
+	}
+	cfg, err := dispatch.ConfigFromEnv(os.Getenv)
 	if err != nil {
 		return nil, err
-	}
-	var missing []string
-	get := func(name string) string {
-		v := strings.TrimSpace(os.Getenv(name))
-		if v == "" {
-			missing = append(missing, name+" is required")
-		}
-		return v
-	}
-	dcfg := dispatch.Config{TasksQueueURL: get(worker.EnvTasksQueueURL), JobsQueueURL: get(worker.EnvJobsQueueURL),
-		MaxReceiveCount: cfg.MaxReceiveCount}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("dispatch: invalid configuration: %w", errors.New(strings.Join(missing, "; ")))
 	}
 	awsCfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
@@ -62,9 +49,9 @@ func newHandler(ctx context.Context, log *slog.Logger) (*dispatch.Handler, error
 	}
 	objects := s3.NewFromConfig(awsCfg)
 	queue := sqs.NewFromConfig(awsCfg)
-	store := ledger.New(dynamodb.NewFromConfig(awsCfg), cfg.Table, cfg.LedgerTTL)
-	engine := &job.Engine{Ledger: store, Objects: objects, Topic: sns.NewFromConfig(awsCfg), TopicARN: cfg.CompletionTopic,
-		OutputBucket: cfg.OutputBucket, OutputPrefix: cfg.OutputPrefix, Log: log,
-		Queue: queue, JobsQueueURL: dcfg.JobsQueueURL}
-	return dispatch.New(dcfg, objects, queue, store, engine, log)
+	store := ledger.New(dynamodb.NewFromConfig(awsCfg), common.Table, common.LedgerTTL)
+	engine := &job.Engine{Ledger: store, Objects: objects, Topic: sns.NewFromConfig(awsCfg), TopicARN: common.CompletionTopic,
+		OutputBucket: common.OutputBucket, OutputPrefix: common.OutputPrefix, Log: log,
+		Queue: queue, JobsQueueURL: cfg.JobsQueueURL}
+	return dispatch.New(cfg, dispatch.Deps{Objects: objects, Queue: queue, Ledger: store, Jobs: engine, Logger: log})
 }

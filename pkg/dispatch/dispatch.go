@@ -34,6 +34,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/fileflow/fileflow/pkg/fanout"
+	"github.com/fileflow/fileflow/pkg/fnenv"
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
 	"github.com/fileflow/fileflow/pkg/retry"
@@ -72,16 +73,82 @@ type Ledger interface {
 	TaskState(ctx context.Context, jobID, taskID, parent string, index int) (ledger.Outcome, error)
 }
 
-// Config configures the dispatcher.
+// Config configures the dispatcher. [New] applies the defaults once, then validates.
 type Config struct {
-	TasksQueueURL string // file task messages go here
-	JobsQueueURL  string // child planning tasks go here (the dispatcher's own queue)
+	TasksQueueURL string // file task messages go here; required
+	JobsQueueURL  string // child planning tasks go here (the dispatcher's own queue); required
 	PageSize      int32  // keys per listing page; default 1000
 	MaxTaskBytes  int    // task message size bound; default fanout.DefaultMaxBytes
 	Concurrency   int    // planning tasks of one batch run at once; default 4
-	// MaxReceiveCount is the jobs queue's: a planning task still failing on its last
-	// receive fails its job (with the error as the reason) instead of hanging it.
+	// MaxReceiveCount is the jobs queue's (default 5): a planning task still failing on
+	// its last receive fails its job (with the error as the reason) instead of hanging it.
 	MaxReceiveCount int
+}
+
+func (c Config) withDefaults() Config {
+	if c.PageSize == 0 {
+		c.PageSize = 1000
+	}
+	if c.MaxTaskBytes == 0 {
+		c.MaxTaskBytes = fanout.DefaultMaxBytes
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 4
+	}
+	if c.MaxReceiveCount == 0 {
+		c.MaxReceiveCount = 5
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.TasksQueueURL == "" {
+		errs = append(errs, errors.New("TasksQueueURL is required"))
+	}
+	if c.JobsQueueURL == "" {
+		errs = append(errs, errors.New("JobsQueueURL is required"))
+	}
+	if c.PageSize < 1 || c.PageSize > 1000 {
+		errs = append(errs, fmt.Errorf("PageSize = %d: must be in 1..1000", c.PageSize))
+	}
+	if c.MaxTaskBytes < 1024 {
+		errs = append(errs, fmt.Errorf("MaxTaskBytes = %d: must be at least 1024", c.MaxTaskBytes))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("Concurrency = %d: must be at least 1", c.Concurrency))
+	}
+	if c.MaxReceiveCount < 1 {
+		errs = append(errs, fmt.Errorf("MaxReceiveCount = %d: must be at least 1", c.MaxReceiveCount))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("dispatch: invalid configuration: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// ConfigFromEnv reads the dispatcher's settings the component sets (package fnenv).
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	r := fnenv.NewReader(getenv)
+	cfg := Config{
+		TasksQueueURL:   r.Required(fnenv.TasksQueueURL),
+		JobsQueueURL:    r.Required(fnenv.JobsQueueURL),
+		MaxReceiveCount: r.Int(fnenv.MaxReceiveCount, 0, 1, 1000),
+	}
+	if err := r.Err(); err != nil {
+		return Config{}, fmt.Errorf("dispatch: invalid configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// Deps are the clients the dispatcher needs.
+type Deps struct {
+	Objects Objects
+	Queue   Queue
+	Ledger  Ledger
+	Jobs    Jobs
+	Logger  *slog.Logger     // nil: slog.Default()
+	Now     func() time.Time // nil: time.Now
 }
 
 // Handler handles batches of the jobs queue. It is safe for concurrent use.
@@ -96,26 +163,21 @@ type Handler struct {
 }
 
 // New returns a dispatcher.
-func New(cfg Config, s3 Objects, q Queue, db Ledger, jobs Jobs, log *slog.Logger) (*Handler, error) {
-	if cfg.TasksQueueURL == "" || cfg.JobsQueueURL == "" {
-		return nil, errors.New("dispatch: TasksQueueURL and JobsQueueURL are required")
+func New(cfg Config, deps Deps) (*Handler, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if cfg.PageSize == 0 {
-		cfg.PageSize = 1000
+	if deps.Objects == nil || deps.Queue == nil || deps.Ledger == nil || deps.Jobs == nil {
+		return nil, errors.New("dispatch: Objects, Queue, Ledger and Jobs are required")
 	}
-	if cfg.MaxTaskBytes == 0 {
-		cfg.MaxTaskBytes = fanout.DefaultMaxBytes
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
 	}
-	if cfg.Concurrency == 0 {
-		cfg.Concurrency = 4
+	if deps.Now == nil {
+		deps.Now = time.Now
 	}
-	if cfg.MaxReceiveCount == 0 {
-		cfg.MaxReceiveCount = 5
-	}
-	if log == nil {
-		log = slog.Default()
-	}
-	return &Handler{cfg: cfg, s3: s3, sqs: q, jobs: jobs, ledger: db, log: log, now: time.Now}, nil
+	return &Handler{cfg: cfg, s3: deps.Objects, sqs: deps.Queue, jobs: deps.Jobs, ledger: deps.Ledger, log: deps.Logger, now: deps.Now}, nil
 }
 
 // Handle runs a batch's planning tasks; the ones that failed come back as batch item

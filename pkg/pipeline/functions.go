@@ -10,7 +10,7 @@ import (
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/lambda"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
-	"github.com/fileflow/fileflow/pkg/worker"
+	"github.com/fileflow/fileflow/pkg/fnenv"
 )
 
 // function is one declared Lambda function and what belongs to it.
@@ -47,36 +47,36 @@ func (b *builder) environment(name string, f FunctionArgs) (pulumi.StringMap, er
 		return nil, err
 	}
 	env := pulumi.StringMap{
-		worker.EnvTable:           b.table.Name,
-		worker.EnvOutputBucket:    b.output.Bucket,
-		worker.EnvOutputPrefix:    pulumi.String(b.args.OutputPrefix),
-		worker.EnvMaxReceiveCount: pulumi.String(itoa(b.args.MaxReceiveCount)),
-		worker.EnvLedgerTTLDays:   pulumi.String(itoa(b.args.Table.TTLDays)),
+		fnenv.Table:           b.table.Name,
+		fnenv.OutputBucket:    b.output.Bucket,
+		fnenv.OutputPrefix:    pulumi.String(b.args.OutputPrefix),
+		fnenv.MaxReceiveCount: pulumi.String(itoa(b.args.MaxReceiveCount)),
+		fnenv.LedgerTTLDays:   pulumi.String(itoa(b.args.Table.TTLDays)),
 	}
 	if name == "worker" {
-		env[worker.EnvRules] = pulumi.String(string(rules))
+		env[fnenv.Rules] = pulumi.String(string(rules))
 		if b.args.DuplicateCheck != "" {
-			env[worker.EnvDuplicateCheck] = pulumi.String(b.args.DuplicateCheck)
+			env[fnenv.DuplicateCheck] = pulumi.String(b.args.DuplicateCheck)
 		}
 		// Files of one batch in parallel: the batch size, at most 16 (memory: one part
 		// buffer of 8 MiB per file in flight).
-		env[worker.EnvConcurrency] = pulumi.String(itoa(min(max(f.BatchSize, 1), 16)))
+		env[fnenv.Concurrency] = pulumi.String(itoa(min(max(f.BatchSize, 1), 16)))
 		// Don't start a file with less than a sixth of the timeout left (at most 5 s), so
 		// that short timeouts still process files and long ones don't start too late.
-		env[worker.EnvMinItemTime] = pulumi.String(itoa(max(1, min(5, f.TimeoutSeconds/6))) + "s")
+		env[fnenv.MinItemTime] = pulumi.String(itoa(max(1, min(5, f.TimeoutSeconds/6))) + "s")
 	}
-	env[worker.EnvCompletionTopic] = b.completionTopic.Arn
+	env[fnenv.CompletionTopic] = b.completionTopic.Arn
 	if name == "dispatch" {
-		env[worker.EnvTasksQueueURL] = b.queues["tasks"].Url
-		env[worker.EnvJobsQueueURL] = b.queues["jobs"].Url
+		env[fnenv.TasksQueueURL] = b.queues["tasks"].Url
+		env[fnenv.JobsQueueURL] = b.queues["jobs"].Url
 	}
 	if jobs, ok := b.queues["jobs"]; ok && name == "worker" {
 		// Finished jobs' finalize tasks go to the dispatcher.
-		env[worker.EnvJobsQueueURL] = jobs.Url
+		env[fnenv.JobsQueueURL] = jobs.Url
 		if b.jobSpecsViaWorker() {
 			// Job specs uploaded under jobs/ reach the tasks queue (S3 allows no second,
 			// overlapping notification): the worker forwards them to the jobs queue.
-			env[worker.EnvForwardJobSpecs] = pulumi.String("true")
+			env[fnenv.ForwardJobSpecs] = pulumi.String("true")
 		}
 	}
 	for k, v := range f.Env {

@@ -3,34 +3,35 @@ package worker
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/fileflow/fileflow/pkg/fnenv"
 	"github.com/fileflow/fileflow/pkg/process"
 	"github.com/fileflow/fileflow/pkg/retry"
 	"github.com/fileflow/fileflow/pkg/upload"
 )
 
-// Config is the worker's configuration, read once per execution environment.
+// Config is the worker's configuration, read once per execution environment. [New]
+// applies the defaults once, then validates.
 type Config struct {
 	Table        string        // ledger table name
 	OutputBucket string        // where outputs go
 	OutputPrefix string        // prepended to every output key
-	Rules        process.Rules // which processors apply to which files
-	// Concurrency bounds how many files of one batch are processed at once.
+	Rules        process.Rules // which processors apply to which files; default process.DefaultRules
+	// Concurrency bounds how many files of one batch are processed at once; default 8.
 	Concurrency int
-	// MaxReceiveCount is the tasks queue's redrive maxReceiveCount: on that receive a
-	// failing message is about to go to the DLQ, and a missing object is given up on.
+	// MaxReceiveCount is the tasks queue's redrive maxReceiveCount (default 5): on that
+	// receive a failing message is about to go to the DLQ, and a missing object is given
+	// up on.
 	MaxReceiveCount int
-	Retry           retry.Policy
-	PartSize        int           // multipart part size; memory per file in flight
+	Retry           retry.Policy  // default retry.DefaultPolicy
+	PartSize        int           // multipart part size; memory per file in flight; default upload.DefaultPartSize
 	LedgerTTL       time.Duration // 0: ledger records never expire
 	// MinItemTime: no file is started with less of the invocation left; it is reported
 	// as a batch item failure instead and comes back after its visibility timeout.
 	MinItemTime time.Duration
 	// Margin is kept free before the invocation deadline for the final ledger writes,
-	// visibility changes and the response.
+	// visibility changes and the response; default 2 s (at most a tenth of the invocation).
 	Margin time.Duration
 	// FunctionName is the metric dimension (AWS_LAMBDA_FUNCTION_NAME in Lambda).
 	FunctionName string
@@ -46,6 +47,15 @@ type Config struct {
 	// and, with ForwardJobSpecs, the S3 events of job specs (jobs/*.json).
 	JobsQueueURL    string
 	ForwardJobSpecs bool
+	// Archive bounds what one zip member may expand to (zip bombs); see [ArchiveLimits].
+	Archive ArchiveLimits
+}
+
+// ArchiveLimits bound zip members: checked from the central directory before any work
+// and enforced while inflating, since a member's header can lie.
+type ArchiveLimits struct {
+	MaxMemberBytes int64   // uncompressed size of one member; default 4 GiB
+	MaxRatio       float64 // uncompressed / compressed size; default 200
 }
 
 // The DuplicateCheck values.
@@ -54,107 +64,121 @@ const (
 	DuplicateCheckRedelivery = "redelivery"
 )
 
-// Environment variables [ConfigFromEnv] reads.
-const (
-	EnvTable           = "FILEFLOW_TABLE"
-	EnvOutputBucket    = "FILEFLOW_OUTPUT_BUCKET"
-	EnvOutputPrefix    = "FILEFLOW_OUTPUT_PREFIX"
-	EnvRules           = "FILEFLOW_RULES"
-	EnvConcurrency     = "FILEFLOW_CONCURRENCY"
-	EnvMaxReceiveCount = "FILEFLOW_MAX_RECEIVE_COUNT"
-	EnvBackoffBase     = "FILEFLOW_BACKOFF_BASE"
-	EnvBackoffCap      = "FILEFLOW_BACKOFF_CAP"
-	EnvPartSize        = "FILEFLOW_PART_SIZE_MB"
-	EnvLedgerTTLDays   = "FILEFLOW_LEDGER_TTL_DAYS"
-	EnvMinItemTime     = "FILEFLOW_MIN_ITEM_TIME"
-	EnvDuplicateCheck  = "FILEFLOW_DUPLICATE_CHECK"
-	// EnvCompletionTopic is the SNS topic a finished job is announced on (the worker or
-	// the dispatcher that finishes a job announces it).
-	EnvCompletionTopic = "FILEFLOW_COMPLETION_TOPIC_ARN"
-	EnvTasksQueueURL   = "FILEFLOW_TASKS_QUEUE_URL"
-	EnvJobsQueueURL    = "FILEFLOW_JOBS_QUEUE_URL"
-	// EnvForwardJobSpecs ("true"): S3 events of job specs reach the worker (the ingest
-	// notification covers jobs/), which forwards them to the jobs queue.
-	EnvForwardJobSpecs = "FILEFLOW_FORWARD_JOB_SPECS"
-)
+// withDefaults fills every unset field.
+func (c Config) withDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = 8
+	}
+	if c.MaxReceiveCount == 0 {
+		c.MaxReceiveCount = 5
+	}
+	if c.Retry.Base == 0 && c.Retry.Cap == 0 {
+		c.Retry = retry.DefaultPolicy
+	}
+	if c.PartSize == 0 {
+		c.PartSize = upload.DefaultPartSize
+	}
+	if c.Margin == 0 {
+		c.Margin = 2 * time.Second
+	}
+	if c.DuplicateCheck == "" {
+		c.DuplicateCheck = DuplicateCheckAlways
+	}
+	if len(c.Rules) == 0 {
+		c.Rules = process.DefaultRules
+	}
+	if c.Archive.MaxMemberBytes == 0 {
+		c.Archive.MaxMemberBytes = 4 << 30
+	}
+	if c.Archive.MaxRatio == 0 {
+		c.Archive.MaxRatio = 200
+	}
+	return c
+}
 
-// ConfigFromEnv reads and validates the configuration. getenv is os.Getenv in a Lambda.
-// The error names every missing or invalid variable at once.
-func ConfigFromEnv(getenv func(string) string, reg process.Registry) (Config, error) {
+// validate checks a config with its defaults applied; the error names every bad field.
+func (c Config) validate(reg process.Registry) error {
 	var errs []error
-	required := func(name string) string {
-		v := strings.TrimSpace(getenv(name))
-		if v == "" {
-			errs = append(errs, fmt.Errorf("%s is required", name))
-		}
-		return v
+	bad := func(field string, v any, want string) {
+		errs = append(errs, fmt.Errorf("%s = %v: %s", field, v, want))
 	}
-	intVar := func(name string, def, lo, hi int) int {
-		v := strings.TrimSpace(getenv(name))
-		if v == "" {
-			return def
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < lo || n > hi {
-			errs = append(errs, fmt.Errorf("%s=%q: want a whole number in %d..%d", name, v, lo, hi))
-			return def
-		}
-		return n
+	if c.OutputBucket == "" {
+		bad("OutputBucket", `""`, "required")
 	}
-	durVar := func(name string, def, lo, hi time.Duration) time.Duration {
-		v := strings.TrimSpace(getenv(name))
-		if v == "" {
-			return def
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d < lo || d > hi {
-			errs = append(errs, fmt.Errorf("%s=%q: want a duration (like 2s) in %s..%s", name, v, lo, hi))
-			return def
-		}
-		return d
+	if c.Concurrency < 1 || c.Concurrency > 256 {
+		bad("Concurrency", c.Concurrency, "must be in 1..256")
 	}
+	if c.MaxReceiveCount < 1 {
+		bad("MaxReceiveCount", c.MaxReceiveCount, "must be at least 1")
+	}
+	if c.PartSize < upload.MinPartSize {
+		bad("PartSize", c.PartSize, fmt.Sprintf("must be at least %d", upload.MinPartSize))
+	}
+	if c.Retry.Base <= 0 || c.Retry.Cap < c.Retry.Base || c.Retry.Cap > retry.MaxVisibility {
+		bad("Retry", fmt.Sprintf("base %s cap %s", c.Retry.Base, c.Retry.Cap), fmt.Sprintf("want 0 < base <= cap <= %s", retry.MaxVisibility))
+	}
+	if c.MinItemTime < 0 || c.Margin < 0 {
+		bad("MinItemTime/Margin", fmt.Sprintf("%s/%s", c.MinItemTime, c.Margin), "must not be negative")
+	}
+	if c.DuplicateCheck != DuplicateCheckAlways && c.DuplicateCheck != DuplicateCheckRedelivery {
+		bad("DuplicateCheck", fmt.Sprintf("%q", c.DuplicateCheck), fmt.Sprintf("want %q or %q", DuplicateCheckAlways, DuplicateCheckRedelivery))
+	}
+	if c.Archive.MaxMemberBytes < 1 || c.Archive.MaxRatio < 1 {
+		bad("Archive", fmt.Sprintf("%+v", c.Archive), "MaxMemberBytes and MaxRatio must be at least 1")
+	}
+	if err := c.Rules.Validate(reg); err != nil {
+		errs = append(errs, fmt.Errorf("Rules: %w", err))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("worker: invalid configuration: %w", errors.Join(errs...))
+	}
+	return nil
+}
 
+// ConfigFromEnv reads the configuration the component sets (see package fnenv). getenv
+// is os.Getenv in a Lambda. The error names every missing or invalid variable at once;
+// defaults are applied, and the rest validated, by [New].
+func ConfigFromEnv(getenv func(string) string, reg process.Registry) (Config, error) {
+	r := fnenv.NewReader(getenv)
+	common := r.Common()
 	cfg := Config{
-		Table:           required(EnvTable),
-		OutputBucket:    required(EnvOutputBucket),
-		OutputPrefix:    getenv(EnvOutputPrefix),
-		Concurrency:     intVar(EnvConcurrency, 8, 1, 256),
-		MaxReceiveCount: intVar(EnvMaxReceiveCount, 5, 1, 1000),
-		PartSize:        intVar(EnvPartSize, upload.DefaultPartSize>>20, upload.MinPartSize>>20, 512) << 20,
-		LedgerTTL:       time.Duration(intVar(EnvLedgerTTLDays, 0, 0, 3650)) * 24 * time.Hour,
-		MinItemTime:     durVar(EnvMinItemTime, 5*time.Second, 0, 15*time.Minute),
-		Margin:          2 * time.Second,
-		FunctionName:    getenv("AWS_LAMBDA_FUNCTION_NAME"),
-		CompletionTopic: strings.TrimSpace(getenv(EnvCompletionTopic)),
-		JobsQueueURL:    strings.TrimSpace(getenv(EnvJobsQueueURL)),
-		ForwardJobSpecs: strings.TrimSpace(getenv(EnvForwardJobSpecs)) == "true",
-	}
-	switch v := strings.TrimSpace(getenv(EnvDuplicateCheck)); v {
-	case "", DuplicateCheckAlways:
-		cfg.DuplicateCheck = DuplicateCheckAlways
-	case DuplicateCheckRedelivery:
-		cfg.DuplicateCheck = v
-	default:
-		errs = append(errs, fmt.Errorf("%s=%q: want %q or %q", EnvDuplicateCheck, v, DuplicateCheckAlways, DuplicateCheckRedelivery))
+		Table:           common.Table,
+		OutputBucket:    common.OutputBucket,
+		OutputPrefix:    common.OutputPrefix,
+		MaxReceiveCount: common.MaxReceiveCount,
+		LedgerTTL:       common.LedgerTTL,
+		FunctionName:    common.FunctionName,
+		CompletionTopic: common.CompletionTopic,
+		JobsQueueURL:    common.JobsQueueURL,
+		ForwardJobSpecs: common.ForwardJobSpecs,
+		Concurrency:     r.Int(fnenv.Concurrency, 0, 1, 256),
+		PartSize:        r.Int(fnenv.PartSizeMB, 0, upload.MinPartSize>>20, 512) << 20,
+		MinItemTime:     r.Duration(fnenv.MinItemTime, 5*time.Second, 0, 15*time.Minute),
+		DuplicateCheck:  r.String(fnenv.DuplicateCheck, ""),
+		Archive: ArchiveLimits{
+			MaxMemberBytes: r.Int64(fnenv.ArchiveMaxMemberBytes, 0, 1, 1<<50),
+			MaxRatio:       float64(r.Int(fnenv.ArchiveMaxRatio, 0, 1, 1<<20)),
+		},
 	}
 	cfg.Retry = retry.DefaultPolicy
-	cfg.Retry.Base = durVar(EnvBackoffBase, cfg.Retry.Base, time.Second, time.Hour)
-	cfg.Retry.Cap = durVar(EnvBackoffCap, cfg.Retry.Cap, time.Second, retry.MaxVisibility)
+	cfg.Retry.Base = r.Duration(fnenv.BackoffBase, cfg.Retry.Base, time.Second, time.Hour)
+	cfg.Retry.Cap = r.Duration(fnenv.BackoffCap, cfg.Retry.Cap, time.Second, retry.MaxVisibility)
 	if cfg.Retry.Cap < cfg.Retry.Base {
-		errs = append(errs, fmt.Errorf("%s (%s) is below %s (%s)", EnvBackoffCap, cfg.Retry.Cap, EnvBackoffBase, cfg.Retry.Base))
+		r.Fail(fmt.Errorf("%s (%s) is below %s (%s)", fnenv.BackoffCap, cfg.Retry.Cap, fnenv.BackoffBase, cfg.Retry.Base))
 	}
-
-	cfg.Rules = process.DefaultRules
-	if raw := strings.TrimSpace(getenv(EnvRules)); raw != "" {
+	if raw := r.String(fnenv.Rules, ""); raw != "" {
 		rules, err := process.ParseRules([]byte(raw), reg)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", EnvRules, err))
+			r.Fail(fmt.Errorf("%s: %w", fnenv.Rules, err))
 		} else {
 			cfg.Rules = rules
 		}
 	}
-	if len(errs) > 0 {
-		return Config{}, fmt.Errorf("worker: invalid configuration: %w", errors.Join(errs...))
+	if d := cfg.DuplicateCheck; d != "" && d != DuplicateCheckAlways && d != DuplicateCheckRedelivery {
+		r.Fail(fmt.Errorf("%s=%q: want %q or %q", fnenv.DuplicateCheck, d, DuplicateCheckAlways, DuplicateCheckRedelivery))
+	}
+	if err := r.Err(); err != nil {
+		return Config{}, fmt.Errorf("worker: invalid configuration: %w", err)
 	}
 	return cfg, nil
 }

@@ -116,20 +116,9 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if cfg.OutputBucket == "" {
-		return nil, errors.New("worker: OutputBucket is required")
-	}
-	if cfg.Concurrency < 1 {
-		cfg.Concurrency = 1
-	}
-	if cfg.MaxReceiveCount < 1 {
-		cfg.MaxReceiveCount = 5
-	}
-	if len(cfg.Rules) == 0 {
-		cfg.Rules = process.DefaultRules
-	}
-	if err := cfg.Rules.Validate(deps.Registry); err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(deps.Registry); err != nil {
+		return nil, err
 	}
 	h := &Handler{cfg: cfg, deps: deps, procs: map[string][]process.Processor{}}
 	for _, r := range cfg.Rules {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/fileflow/fileflow/pkg/fnenv"
 	"io"
 	"log/slog"
 	"net/url"
@@ -298,20 +299,20 @@ func TestLargeFileIsMultipartWithMetadata(t *testing.T) {
 }
 
 func TestConfigFromEnv(t *testing.T) {
-	good := map[string]string{EnvTable: "t", EnvOutputBucket: "o", EnvConcurrency: "16", EnvBackoffBase: "3s",
-		EnvRules: `[{"suffix":".log","processors":["checksum","gzip"]},{"processors":["copy"]}]`}
+	good := map[string]string{fnenv.Table: "t", fnenv.OutputBucket: "o", fnenv.Concurrency: "16", fnenv.BackoffBase: "3s",
+		fnenv.Rules: `[{"suffix":".log","processors":["checksum","gzip"]},{"processors":["copy"]}]`}
 	cfg, err := ConfigFromEnv(func(k string) string { return good[k] }, process.Builtins())
 	require.NoError(t, err)
 	assert.Equal(t, 16, cfg.Concurrency)
 	assert.Equal(t, 3*time.Second, cfg.Retry.Base)
 	assert.Len(t, cfg.Rules, 2)
-	assert.Equal(t, 8<<20, cfg.PartSize)
+	assert.Equal(t, 8<<20, cfg.withDefaults().PartSize)
 
-	bad := map[string]string{EnvConcurrency: "zero", EnvPartSize: "1", EnvBackoffBase: "fast", EnvRules: `[{"processors":["x"]}]`}
+	bad := map[string]string{fnenv.Concurrency: "zero", fnenv.PartSizeMB: "1", fnenv.BackoffBase: "fast", fnenv.Rules: `[{"processors":["x"]}]`}
 	_, err = ConfigFromEnv(func(k string) string { return bad[k] }, process.Builtins())
 	require.Error(t, err)
-	for _, want := range []string{EnvTable + " is required", EnvOutputBucket + " is required", EnvConcurrency + `="zero"`,
-		EnvPartSize + `="1"`, EnvBackoffBase + `="fast"`, `unknown processor "x"`} {
+	for _, want := range []string{fnenv.Table + " is required", fnenv.OutputBucket + " is required", fnenv.Concurrency + `="zero"`,
+		fnenv.PartSizeMB + `="1"`, fnenv.BackoffBase + `="fast"`, `unknown processor "x"`} {
 		assert.Contains(t, err.Error(), want)
 	}
 }

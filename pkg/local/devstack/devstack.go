@@ -34,6 +34,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/fileflow/fileflow/pkg/build"
+	"github.com/fileflow/fileflow/pkg/fnenv"
 	"github.com/fileflow/fileflow/pkg/jobctl"
 	"github.com/fileflow/fileflow/pkg/local"
 	"github.com/fileflow/fileflow/pkg/local/bridge"
@@ -45,7 +46,6 @@ import (
 	"github.com/fileflow/fileflow/pkg/policy"
 	"github.com/fileflow/fileflow/pkg/stack"
 	"github.com/fileflow/fileflow/pkg/stage"
-	"github.com/fileflow/fileflow/pkg/worker"
 )
 
 // Options configure [Start].
@@ -460,7 +460,7 @@ func (s *Stack) Target() jobctl.Target {
 	}
 	for _, fn := range s.Resources.Functions {
 		if fn.Handler == "worker" {
-			t.OutputPrefix = fn.Env[worker.EnvOutputPrefix]
+			t.OutputPrefix = fn.Env[fnenv.OutputPrefix]
 		}
 	}
 	return t
