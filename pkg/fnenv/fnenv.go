@@ -169,3 +169,10 @@ func (r *Reader) Common() Common {
 		FunctionName:    r.String(FunctionName, ""),
 	}
 }
+
+// ReconcileBody is the message the component's schedule sends to the jobs queue every
+// few minutes (an EventBridge rule with an SQS target and this constant input; the local
+// stack sends it from a ticker). The dispatcher then re-checks every running job: it
+// completes those whose work is done, requests a finalize that was lost, and reports
+// tasks stuck in a dead-letter queue.
+const ReconcileBody = `{"v":1,"step":"reconcile"}`
