@@ -1,20 +1,26 @@
 // Package dispatch is the job dispatcher: the Lambda handler on the jobs queue that
 // turns a job into file tasks.
 //
-// A message on the jobs queue is a planning task (see [job.Plan]) or the S3 event of a
-// job spec dropped under the ingest bucket's jobs/ prefix (which submits the job). A
-// planning task lists one page of a prefix (its sub-prefixes and next page become child
-// planning tasks: a parallel breadth-first listing), reads one byte-range chunk of a
-// manifest, reads an archive's central directory through ranged GETs, or splits one
+// A message on the jobs queue is a planning task (see [job.Plan]), a finished job's
+// finalize task, the reconcile message the component's schedule sends, or the S3 event
+// of a job spec dropped under the ingest bucket's jobs/ prefix (which submits the job).
+// A planning task lists one page of a prefix (its sub-prefixes and next page become
+// child planning tasks: a parallel breadth-first listing), reads one byte-range chunk of
+// a manifest, reads an archive's central directory through ranged GETs, or splits one
 // large file into line-aligned byte ranges. The files it finds are packed into task
 // messages (many files each, within the SQS message size) sent with SendMessageBatch
 // to the tasks queue; bad entries are reported as failed files with their reason. Only
-// after everything is sent is the task counted, with its children, in one transaction
-// (see [ledger.Store.Settle]), so a job never completes while fan-out goes on.
+// after everything is sent is the task reported to the job engine ([job.Engine.Report]),
+// which counts it with its children, so a job never completes while fan-out goes on.
+//
+// Each delivery of a planning task is a run with its own id, which its children carry;
+// their ids are their content. If a run dies before it is counted and a later run over a
+// changed listing is counted instead, the dead run's children are orphans, never counted.
 package dispatch
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -33,6 +39,7 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/fileflow/fileflow/pkg/failure"
 	"github.com/fileflow/fileflow/pkg/fanout"
 	"github.com/fileflow/fileflow/pkg/fnenv"
 	"github.com/fileflow/fileflow/pkg/job"
@@ -50,27 +57,26 @@ type Objects interface {
 
 // Queue is the part of the SQS client the dispatcher calls.
 type Queue interface {
-	job.Sender
-	ChangeMessageVisibility(context.Context, *sqs.ChangeMessageVisibilityInput, ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
+	job.Messenger
+	job.Peeker
 	SendMessageBatch(context.Context, *sqs.SendMessageBatchInput, ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error)
 }
 
 // Jobs is the part of the job engine the dispatcher calls.
 type Jobs interface {
 	Job(ctx context.Context, id string) (ledger.Job, error)
-	WritePart(ctx context.Context, jobID, taskID string, lines []job.Line) error
-	HasPart(ctx context.Context, jobID, taskID string) (bool, error)
-	Settle(ctx context.Context, all []ledger.Settlement) ([]ledger.Outcome, error)
+	TaskState(ctx context.Context, jobID, taskID, parent, parentRun string) (job.Verdict, error)
+	Report(ctx context.Context, results []job.TaskResult) []job.Answer
 	Check(ctx context.Context, jobID string) error
 	Fail(ctx context.Context, jobID, reason string) error
 	FinalizeJob(ctx context.Context, jobID string, force bool) error
+	Reconcile(ctx context.Context, peek job.Peeker, dlqs []string) (job.Reconciliation, error)
 }
 
 // Ledger is the part of the ledger store the dispatcher calls.
 type Ledger interface {
 	job.Creator
 	RecordPoison(ctx context.Context, p ledger.Poison) error
-	TaskState(ctx context.Context, jobID, taskID, parent string, index int) (ledger.Outcome, error)
 }
 
 // Config configures the dispatcher. [New] applies the defaults once, then validates.
@@ -83,6 +89,10 @@ type Config struct {
 	// MaxReceiveCount is the jobs queue's (default 5): a planning task still failing on
 	// its last receive fails its job (with the error as the reason) instead of hanging it.
 	MaxReceiveCount int
+	// DeadLetterQueues are the URLs of the tasks' and the jobs' dead-letter queues: the
+	// reconciler reports the job tasks it finds there.
+	DeadLetterQueues []string
+	Retry            retry.Policy // backoff of failed planning tasks; default retry.DefaultPolicy
 }
 
 func (c Config) withDefaults() Config {
@@ -97,6 +107,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxReceiveCount == 0 {
 		c.MaxReceiveCount = 5
+	}
+	if c.Retry.Base == 0 && c.Retry.Cap == 0 {
+		c.Retry = retry.DefaultPolicy
 	}
 	return c
 }
@@ -134,6 +147,11 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		TasksQueueURL:   r.Required(fnenv.TasksQueueURL),
 		JobsQueueURL:    r.Required(fnenv.JobsQueueURL),
 		MaxReceiveCount: r.Int(fnenv.MaxReceiveCount, 0, 1, 1000),
+	}
+	for _, name := range []string{fnenv.TasksDLQURL, fnenv.JobsDLQURL} {
+		if u := r.String(name, ""); u != "" {
+			cfg.DeadLetterQueues = append(cfg.DeadLetterQueues, u)
+		}
 	}
 	if err := r.Err(); err != nil {
 		return Config{}, fmt.Errorf("dispatch: invalid configuration: %w", err)
@@ -180,32 +198,58 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	return &Handler{cfg: cfg, s3: deps.Objects, sqs: deps.Queue, jobs: deps.Jobs, ledger: deps.Ledger, log: deps.Logger, now: deps.Now}, nil
 }
 
-// Handle runs a batch's planning tasks; the ones that failed come back as batch item
-// failures (SQS redelivers them; a task run twice sends the same ids and counts once).
+// The waits of a planning task.
+const (
+	// ParentWait: a task whose parent is not counted yet is sent again after this long.
+	ParentWait = 5 * time.Second
+	// CheckWait: a counted task whose job check failed is sent again after this long.
+	CheckWait = 10 * time.Second
+	// BusyWait: a finalize task whose job another finalizer holds waits this long.
+	BusyWait = 15 * time.Minute
+	// IncompleteWait: a finalize task waiting for report lines comes back after this long.
+	IncompleteWait = 10 * time.Second
+)
+
+// Handle runs a batch; each message ends in one action (see [job.Action]).
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
-	var resp events.SQSEventResponse
-	var mu sync.Mutex
+	acts := make([]job.Action, len(ev.Records))
 	sem := make(chan struct{}, h.cfg.Concurrency)
 	var wg sync.WaitGroup
-	for _, rec := range ev.Records {
+	for i, rec := range ev.Records {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := h.handleOne(ctx, rec); err != nil {
-				h.log.WarnContext(ctx, "planning task failed; it comes back", "message_id", rec.MessageId, "error", err)
-				mu.Lock()
-				resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: rec.MessageId})
-				mu.Unlock()
+			acts[i] = h.handleOne(ctx, rec)
+			if a := acts[i]; a.Kind != job.Ack {
+				h.log.WarnContext(ctx, "planning task comes back", "message_id", rec.MessageId, "action", a.Kind, "delay", a.Delay.String(), "why", a.Why)
 			}
 		}()
 	}
 	wg.Wait()
+	resp, err := job.Apply(ctx, h.sqs, h.cfg.JobsQueueURL, ev.Records, acts)
+	if err != nil {
+		h.log.WarnContext(ctx, "some messages come back later than planned", "error", err)
+	}
 	return resp, nil
 }
 
-func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) error {
+func receiveCount(rec events.SQSMessage) int {
+	n, err := strconv.Atoi(rec.Attributes["ApproximateReceiveCount"])
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
+}
+
+// retryAfter is the action for an error before a task was counted: back after the
+// backoff for the receive.
+func (h *Handler) retryAfter(rec events.SQSMessage, err error) job.Action {
+	return job.Retry(h.cfg.Retry.Delay(receiveCount(rec), retry.Classify(err)), err.Error())
+}
+
+func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) job.Action {
 	body := []byte(rec.Body)
 	if d, err := task.Decode(body); err == nil && (d.Kind == task.KindS3Event || d.Kind == task.KindTestEvent) {
 		for _, f := range d.Files {
@@ -214,65 +258,86 @@ func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) error {
 				continue
 			}
 			if err := h.submitFromS3(ctx, rec, f); err != nil {
-				return err
+				return h.retryAfter(rec, err)
 			}
 		}
-		return nil
+		return job.Acknowledge("job spec event")
 	}
 	p, err := job.DecodePlan(body)
 	if err != nil {
 		return h.poison(ctx, rec, err.Error())
 	}
-	receive, _ := strconv.Atoi(rec.Attributes["ApproximateReceiveCount"])
-	if p.Step == job.StepFinalize {
+	receive := receiveCount(rec)
+	switch p.Step {
+	case job.StepFinalize:
 		return h.finalize(ctx, rec, p, receive)
+	case job.StepReconcile:
+		return h.reconcile(ctx)
 	}
-	state, err := h.ledger.TaskState(ctx, p.JobID, p.TaskID, p.Parent, p.Index)
-	if err != nil {
-		return err
-	}
-	switch state {
-	case ledger.Duplicate:
+	switch state, err := h.jobs.TaskState(ctx, p.JobID, p.TaskID, p.Parent, p.ParentRun); {
+	case err != nil:
+		return h.retryAfter(rec, err)
+	case state == job.Duplicate:
 		// Counted before; check again (the counted delivery's check may have failed).
 		h.log.InfoContext(ctx, "planning task counted before: duplicate delivery", "job_id", p.JobID, "task_id", p.TaskID)
-		return h.jobs.Check(ctx, p.JobID)
-	case ledger.Orphan:
-		h.log.WarnContext(ctx, "orphan planning task acknowledged: a re-run of its parent sent it, the counted run did not", "job_id", p.JobID, "task_id", p.TaskID)
-		return nil
-	case ledger.ParentPending:
-		return h.waitForParent(ctx, rec, p)
+		if err := h.jobs.Check(ctx, p.JobID); err != nil {
+			return job.Action{Kind: job.SendAgain, Delay: CheckWait, Why: "check job: " + err.Error(), Else: job.Ack}
+		}
+		return job.Acknowledge("duplicate")
+	case state == job.Orphan:
+		h.log.WarnContext(ctx, "orphan planning task dropped: a run of its parent that was not counted sent it", "job_id", p.JobID, "task_id", p.TaskID)
+		return job.Acknowledge("orphan")
+	case state == job.WaitParent:
+		return job.Again(ParentWait, "its parent "+p.Parent+" is not counted yet")
 	}
 	j, err := h.jobs.Job(ctx, p.JobID)
 	if errors.Is(err, job.ErrUnknownJob) {
-		h.log.WarnContext(ctx, "planning task of an unknown job acknowledged", "job_id", p.JobID, "task_id", p.TaskID)
-		return nil
+		h.log.WarnContext(ctx, "planning task of an unknown job dropped", "job_id", p.JobID, "task_id", p.TaskID)
+		return job.Acknowledge("unknown job")
 	}
 	if err != nil {
-		return err
+		return h.retryAfter(rec, err)
 	}
 	if j.Status != ledger.JobRunning {
-		return nil // cancelled or failed: the rest is skipped
+		return job.Acknowledge("job " + string(j.Status)) // cancelled or failed: the rest is skipped
 	}
 	spec, err := job.SpecOf(j)
 	if err != nil {
-		return err
+		return h.retryAfter(rec, err)
 	}
-	err = h.plan(ctx, rec, j, spec, p)
-	var after *afterCounting
-	if err == nil || errors.As(err, &after) {
-		return err // counted: whatever failed after that is retried, never fails the job
-	}
-	if permanent(err) || receive >= h.cfg.MaxReceiveCount {
-		// It can never succeed (or has had its last chance): the job fails with the
-		// reason, rather than hang with a task in the DLQ.
-		reason := fmt.Sprintf("planning task %s (%s) failed on receive %d: %v", p.TaskID, p.Step, receive, err)
-		if ferr := h.jobs.Fail(ctx, j.ID, reason); ferr != nil {
-			return errors.Join(err, ferr)
+	result, err := h.plan(ctx, j, spec, p)
+	if err != nil {
+		if permanent(err) || receive >= h.cfg.MaxReceiveCount {
+			// It can never succeed (or has had its last chance): the job fails with the
+			// reason, rather than hang with a task in the DLQ.
+			reason := fmt.Sprintf("planning task %s (%s) failed on receive %d: %v", p.TaskID, p.Step, receive, err)
+			if ferr := h.jobs.Fail(ctx, j.ID, reason); ferr != nil {
+				return h.retryAfter(rec, errors.Join(err, ferr))
+			}
+			h.log.ErrorContext(ctx, "job failed by its planning task", "job_id", j.ID, "reason", reason)
+			return job.Acknowledge("job failed")
 		}
-		h.log.ErrorContext(ctx, "job failed by its planning task", "job_id", j.ID, "reason", reason)
-		return nil
+		return h.retryAfter(rec, err)
 	}
-	return err
+	ans := h.jobs.Report(ctx, []job.TaskResult{result})[0]
+	h.log.InfoContext(ctx, "planning task done", "job_id", j.ID, "task_id", p.TaskID, "step", p.Step, "run", result.Run,
+		"verdict", ans.Verdict.String(), "files", result.Listed-int64(len(result.Lines)), "task_messages", result.Messages,
+		"child_tasks", result.Plans, "bad_entries", len(result.Lines))
+	return h.act(rec, ans)
+}
+
+// act is the action for the engine's answer about a task.
+func (h *Handler) act(rec events.SQSMessage, ans job.Answer) job.Action {
+	switch ans.Verdict {
+	case job.WaitParent:
+		return job.Again(ParentWait, "its parent is not counted yet")
+	case job.NotCounted:
+		return h.retryAfter(rec, ans.Err)
+	case job.CheckFailed:
+		// Counted: never a reason to fail the job, nor to send it to the DLQ.
+		return job.Action{Kind: job.SendAgain, Delay: CheckWait, Why: ans.Err.Error(), Else: job.Ack}
+	}
+	return job.Acknowledge(ans.Verdict.String())
 }
 
 // permanent: errors a planning task cannot get past by trying again.
@@ -290,84 +355,73 @@ func permanent(err error) bool {
 	return false
 }
 
-// waitForParent sends the task again, delayed by ParentWait, counting its waits in a
-// message attribute (waiting uses up no receive), and acknowledges this copy. Past
-// MaxParentWaits, or if it cannot send, the task comes back after ParentWait instead.
-func (h *Handler) waitForParent(ctx context.Context, rec events.SQSMessage, p job.Plan) error {
-	sent, err := job.WaitForParent(ctx, h.sqs, h.cfg.JobsQueueURL, rec, ParentWait, MaxParentWaits)
-	if err != nil {
-		h.log.WarnContext(ctx, "cannot send the task again to wait for its parent", "error", err)
-	}
-	if sent {
-		return nil
-	}
-	h.comeBackIn(ctx, rec, ParentWait)
-	return fmt.Errorf("job %s task %s: its parent %s is not counted yet", p.JobID, p.TaskID, p.Parent)
-}
-
-// comeBackIn sets the message's visibility so that it comes back after d.
-func (h *Handler) comeBackIn(ctx context.Context, rec events.SQSMessage, d time.Duration) {
-	_, err := h.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{QueueUrl: aws.String(h.cfg.JobsQueueURL),
-		ReceiptHandle: aws.String(rec.ReceiptHandle), VisibilityTimeout: int32(d / time.Second)})
-	if err != nil {
-		h.log.WarnContext(ctx, "cannot change the message's visibility", "error", err)
-	}
-}
-
-// finalize runs a finished job's finalize task: report lines still being written bring
-// it back in 10 s (on its last receive it reports what there is); a finalizer already
-// at work sends it again for after that finalizer's lease.
-func (h *Handler) finalize(ctx context.Context, rec events.SQSMessage, p job.Plan, receive int) error {
+// finalize runs a finished job's finalize task: report lines still missing bring it
+// back (on its last receive it reports what there is); a finalizer already at work
+// sends it again for after that finalizer's lease.
+func (h *Handler) finalize(ctx context.Context, rec events.SQSMessage, p job.Plan, receive int) job.Action {
 	err := h.jobs.FinalizeJob(ctx, p.JobID, receive >= h.cfg.MaxReceiveCount)
 	switch {
 	case err == nil:
-		return nil
+		return job.Acknowledge("finalized")
 	case errors.Is(err, job.ErrFinalizeBusy):
-		_, serr := h.sqs.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(h.cfg.JobsQueueURL),
-			MessageBody: aws.String(rec.Body), DelaySeconds: 900})
-		if serr == nil {
-			return nil
-		}
-		return errors.Join(err, serr)
+		return job.Again(BusyWait, err.Error())
 	case errors.Is(err, job.ErrReportIncomplete):
-		h.comeBackIn(ctx, rec, 10*time.Second)
+		return job.Retry(IncompleteWait, err.Error())
 	}
-	return err
+	return h.retryAfter(rec, err)
 }
 
-// The parent waits of a task, as in the worker.
-const (
-	ParentWait     = 5 * time.Second
-	MaxParentWaits = 720 // an hour
-)
-
-// afterCounting marks an error from after the task was counted: retried, but never a
-// reason to fail the job.
-type afterCounting struct{ err error }
-
-func (e *afterCounting) Error() string { return e.err.Error() }
-func (e *afterCounting) Unwrap() error { return e.err }
+// reconcile re-checks every open job. It is never retried: the schedule sends the next.
+func (h *Handler) reconcile(ctx context.Context) job.Action {
+	r, err := h.jobs.Reconcile(ctx, h.sqs, h.cfg.DeadLetterQueues)
+	stuck := 0
+	for _, n := range r.Stuck {
+		stuck += n
+	}
+	h.log.InfoContext(ctx, "reconciled open jobs", "open", r.Open, "finished", r.Finished, "finalize_requested", r.Requested,
+		"stuck_tasks", stuck, "errors", r.Errors)
+	if err != nil {
+		h.log.WarnContext(ctx, "reconcile: some jobs could not be checked; the next run tries again", "error", err)
+	}
+	return job.Acknowledge("reconciled")
+}
 
 // poison records an unreadable message, so it is not lost, and acknowledges it.
-func (h *Handler) poison(ctx context.Context, rec events.SQSMessage, reason string) error {
+func (h *Handler) poison(ctx context.Context, rec events.SQSMessage, reason string) job.Action {
 	err := h.ledger.RecordPoison(ctx, ledger.Poison{MessageID: rec.MessageId, Queue: rec.EventSourceARN,
-		Body: rec.Body, Reason: reason, Receive: 1, At: h.now()})
+		Body: rec.Body, Reason: reason, Receive: receiveCount(rec), At: h.now()})
 	if err != nil {
-		return fmt.Errorf("record poison message (%s): %w", reason, err)
+		return h.retryAfter(rec, fmt.Errorf("record poison message (%s): %w", reason, err))
 	}
 	h.log.ErrorContext(ctx, "poison message recorded and acknowledged", "message_id", rec.MessageId, "reason", reason)
-	return nil
+	return job.Acknowledge("poison")
 }
 
-// submitFromS3 submits the job spec uploaded at f. Its id, unless the spec names one,
-// derives from the object's revision, so a duplicate event submits it once.
+// submitFromS3 submits the job spec uploaded at f, read at the event's revision. Its
+// id, unless the spec names one, derives from that revision, so a duplicate event
+// submits it once. A spec that cannot be read as a job (malformed, invalid, or another
+// spec under an existing id) is recorded as poison, not retried.
 func (h *Handler) submitFromS3(ctx context.Context, rec events.SQSMessage, f task.File) error {
 	where := f.String()
 	if !strings.HasSuffix(f.Key, ".json") {
-		return h.poison(ctx, rec, "job spec "+where+": not a .json file")
+		h.poison(ctx, rec, "job spec "+where+": not a .json file")
+		return nil
 	}
-	out, err := h.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(f.Bucket), Key: aws.String(f.Key)})
+	in := &s3.GetObjectInput{Bucket: aws.String(f.Bucket), Key: aws.String(f.Key)}
+	switch {
+	case f.VersionID != "":
+		in.VersionId = aws.String(f.VersionID)
+	case f.ETag != "":
+		in.IfMatch = aws.String(`"` + strings.Trim(f.ETag, `"`) + `"`)
+	}
+	out, err := h.s3.GetObject(ctx, in)
 	if err != nil {
+		var api smithy.APIError
+		if errors.As(err, &api) && (api.ErrorCode() == "PreconditionFailed" || api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NoSuchVersion") {
+			// Overwritten or deleted since: the newer spec has its own event.
+			h.log.WarnContext(ctx, "job spec changed since its event; this revision is not submitted", "spec", where, "error", err)
+			return nil
+		}
 		return fmt.Errorf("job spec %s: %w", where, err)
 	}
 	b, err := io.ReadAll(io.LimitReader(out.Body, 1<<20))
@@ -377,13 +431,19 @@ func (h *Handler) submitFromS3(ctx context.Context, rec events.SQSMessage, f tas
 	}
 	spec, err := job.ParseSpec(b)
 	if err != nil {
-		return h.poison(ctx, rec, "job spec "+where+": "+err.Error())
+		h.poison(ctx, rec, "job spec "+where+": "+err.Error())
+		return nil
 	}
 	if spec.ID == "" {
-		sum := sha256.Sum256([]byte(f.Bucket + "/" + f.Key + "@" + f.Revision()))
+		sum := sha256.Sum256([]byte(f.Bucket + "/" + f.Key + "@" + f.VersionID + "@" + strings.Trim(f.ETag, `"`)))
 		spec.ID = "s3-" + hex.EncodeToString(sum[:8])
 	}
 	id, err := job.Submit(ctx, h.ledger, h.sqs, h.cfg.JobsQueueURL, spec, h.now())
+	var conflict *job.ConflictError
+	if errors.As(err, &conflict) {
+		h.poison(ctx, rec, "job spec "+where+": "+err.Error())
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("job spec %s: %w", where, err)
 	}
@@ -391,10 +451,17 @@ func (h *Handler) submitFromS3(ctx context.Context, rec events.SQSMessage, f tas
 	return nil
 }
 
+// newRun is a run id: one delivery's attempt at a planning task.
+func newRun() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // plan runs one planning task: find files, send their task messages and the child
-// planning tasks, write the bad entries' report lines, then count the task.
-func (h *Handler) plan(ctx context.Context, rec events.SQSMessage, j ledger.Job, spec job.Spec, p job.Plan) error {
-	out := h.newOutput(ctx, j.ID, p.TaskID, spec.FilesPerTask)
+// planning tasks, and return the result to report (with the bad entries' lines).
+func (h *Handler) plan(ctx context.Context, j ledger.Job, spec job.Spec, p job.Plan) (job.TaskResult, error) {
+	out := h.newOutput(ctx, j.ID, p.TaskID, newRun(), spec.FilesPerTask)
 	var err error
 	switch {
 	case p.Step == job.StepList:
@@ -416,67 +483,44 @@ func (h *Handler) plan(ctx context.Context, rec events.SQSMessage, j ledger.Job,
 		err = out.flush(ctx)
 	}
 	if err != nil {
-		return fmt.Errorf("job %s task %s (%s): %w", j.ID, p.TaskID, p.Step, err)
+		return job.TaskResult{}, fmt.Errorf("job %s task %s (%s): %w", j.ID, p.TaskID, p.Step, err)
 	}
-	res, err := h.jobs.Settle(ctx, []ledger.Settlement{{
-		JobID: j.ID, TaskID: p.TaskID, Parent: p.Parent, Index: p.Index, Shards: j.Shards,
+	return job.TaskResult{
+		JobID: j.ID, TaskID: p.TaskID, Parent: p.Parent, ParentRun: p.ParentRun, Run: out.run,
 		Messages: int64(out.packer.Messages), Plans: int64(out.plans),
-		Listed: int64(out.packer.Files + len(out.bad)), Failed: int64(len(out.bad)),
-	}})
-	if err != nil {
-		return err
-	}
-	switch res[0] {
-	case ledger.ParentPending:
-		return h.waitForParent(ctx, rec, p)
-	case ledger.Orphan, ledger.UnknownJob:
-		h.log.WarnContext(ctx, "planning task not counted", "job_id", j.ID, "task_id", p.TaskID, "outcome", res[0].String())
-		return nil
-	case ledger.Duplicate:
-		if ok, err := h.jobs.HasPart(ctx, j.ID, p.TaskID); err != nil || ok || len(out.bad) == 0 {
-			if err != nil {
-				return &afterCounting{err}
-			}
-			break
-		}
-		fallthrough
-	default:
-		if err := h.jobs.WritePart(ctx, j.ID, p.TaskID, out.bad); err != nil {
-			return &afterCounting{err}
-		}
-	}
-	h.log.InfoContext(ctx, "planning task done", "job_id", j.ID, "task_id", p.TaskID, "step", p.Step, "outcome", res[0].String(),
-		"files", out.packer.Files, "task_messages", out.packer.Messages, "child_tasks", out.plans, "bad_entries", len(out.bad))
-	if err := h.jobs.Check(ctx, j.ID); err != nil {
-		return &afterCounting{err}
-	}
-	return nil
+		Listed: int64(out.packer.Files + len(out.bad)), Failed: int64(len(out.bad)), Lines: out.bad,
+	}, nil
 }
 
-// output collects what one planning task sends.
+// output collects what one run of a planning task sends.
 type output struct {
 	ctx    context.Context
 	jobID  string
 	taskID string
+	run    string
 	packer *fanout.Packer
 	plans  int
-	tasks  batch // to the tasks queue
-	planQ  batch // to the jobs queue
+	seen   map[string]int // a child's content -> children with it so far
+	tasks  batch          // to the tasks queue
+	planQ  batch          // to the jobs queue
 	bad    []job.Line
 }
 
-func (h *Handler) newOutput(ctx context.Context, jobID, taskID string, filesPerTask int) *output {
-	o := &output{ctx: ctx, jobID: jobID, taskID: taskID}
+func (h *Handler) newOutput(ctx context.Context, jobID, taskID, run string, filesPerTask int) *output {
+	o := &output{ctx: ctx, jobID: jobID, taskID: taskID, run: run, seen: map[string]int{}}
 	o.tasks = batch{url: h.cfg.TasksQueueURL, api: h.sqs}
 	o.planQ = batch{url: h.cfg.JobsQueueURL, api: h.sqs}
-	o.packer = &fanout.Packer{JobID: jobID, Parent: taskID, MaxBytes: h.cfg.MaxTaskBytes, MaxFiles: filesPerTask,
+	o.packer = &fanout.Packer{JobID: jobID, Parent: taskID, ParentRun: run, MaxBytes: h.cfg.MaxTaskBytes, MaxFiles: filesPerTask,
 		Emit: func(body []byte, _ int) error { return o.tasks.add(o.ctx, string(body)) }}
 	return o
 }
 
+// child sends a child planning task; its id is its content.
 func (o *output) child(ctx context.Context, p job.Plan) error {
-	p.V, p.JobID, p.Parent, p.Index = 1, o.jobID, o.taskID, o.plans
-	p.TaskID = task.ChildID(o.taskID, "l", o.plans)
+	p.V, p.JobID, p.Parent, p.ParentRun = 1, o.jobID, o.taskID, o.run
+	sum := p.ContentSum()
+	p.TaskID = task.ContentID(o.taskID, "l", sum, o.seen[string(sum)])
+	o.seen[string(sum)]++
 	b, err := jsonMarshal(p)
 	if err != nil {
 		return err
@@ -486,7 +530,8 @@ func (o *output) child(ctx context.Context, p job.Plan) error {
 }
 
 func (o *output) badEntry(bucket, key, reason string) {
-	o.bad = append(o.bad, job.Line{Bucket: bucket, Key: key, Status: job.Failed, ErrorCode: "InvalidEntry", HTTPStatus: 400, Message: reason})
+	o.bad = append(o.bad, job.Line{Bucket: bucket, Key: key, Status: job.Failed, ErrorCode: failure.InvalidEntry,
+		HTTPStatus: failure.StatusOf(failure.InvalidEntry), Message: reason})
 }
 
 func (o *output) flush(ctx context.Context) error {

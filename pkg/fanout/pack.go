@@ -1,8 +1,10 @@
 package fanout
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"hash"
 
 	"github.com/fileflow/fileflow/pkg/task"
 )
@@ -12,33 +14,40 @@ import (
 const DefaultMaxBytes = 240 << 10
 
 // Packer packs files into task messages of at most MaxBytes and MaxFiles, and hands each
-// finished message body to Emit. Its memory is one message.
+// finished message body to Emit. Its memory is one message (and a hash per message).
+//
+// A message's task id is a hash of its files (see [task.ContentID]), computed as they are
+// packed and written after them: {"v":1,"job_id":…,"parent":…,"parent_run":…,
+// "files":[…],"task_id":…}.
 type Packer struct {
-	JobID    string
-	Parent   string // the planning task sending the messages; their ids derive from it
-	MaxBytes int    // default DefaultMaxBytes
-	MaxFiles int    // default 1000
-	Emit     func(body []byte, files int) error
+	JobID     string
+	Parent    string // the planning task sending the messages
+	ParentRun string // its run: the job counts the messages only if that run is counted
+	MaxBytes  int    // default DefaultMaxBytes
+	MaxFiles  int    // default 1000
+	Emit      func(body []byte, files int) error
 
 	buf      []byte
-	head     []byte // the current message's header
-	headFor  int    // the message index head was made for; -1: none
+	head     []byte // the messages' header (the same for all)
+	sum      hash.Hash
+	seen     map[[sha256.Size]byte]int // content -> messages with it so far (occurrence)
 	files    int
 	Messages int // messages emitted
 	Files    int // files packed
 }
 
-// header of the next task message before its files:
-// {"v":1,"job_id":"…","task_id":"…","parent":"…","index":n,"files":[…]}.
+// tail is the longest end of a message: `],"task_id":"m` + 40 hex digits + `"}`.
+const tail = 64
+
+// header of every task message before its files.
 func (p *Packer) header() []byte {
-	if p.head != nil && p.headFor == p.Messages {
+	if p.head != nil {
 		return p.head
 	}
 	job, _ := json.Marshal(p.JobID)
 	parent, _ := json.Marshal(p.Parent)
-	id, _ := json.Marshal(task.ChildID(p.Parent, "m", p.Messages))
-	p.head = fmt.Appendf(p.head[:0], `{"v":%d,"job_id":%s,"task_id":%s,"parent":%s,"index":%d,"files":[`, task.Version, job, id, parent, p.Messages)
-	p.headFor = p.Messages
+	run, _ := json.Marshal(p.ParentRun)
+	p.head = fmt.Appendf(nil, `{"v":%d,"job_id":%s,"parent":%s,"parent_run":%s,"files":[`, task.Version, job, parent, run)
 	return p.head
 }
 
@@ -54,20 +63,26 @@ func (p *Packer) Add(f task.File) error {
 	if err != nil {
 		return fmt.Errorf("fanout: encode %s: %w", f, err)
 	}
-	if len(p.header())+len(entry)+2 > p.MaxBytes {
+	if len(p.header())+len(entry)+tail > p.MaxBytes {
 		return fmt.Errorf("fanout: %s alone is larger than a task message (%d bytes)", f, p.MaxBytes)
 	}
-	if p.files > 0 && (len(p.buf)+1+len(entry)+2 > p.MaxBytes || p.files >= p.MaxFiles) {
+	if p.files > 0 && (len(p.buf)+1+len(entry)+tail > p.MaxBytes || p.files >= p.MaxFiles) {
 		if err := p.Flush(); err != nil {
 			return err
 		}
 	}
 	if p.files == 0 {
 		p.buf = append(p.buf[:0], p.header()...)
+		if p.sum == nil {
+			p.sum = sha256.New()
+		}
+		p.sum.Reset()
 	} else {
 		p.buf = append(p.buf, ',')
 	}
 	p.buf = append(p.buf, entry...)
+	p.sum.Write(entry)
+	p.sum.Write([]byte{0})
 	p.files++
 	p.Files++
 	return nil
@@ -78,7 +93,14 @@ func (p *Packer) Flush() error {
 	if p.files == 0 {
 		return nil
 	}
-	p.buf = append(p.buf, ']', '}')
+	var content [sha256.Size]byte
+	p.sum.Sum(content[:0])
+	if p.seen == nil {
+		p.seen = map[[sha256.Size]byte]int{}
+	}
+	occurrence := p.seen[content]
+	p.seen[content]++
+	p.buf = fmt.Appendf(p.buf, `],"task_id":%q}`, task.ContentID(p.Parent, "m", content[:], occurrence))
 	if err := p.Emit(p.buf, p.files); err != nil {
 		return err
 	}

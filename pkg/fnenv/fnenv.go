@@ -176,3 +176,10 @@ func (r *Reader) Common() Common {
 // completes those whose work is done, requests a finalize that was lost, and reports
 // tasks stuck in a dead-letter queue.
 const ReconcileBody = `{"v":1,"step":"reconcile"}`
+
+// The dispatcher's dead-letter queues to peek at when it reconciles (job tasks stuck
+// there are reported on their job).
+const (
+	TasksDLQURL = "FILEFLOW_TASKS_DLQ_URL"
+	JobsDLQURL  = "FILEFLOW_JOBS_DLQ_URL"
+)

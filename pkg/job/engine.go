@@ -23,13 +23,17 @@ import (
 type Ledger interface {
 	GetJob(ctx context.Context, id string) (ledger.Job, bool, error)
 	Settle(ctx context.Context, now time.Time, all []ledger.Settlement) ([]ledger.Outcome, error)
+	TaskState(ctx context.Context, jobID, taskID, parent, parentRun string) (ledger.Outcome, error)
 	JobCounts(ctx context.Context, id string, shards int) (ledger.Counts, error)
+	PeekCounts(ctx context.Context, id string, shards int) (ledger.Counts, error)
 	FinishJob(ctx context.Context, id string, status ledger.JobStatus, reason string, c ledger.Counts, now time.Time) (bool, error)
-	MarkNotified(ctx context.Context, id, report string, now time.Time) error
+	CountedTasks(ctx context.Context, jobID string) ([]ledger.CountedTask, error)
+	MarkNotified(ctx context.Context, id, report string, missing int, now time.Time) error
 	ClaimFinalize(ctx context.Context, id string, now time.Time, lease time.Duration) (int64, bool, error)
 	ReleaseFinalize(ctx context.Context, id string, token int64) error
 	MarkFinalizeRequested(ctx context.Context, id string, now time.Time) error
-	PeekCounts(ctx context.Context, id string, shards int) (ledger.Counts, error)
+	OpenJobs(ctx context.Context) ([]string, error)
+	MarkReconciled(ctx context.Context, id string, stuck int, now time.Time) error
 }
 
 // Objects is the part of the S3 client the engine calls (reports, split merges).
@@ -90,6 +94,8 @@ func (e *Engine) log() *slog.Logger {
 // ErrUnknownJob: no such job.
 var ErrUnknownJob = errors.New("job: no such job")
 
+func isUnknown(err error) bool { return errors.Is(err, ErrUnknownJob) }
+
 // Job returns the job's record, from a short cache while it runs.
 func (e *Engine) Job(ctx context.Context, id string) (ledger.Job, error) {
 	ttl := e.StatusTTL
@@ -132,15 +138,6 @@ func SpecOf(j ledger.Job) (Spec, error) {
 		return s, fmt.Errorf("job %s: stored spec: %w", j.ID, err)
 	}
 	return s, nil
-}
-
-// Settle counts finished tasks (one transaction per 30). The caller then writes their
-// report parts and calls [Engine.Check] for each job.
-func (e *Engine) Settle(ctx context.Context, all []ledger.Settlement) ([]ledger.Outcome, error) {
-	if len(all) == 0 {
-		return nil, nil
-	}
-	return e.Ledger.Settle(ctx, e.now(), all)
 }
 
 // FinalizeLease is how long a finalizer without a deadline (the CLI) holds a finished
@@ -356,5 +353,5 @@ func (e *Engine) Finalize(ctx context.Context, j ledger.Job, force bool) error {
 			return fmt.Errorf("job %s: notify: %w", j.ID, err)
 		}
 	}
-	return e.Ledger.MarkNotified(ctx, j.ID, rep.manifestURI, e.now())
+	return e.Ledger.MarkNotified(ctx, j.ID, rep.manifestURI, len(rep.missing), e.now())
 }

@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,20 +25,37 @@ const (
 	// sends its notification: queued by whichever function finished the job, run by the
 	// dispatcher with its own timeout and SQS's retries.
 	StepFinalize = "finalize"
+	// StepReconcile re-checks every open job (fnenv.ReconcileBody, sent by a schedule).
+	StepReconcile = "reconcile"
 )
 
 // Plan is a planning task message on the jobs queue.
 type Plan struct {
-	V      int              `json:"v"`
-	JobID  string           `json:"job_id"`
-	TaskID string           `json:"task_id"`
-	Parent string           `json:"parent,omitempty"`
-	Index  int              `json:"index,omitempty"` // its place among the parent's planning tasks
-	Step   string           `json:"step"`
-	List   *fanout.ListTask `json:"list,omitempty"`
-	Chunk  *task.Range      `json:"chunk,omitempty"`
-	Format fanout.Format    `json:"format,omitempty"` // a chunk's manifest format
-	ETag   string           `json:"etag,omitempty"`   // a chunk's manifest revision
+	V      int    `json:"v"`
+	JobID  string `json:"job_id,omitempty"`
+	TaskID string `json:"task_id,omitempty"`
+	// Parent is the planning task that sent this one, and ParentRun its run.
+	Parent    string           `json:"parent,omitempty"`
+	ParentRun string           `json:"parent_run,omitempty"`
+	Step      string           `json:"step"`
+	List      *fanout.ListTask `json:"list,omitempty"`
+	Chunk     *task.Range      `json:"chunk,omitempty"`
+	Format    fanout.Format    `json:"format,omitempty"` // a chunk's manifest format
+	ETag      string           `json:"etag,omitempty"`   // a chunk's manifest revision
+}
+
+// ContentSum is a hash of the work the planning task carries (its step, listing,
+// chunk, format and revision): the content its id derives from (see [task.ContentID]).
+func (p Plan) ContentSum() []byte {
+	b, _ := json.Marshal(struct {
+		Step   string           `json:"step"`
+		List   *fanout.ListTask `json:"list,omitempty"`
+		Chunk  *task.Range      `json:"chunk,omitempty"`
+		Format fanout.Format    `json:"format,omitempty"`
+		ETag   string           `json:"etag,omitempty"`
+	}{p.Step, p.List, p.Chunk, p.Format, p.ETag})
+	sum := sha256.Sum256(b)
+	return sum[:]
 }
 
 // DecodePlan reads a planning task message; the error says what is wrong with it.
@@ -49,6 +67,8 @@ func DecodePlan(body []byte) (Plan, error) {
 	switch {
 	case p.V != 1:
 		return p, fmt.Errorf("planning task: version %d is not supported", p.V)
+	case p.Step == StepReconcile:
+		return p, nil
 	case p.JobID == "" || p.TaskID == "":
 		return p, errors.New("planning task: job_id and task_id are required")
 	case p.Step == StepList && p.List == nil, p.Step == StepChunk && p.Chunk == nil:
@@ -69,6 +89,20 @@ type Creator interface {
 type Sender interface {
 	SendMessage(context.Context, *sqs.SendMessageInput, ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
 }
+
+// ConflictError: a job with the id exists with another spec. Submitting again cannot
+// help: the spec needs another id.
+type ConflictError struct {
+	ID   string
+	Spec string // the existing job's
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("submit: job %s exists with another spec (%s)", e.ID, e.Spec)
+}
+
+// Permanent: submitting again cannot help.
+func (e *ConflictError) Permanent() bool { return true }
 
 // Submit validates the spec, records the job and sends its root task to the jobs queue.
 // Submitting a spec whose id exists re-sends the root task (which then counts nothing):
@@ -93,7 +127,7 @@ func Submit(ctx context.Context, db Creator, q Sender, jobsQueueURL string, spec
 			return "", fmt.Errorf("submit: %w", gerr)
 		}
 		if j.Spec != string(b) {
-			return "", fmt.Errorf("submit: job %s exists with another spec (%s)", spec.ID, j.Spec)
+			return "", &ConflictError{ID: spec.ID, Spec: j.Spec}
 		}
 	} else if err != nil {
 		return "", fmt.Errorf("submit: %w", err)

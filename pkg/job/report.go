@@ -31,7 +31,10 @@ import (
 //	<prefix>reports/<job>/results/failed.csv
 //	<prefix>reports/<job>/parts/<task>.csv       one per task, written before it is counted
 //
-// Keys are URL-encoded as in S3's reports. A success's ResultMessage is its output.
+// Keys are URL-encoded as in S3's reports. A success's ResultMessage is its output. The
+// report holds the parts of exactly the tasks the ledger counted (their markers say how
+// many lines each wrote): a part of a task that was never counted (an orphan) is left
+// out, and a counted task's missing part is named, never masked by other lines.
 
 // Task statuses in a report line.
 const (
@@ -80,25 +83,13 @@ func (e *Engine) WritePart(ctx context.Context, jobID, taskID string, lines []Li
 	return nil
 }
 
-// HasPart says whether a task's report part exists.
-func (e *Engine) HasPart(ctx context.Context, jobID, taskID string) (bool, error) {
-	_, err := e.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(e.OutputBucket), Key: aws.String(e.ReportPrefix(jobID) + "parts/" + taskID + ".csv")})
-	var nf *s3types.NotFound
-	if errors.As(err, &nf) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("job %s: report part of task %s: %w", jobID, taskID, err)
-	}
-	return true, nil
-}
-
 // ErrReportIncomplete: report lines of counted tasks are still being written.
 var ErrReportIncomplete = errors.New("report lines are still missing")
 
 type report struct {
 	manifestURI string
 	merged      string
+	missing     []string // counted tasks whose part is missing
 }
 
 // manifest is manifest.json: S3 Batch Operations' fields, then fileflow's.
@@ -118,7 +109,11 @@ type manifest struct {
 	FinishedAt   string        `json:"FinishedAt"`
 	DurationMS   int64         `json:"DurationMs"`
 	MergedOutput string        `json:"MergedOutput,omitempty"`
-	LinesMissing int64         `json:"LinesMissing,omitempty"` // counted files without a line (a forced report)
+	// A forced report (the finalizer's last attempt) names the counted tasks whose lines
+	// are missing, and how many lines they wrote.
+	TasksMissingLines []string `json:"TasksMissingLines,omitempty"`
+	LinesMissing      int64    `json:"LinesMissing,omitempty"`
+	TasksCounted      int      `json:"TasksCounted"`
 }
 
 type manifestEntry struct {
@@ -134,9 +129,18 @@ type manifestEntry struct {
 func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec, force bool) (report, error) {
 	prefix := e.ReportPrefix(j.ID)
 	var rep report
-	parts, err := e.list(ctx, prefix+"parts/")
+	counted, err := e.Ledger.CountedTasks(ctx, j.ID)
 	if err != nil {
 		return rep, err
+	}
+	var parts []string
+	lines := map[string]int64{}
+	for _, t := range counted {
+		if t.Lines > 0 {
+			key := prefix + "parts/" + t.TaskID + ".csv"
+			parts = append(parts, key)
+			lines[key] = t.Lines
+		}
 	}
 	up, err := upload.New(e.Objects, 0)
 	if err != nil {
@@ -172,6 +176,11 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec, force
 	readErr := func() error {
 		for i, key := range parts {
 			body, err := next(i)
+			var nsk *s3types.NoSuchKey
+			if errors.As(err, &nsk) {
+				rep.missing = append(rep.missing, strings.TrimSuffix(strings.TrimPrefix(key, prefix+"parts/"), ".csv"))
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("read report part %s: %w", key, err)
 			}
@@ -219,13 +228,16 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec, force
 		return rep, fmt.Errorf("job %s: report: %v", j.ID, errs)
 	}
 
-	// Every counted file has its line: a task writes its part right after it is counted,
-	// so a part still missing belongs to a task being written now (or whose writer died;
-	// its redelivery writes it). Wait for it, unless this is the last attempt.
-	lines := sinks[Succeeded].lines + sinks[Failed].lines
-	missing := max(0, j.Final.Succeeded+j.Final.Failed-lines)
-	if missing > 0 && !force {
-		return rep, fmt.Errorf("job %s: report has %d lines, %d counted files: %w", j.ID, lines, j.Final.Succeeded+j.Final.Failed, ErrReportIncomplete)
+	// A task writes its part before it is counted, so a counted task's part is missing
+	// only if it was lost since (deleted, expired): wait for a redelivery to write it
+	// again, unless this is the last attempt; then the report names what is missing.
+	var missingLines int64
+	for _, t := range rep.missing {
+		missingLines += lines[prefix+"parts/"+t+".csv"]
+	}
+	if len(rep.missing) > 0 && !force {
+		return rep, fmt.Errorf("job %s: the report lines of %d counted tasks are missing (%s): %w",
+			j.ID, len(rep.missing), strings.Join(rep.missing[:min(5, len(rep.missing))], ", "), ErrReportIncomplete)
 	}
 	if spec.Kind == KindSplit && j.Status == ledger.JobComplete {
 		if rep.merged, err = e.merge(ctx, j, spec, splitParts); err != nil {
@@ -236,7 +248,8 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec, force
 		Format: "Report_CSV_20180820", ReportCreationDate: e.now().UTC().Format(time.RFC3339), ReportSchema: ReportSchema,
 		JobID: j.ID, JobStatus: string(j.Status), StatusReason: j.Reason, Kind: spec.Kind, Source: spec.Source(),
 		Counts: j.Final, CreatedAt: j.CreatedAt.UTC().Format(time.RFC3339Nano), FinishedAt: j.FinishedAt.UTC().Format(time.RFC3339Nano),
-		DurationMS: j.FinishedAt.Sub(j.CreatedAt).Milliseconds(), MergedOutput: rep.merged, LinesMissing: missing,
+		DurationMS: j.FinishedAt.Sub(j.CreatedAt).Milliseconds(), MergedOutput: rep.merged,
+		TasksMissingLines: rep.missing, LinesMissing: missingLines, TasksCounted: len(counted),
 	}
 	for _, st := range []string{Succeeded, Failed} {
 		m.Results = append(m.Results, manifestEntry{TaskExecutionStatus: st, Bucket: e.OutputBucket,

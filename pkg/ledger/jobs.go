@@ -77,6 +77,13 @@ type Job struct {
 	Report     string    // s3:// URI of the report's manifest.json
 	// FinalizeRequested is when a finalize task was last sent (zero: never).
 	FinalizeRequested time.Time
+	// ReconciledAt is when the reconciler last looked at the job, and StuckTasks how
+	// many of its tasks it then found in a dead-letter queue.
+	ReconciledAt time.Time
+	StuckTasks   int
+	// ReportMissing: counted tasks whose report lines were missing when the report was
+	// written (it names them).
+	ReportMissing int
 }
 
 // Settlement counts one finished task: the children it enqueued and the files it
@@ -85,19 +92,24 @@ type Settlement struct {
 	JobID  string
 	TaskID string
 	Parent string // "" for a job's root task
-	Shards int    // the job's shard count (one is picked at random)
-	// Index is the task's place among its parent's children of its kind (the task id's
-	// first letter: "m" task messages, "l" planning tasks). The parent's marker records
-	// how many of each it sent when it was counted, so a child that a re-run of the
-	// parent sent beyond those (the listing changed between runs) is an orphan, never
-	// counted: otherwise it would count done without ever being expected.
-	Index int
+	// ParentRun is the run of the parent that sent this task, and Run this task's own
+	// (its children carry it). A parent's marker records the run that was counted; a
+	// child sent by another run of its parent (one that died before it was counted, over
+	// a listing that has changed since) is an Orphan, never counted: it was never
+	// expected. A child's id is its content, so the counted run's children are exactly
+	// the work the counted listing found.
+	ParentRun string
+	Run       string
+	Shards    int // the job's shard count (one is picked at random)
 	// Messages and Plans are the children it enqueued, by kind.
 	Messages, Plans int64
-	Children        int64 // other children (tests; counted in expected, not indexed)
+	Children        int64 // other children (tests; counted in expected)
 	Listed          int64 // files it found (planning) or carried (a task message: 0)
 	// The files it finished.
 	Succeeded, Failed, Bytes int64
+	// Lines is how many report lines the task wrote (its part, written before it is
+	// counted): the report is complete when every counted task with lines has its part.
+	Lines int64
 }
 
 // Outcome is what happened to one settlement.
@@ -109,7 +121,7 @@ const (
 	Duplicate                        // counted before: a duplicate delivery
 	ParentPending                    // the parent is not counted yet: try again later
 	UnknownJob                       // no such job (never created, or expired)
-	Orphan                           // the parent was counted without this child: never counted
+	Orphan                           // the parent was counted by another run, which did not send it: never counted
 )
 
 func (o Outcome) String() string {
@@ -148,6 +160,9 @@ func (s *Store) CreateJob(ctx context.Context, id, spec string, shards int, now 
 	job["spec"] = str(spec)
 	job["shards"] = n64(int64(shards))
 	job["created_at"] = str(now.UTC().Format(time.RFC3339Nano))
+	// Open until reported: the reconciler finds it through the sparse index.
+	job[AttrGSI1PK] = str(openJobs)
+	job[AttrGSI1SK] = str(now.UTC().Format(time.RFC3339Nano) + "#" + id)
 	if s.ttl > 0 {
 		job[AttrTTL] = s.expires(now)
 	}
@@ -182,19 +197,24 @@ func (s *Store) CreateJob(ctx context.Context, id, spec string, shards int, now 
 // ErrJobExists: a job with that id was created before.
 var ErrJobExists = errors.New("job exists")
 
-// Settle counts finished tasks in one transaction: per task a marker (so a duplicate
-// counts nothing) and a check that its parent was counted (so a child is never counted
-// before the parent that counts it as expected), and per job one shard update with the
-// sums. Settlements that cannot be counted get their outcome and are left out; the rest
-// are counted together. Conflicts with concurrent transactions are retried.
+// Settle counts finished tasks in transactions of up to 30: per task a marker (so a
+// duplicate counts nothing) and a check that its parent was counted by the run that
+// sent it (so a child is never counted before the parent that counts it as expected,
+// nor at all if another run of the parent was counted), and per job one shard update
+// with the sums. Settlements that cannot be counted get their outcome and are left out;
+// the rest are counted together. Conflicts with concurrent transactions are retried.
+//
+// A transaction names an item once, so a batch holding a task and its child, two
+// copies of a task sent by different runs of its parent, or children of one parent
+// sent by different runs is counted in rounds.
 func (s *Store) Settle(ctx context.Context, now time.Time, all []Settlement) ([]Outcome, error) {
 	out := make([]Outcome, len(all))
-	// The same task twice in one batch: the copy shares the first one's fate (a
-	// duplicate of a counted task; otherwise the same outcome).
-	first := map[string]int{}
+	// The same task from the same run twice in one batch: the copy shares the first's
+	// fate (a duplicate of a counted task; otherwise the same outcome).
+	first := map[[3]string]int{}
 	copyOf := map[int]int{}
 	for i, st := range all {
-		k := st.JobID + "\x00" + st.TaskID
+		k := [3]string{st.JobID, st.TaskID, st.ParentRun}
 		if j, ok := first[k]; ok {
 			copyOf[i] = j
 			out[i] = -1 // decided at the end
@@ -212,6 +232,7 @@ func (s *Store) Settle(ctx context.Context, now time.Time, all []Settlement) ([]
 			}
 		}
 	}()
+	const maxRounds = 8
 	for round := 0; ; round++ {
 		var undecided []int
 		for i, o := range out {
@@ -222,33 +243,80 @@ func (s *Store) Settle(ctx context.Context, now time.Time, all []Settlement) ([]
 		if len(undecided) == 0 {
 			return out, nil
 		}
-		// A transaction holds at most 100 items; a settlement takes up to two (marker,
-		// parent check) and each job one more.
-		const chunk = 30
-		for start := 0; start < len(undecided); start += chunk {
-			part := undecided[start:min(start+chunk, len(undecided))]
-			batch := make([]Settlement, len(part))
-			for n, i := range part {
-				batch[n] = all[i]
-			}
-			o, err := s.settle(ctx, now, batch)
-			if err != nil {
+		final := round >= maxRounds-1
+		for _, chunk := range chunks(all, undecided) {
+			if err := s.settle(ctx, now, all, chunk, out); err != nil {
 				return out, err
 			}
-			for n, i := range part {
-				out[i] = o[n]
-			}
 		}
-		if err := s.sortPending(ctx, all, out, round >= 2); err != nil {
+		if err := s.sortPending(ctx, all, out, final); err != nil {
 			return out, err
+		}
+		if final {
+			for i, o := range out {
+				if o == 0 {
+					out[i] = ParentPending // undecided after every round: it comes back later
+				}
+			}
 		}
 	}
 }
 
+// maxSettlements bounds one transaction: 100 items at most; a settlement takes up to
+// two (marker, parent check) and each job one more.
+const maxSettlements = 30
+
+// chunks groups the undecided settlements into transactions that name each item once:
+// a settlement whose marker or parent check would repeat an item already in the
+// transaction, or whose parent is counted in it, waits for the next round. A
+// settlement left out of every chunk this round stays undecided.
+func chunks(all []Settlement, undecided []int) [][]int {
+	var out [][]int
+	var cur []int
+	markers := map[[2]string]bool{}  // job, task: counted in cur
+	checks := map[[2]string]string{} // job, parent: the run cur checks it for
+	var later []int
+	for _, i := range undecided {
+		st := all[i]
+		me := [2]string{st.JobID, st.TaskID}
+		par := [2]string{st.JobID, st.Parent}
+		switch {
+		case markers[me]:
+			later = append(later, i) // another run's copy of the same task
+			continue
+		case st.Parent != "" && markers[par]:
+			later = append(later, i) // its parent is counted in this transaction
+			continue
+		}
+		if run, ok := checks[par]; st.Parent != "" && ok && run != st.ParentRun {
+			later = append(later, i) // siblings of another run of the parent
+			continue
+		}
+		if _, ok := checks[me]; ok {
+			later = append(later, i) // it is the parent of a task in this transaction
+			continue
+		}
+		markers[me] = true
+		if st.Parent != "" {
+			checks[par] = st.ParentRun
+		}
+		cur = append(cur, i)
+		if len(cur) == maxSettlements {
+			out = append(out, cur)
+			cur, markers, checks = nil, map[[2]string]bool{}, map[[2]string]string{}
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	_ = later // decided in a later round
+	return out
+}
+
 // sortPending looks at the parent of each settlement whose parent check failed: not
-// counted yet (ParentPending stays), counted without this child (Orphan), or counted
-// with it — a sibling failed the shared check, or the parent was counted meanwhile —
-// to be tried again (unless final).
+// counted yet (ParentPending stays), counted by another run (Orphan), or counted by its
+// run — a sibling failed the shared check, or the parent was counted meanwhile — to be
+// tried again (unless final).
 func (s *Store) sortPending(ctx context.Context, all []Settlement, out []Outcome, final bool) error {
 	for i, o := range out {
 		if o != ParentPending {
@@ -259,9 +327,9 @@ func (s *Store) sortPending(ctx context.Context, all []Settlement, out []Outcome
 		if err != nil {
 			return fmt.Errorf("ledger: parent of task %s: %w", st.TaskID, err)
 		}
-		switch attr := childCountAttr(st.TaskID); {
+		switch {
 		case res.Item == nil:
-		case attr != "" && res.Item[attr] != nil && num(res.Item[attr]) <= int64(st.Index):
+		case text(res.Item["run"]) != st.ParentRun:
 			out[i] = Orphan
 		case !final:
 			out[i] = 0
@@ -270,26 +338,18 @@ func (s *Store) sortPending(ctx context.Context, all []Settlement, out []Outcome
 	return nil
 }
 
-func (s *Store) settle(ctx context.Context, now time.Time, all []Settlement) ([]Outcome, error) {
-	out := make([]Outcome, len(all))
+// settle counts the settlements part (indices into all) in one transaction, writing
+// their outcomes into out; those it cannot count are decided and left out.
+func (s *Store) settle(ctx context.Context, now time.Time, all []Settlement, part []int, out []Outcome) error {
 	for attempt := 0; ; attempt++ {
 		var live []int
-		seen := map[string]bool{}
-		for i, st := range all {
-			if out[i] != 0 {
-				continue
+		for _, i := range part {
+			if out[i] == 0 {
+				live = append(live, i)
 			}
-			if k := st.JobID + "\x00" + st.TaskID; seen[k] {
-				out[i] = Duplicate // the same task twice in one batch
-				continue
-			} else {
-				seen[k] = true
-			}
-			live = append(live, i)
 		}
-		live = deferChildren(all, live, out)
 		if len(live) == 0 {
-			return out, nil
+			return nil
 		}
 		items, owners := s.settleItems(now, all, live)
 		_, err := s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
@@ -297,11 +357,11 @@ func (s *Store) settle(ctx context.Context, now time.Time, all []Settlement) ([]
 			for _, i := range live {
 				out[i] = Counted
 			}
-			return out, nil
+			return nil
 		}
 		var tce *types.TransactionCanceledException
 		if !errors.As(err, &tce) {
-			return out, fmt.Errorf("ledger: settle %d tasks: %w", len(live), err)
+			return fmt.Errorf("ledger: settle %d tasks: %w", len(live), err)
 		}
 		decided, conflict := false, false
 		for n, r := range tce.CancellationReasons {
@@ -321,31 +381,12 @@ func (s *Store) settle(ctx context.Context, now time.Time, all []Settlement) ([]
 			// retry at once without the settlements that cannot be counted
 		case conflict && attempt < 8:
 			if err := sleep(ctx, time.Duration(1+rand.Int64N(int64(10*time.Millisecond<<attempt)))); err != nil {
-				return out, err
+				return err
 			}
 		default:
-			return out, fmt.Errorf("ledger: settle %d tasks (attempt %d): %w", len(live), attempt+1, err)
+			return fmt.Errorf("ledger: settle %d tasks (attempt %d): %w", len(live), attempt+1, err)
 		}
 	}
-}
-
-// deferChildren leaves out of this transaction the tasks whose parent is in it: they
-// wait (ParentPending) until the parent is counted, then are checked against its
-// marker like any other child.
-func deferChildren(all []Settlement, live []int, out []Outcome) []int {
-	inTx := map[string]bool{}
-	for _, i := range live {
-		inTx[all[i].JobID+"\x00"+all[i].TaskID] = true
-	}
-	kept := live[:0:0]
-	for _, i := range live {
-		if st := all[i]; st.Parent != "" && inTx[st.JobID+"\x00"+st.Parent] {
-			out[i] = ParentPending
-			continue
-		}
-		kept = append(kept, i)
-	}
-	return kept
 }
 
 // owner says which settlements a transaction item belongs to, and their outcome if its
@@ -353,19 +394,6 @@ func deferChildren(all []Settlement, live []int, out []Outcome) []int {
 type owner struct {
 	settlements []int
 	onFail      Outcome
-}
-
-// childCountAttr is the parent marker's attribute that counts children of the task's
-// kind: "msgs" for task messages ("m…"), "plans" for planning tasks ("l…"); "" for
-// other ids (not indexed).
-func childCountAttr(taskID string) string {
-	switch {
-	case strings.HasPrefix(taskID, "m"):
-		return "msgs"
-	case strings.HasPrefix(taskID, "l"):
-		return "plans"
-	}
-	return ""
 }
 
 func (s *Store) settleItems(now time.Time, all []Settlement, live []int) ([]types.TransactWriteItem, []owner) {
@@ -379,13 +407,20 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int) ([]type
 	}
 	sums := map[string]*sum{}
 	var jobs []string
-	parents := map[string][]int{}
-	var parentOrder []string
+	type check struct {
+		job, parent, run string
+		idx              []int
+	}
+	checks := map[[2]string]*check{}
+	var order [][2]string
 	for _, i := range live {
 		st := all[i]
 		m := jobKey(st.JobID, "t#"+st.TaskID)
 		m["at"] = str(now.UTC().Format(time.RFC3339Nano))
-		m["msgs"], m["plans"] = n64(st.Messages), n64(st.Plans)
+		m["msgs"], m["plans"], m["lines"] = n64(st.Messages), n64(st.Plans), n64(st.Lines)
+		if st.Run != "" {
+			m["run"] = str(st.Run)
+		}
 		if s.ttl > 0 {
 			m[AttrTTL] = s.expires(now)
 		}
@@ -394,11 +429,14 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int) ([]type
 		}})
 		owners = append(owners, owner{[]int{i}, Duplicate})
 		if st.Parent != "" {
-			k := st.JobID + "\x00" + st.Parent + "\x00" + childCountAttr(st.TaskID) + "\x00" + strconv.Itoa(st.Index)
-			if _, ok := parents[k]; !ok {
-				parentOrder = append(parentOrder, k)
+			k := [2]string{st.JobID, st.Parent}
+			c, ok := checks[k]
+			if !ok {
+				c = &check{job: st.JobID, parent: st.Parent, run: st.ParentRun}
+				checks[k] = c
+				order = append(order, k)
 			}
-			parents[k] = append(parents[k], i)
+			c.idx = append(c.idx, i)
 		}
 		a, ok := sums[st.JobID]
 		if !ok {
@@ -415,46 +453,18 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int) ([]type
 		a.failed += st.Failed
 		a.bytes += st.Bytes
 	}
-	// One check per parent item: it exists, and covers the highest index of each kind.
-	type need struct {
-		job, parent string
-		max         map[string]int
-		idx         []int
-	}
-	needs := map[string]*need{}
-	var order []string
-	for _, k := range parentOrder {
-		f := strings.Split(k, "\x00")
-		item := f[0] + "\x00" + f[1]
-		n, ok := needs[item]
-		if !ok {
-			n = &need{job: f[0], parent: f[1], max: map[string]int{}}
-			needs[item] = n
-			order = append(order, item)
-		}
-		if f[2] != "" {
-			idx, _ := strconv.Atoi(f[3])
-			if cur, ok := n.max[f[2]]; !ok || idx > cur {
-				n.max[f[2]] = idx
-			}
-		}
-		n.idx = append(n.idx, parents[k]...)
-	}
-	for _, item := range order {
-		n := needs[item]
-		cc := &types.ConditionCheck{TableName: table, Key: jobKey(n.job, "t#"+n.parent), ConditionExpression: aws.String("attribute_exists(pk)")}
-		for _, attr := range []string{"msgs", "plans"} {
-			if idx, ok := n.max[attr]; ok {
-				// A marker from before child counts were recorded covers every index.
-				cc.ConditionExpression = aws.String(*cc.ConditionExpression + " AND (attribute_not_exists(" + attr + ") OR " + attr + " > :" + attr + ")")
-				if cc.ExpressionAttributeValues == nil {
-					cc.ExpressionAttributeValues = map[string]types.AttributeValue{}
-				}
-				cc.ExpressionAttributeValues[":"+attr] = n64(int64(idx))
-			}
+	// One check per parent item: it exists, counted by the run that sent the children.
+	for _, k := range order {
+		c := checks[k]
+		cc := &types.ConditionCheck{TableName: table, Key: jobKey(c.job, "t#"+c.parent)}
+		if c.run == "" {
+			cc.ConditionExpression = aws.String("attribute_exists(pk) AND attribute_not_exists(run)")
+		} else {
+			cc.ConditionExpression = aws.String("attribute_exists(pk) AND run = :run")
+			cc.ExpressionAttributeValues = map[string]types.AttributeValue{":run": str(c.run)}
 		}
 		items = append(items, types.TransactWriteItem{ConditionCheck: cc})
-		owners = append(owners, owner{n.idx, ParentPending})
+		owners = append(owners, owner{c.idx, ParentPending})
 	}
 	for _, job := range jobs {
 		a := sums[job]
@@ -543,6 +553,9 @@ func (s *Store) GetJob(ctx context.Context, id string) (Job, bool, error) {
 		},
 	}
 	j.CreatedAt, _ = time.Parse(time.RFC3339Nano, text(it["created_at"]))
+	j.ReconciledAt, _ = time.Parse(time.RFC3339Nano, text(it["reconciled_at"]))
+	j.StuckTasks = int(num(it["stuck_tasks"]))
+	j.ReportMissing = int(num(it["report_missing"]))
 	j.FinishedAt, _ = time.Parse(time.RFC3339Nano, text(it["finished_at"]))
 	j.FinalizeRequested, _ = time.Parse(time.RFC3339Nano, text(it["finalize_requested_at"]))
 	return j, true, nil
@@ -591,14 +604,16 @@ func (s *Store) TryComplete(ctx context.Context, id string, shards int, now time
 }
 
 // MarkNotified records that the job's report was written (at report) and its
-// notification sent.
-func (s *Store) MarkNotified(ctx context.Context, id, report string, now time.Time) error {
+// notification sent: the job is no longer open.
+// missing is how many counted tasks' report lines the report lacked.
+func (s *Store) MarkNotified(ctx context.Context, id, report string, missing int, now time.Time) error {
 	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                 aws.String(s.table),
-		Key:                       jobKey(id, "job"),
-		UpdateExpression:          aws.String("SET notified_at = :now, report = :report"),
-		ConditionExpression:       aws.String("attribute_exists(pk)"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":now": str(now.UTC().Format(time.RFC3339Nano)), ":report": str(report)},
+		TableName:           aws.String(s.table),
+		Key:                 jobKey(id, "job"),
+		UpdateExpression:    aws.String("SET notified_at = :now, report = :report, report_missing = :missing REMOVE gsi1pk, gsi1sk"),
+		ConditionExpression: aws.String("attribute_exists(pk)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":now": str(now.UTC().Format(time.RFC3339Nano)),
+			":report": str(report), ":missing": n64(int64(missing))},
 	})
 	if err != nil {
 		return fmt.Errorf("ledger: job %s notified: %w", id, err)
@@ -694,8 +709,8 @@ func (s *Store) PeekCounts(ctx context.Context, id string, shards int) (Counts, 
 
 // TaskState tells a planning task, before it does any work, whether it may: it was
 // counted already (Duplicate), its parent is not counted yet (ParentPending), its parent
-// was counted without it (Orphan), or 0: go ahead. A root task has parent "".
-func (s *Store) TaskState(ctx context.Context, jobID, taskID, parent string, index int) (Outcome, error) {
+// was counted by another run (Orphan), or 0: go ahead. A root task has parent "".
+func (s *Store) TaskState(ctx context.Context, jobID, taskID, parent, parentRun string) (Outcome, error) {
 	keys := []map[string]types.AttributeValue{jobKey(jobID, "t#"+taskID)}
 	if parent != "" {
 		keys = append(keys, jobKey(jobID, "t#"+parent))
@@ -718,7 +733,6 @@ func (s *Store) TaskState(ctx context.Context, jobID, taskID, parent string, ind
 			par = it
 		}
 	}
-	attr := childCountAttr(taskID)
 	switch {
 	case self != nil:
 		return Duplicate, nil
@@ -726,8 +740,83 @@ func (s *Store) TaskState(ctx context.Context, jobID, taskID, parent string, ind
 		return 0, nil
 	case par == nil:
 		return ParentPending, nil
-	case attr != "" && par[attr] != nil && num(par[attr]) <= int64(index):
+	case text(par["run"]) != parentRun:
 		return Orphan, nil
 	}
 	return 0, nil
+}
+
+// CountedTask is a task's marker: it was counted, with this many report lines.
+type CountedTask struct {
+	TaskID string
+	Lines  int64
+	At     time.Time
+}
+
+// CountedTasks lists the tasks of a job that were counted, in task id order.
+func (s *Store) CountedTasks(ctx context.Context, jobID string) ([]CountedTask, error) {
+	var out []CountedTask
+	p := dynamodb.NewQueryPaginator(s.api, &dynamodb.QueryInput{
+		TableName:                 aws.String(s.table),
+		KeyConditionExpression:    aws.String("pk = :pk AND begins_with(sk, :t)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": str(jobPK(jobID)), ":t": str("t#")},
+		ProjectionExpression:      aws.String("sk, #lines, #at"),
+		ExpressionAttributeNames:  map[string]string{"#at": "at", "#lines": "lines"},
+		ConsistentRead:            aws.Bool(true),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: counted tasks of job %s: %w", jobID, err)
+		}
+		for _, it := range page.Items {
+			t := CountedTask{TaskID: strings.TrimPrefix(text(it[AttrSK]), "t#"), Lines: num(it["lines"])}
+			t.At, _ = time.Parse(time.RFC3339Nano, text(it["at"]))
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// openJobs is the failure index's partition of jobs not yet reported.
+const openJobs = "JOBS#OPEN"
+
+// OpenJobs lists the jobs not yet reported (running, or finished and unreported),
+// oldest first, from the sparse index.
+func (s *Store) OpenJobs(ctx context.Context) ([]string, error) {
+	var ids []string
+	p := dynamodb.NewQueryPaginator(s.api, &dynamodb.QueryInput{
+		TableName:                 aws.String(s.table),
+		IndexName:                 aws.String(IndexFailed),
+		KeyConditionExpression:    aws.String("#g = :g"),
+		ExpressionAttributeNames:  map[string]string{"#g": AttrGSI1PK},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":g": str(openJobs)},
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: open jobs: %w", err)
+		}
+		for _, it := range page.Items {
+			if id, ok := strings.CutPrefix(text(it[AttrPK]), "J#"); ok {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids, nil
+}
+
+// MarkReconciled records the reconciler's look at a job: when, and how many of its
+// tasks sat in a dead-letter queue.
+func (s *Store) MarkReconciled(ctx context.Context, id string, stuck int, now time.Time) error {
+	_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table), Key: jobKey(id, "job"),
+		UpdateExpression:          aws.String("SET reconciled_at = :now, stuck_tasks = :n"),
+		ConditionExpression:       aws.String("attribute_exists(pk)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":now": str(now.UTC().Format(time.RFC3339Nano)), ":n": n64(int64(stuck))},
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: job %s reconciled: %w", id, err)
+	}
+	return nil
 }

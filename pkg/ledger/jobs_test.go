@@ -134,32 +134,38 @@ func TestJobCompletesExactlyOnceNeverEarly(t *testing.T) {
 }
 
 // A batch may hold a task, its own child and the same task twice: the transaction must
-// not name one item twice, and each is counted once.
+// not name one item twice, and each is counted once. A child sent by a run of its
+// parent that was not counted is an orphan.
 func TestSettleBatchWithParentAndDuplicate(t *testing.T) {
 	st, _ := newStore(t, 0)
 	ctx := context.Background()
 	id := fmt.Sprintf("job-b-%d", time.Now().UnixNano())
 	require.NoError(t, st.CreateJob(ctx, id, `{}`, 2, t0))
 	out, err := st.Settle(ctx, t0, []ledger.Settlement{
-		{JobID: id, TaskID: "root", Shards: 2, Messages: 2, Listed: 3},
-		{JobID: id, TaskID: "m1", Parent: "root", Shards: 2, Succeeded: 2},
-		{JobID: id, TaskID: "m1", Parent: "root", Shards: 2, Succeeded: 2},
+		{JobID: id, TaskID: "root", Run: "r1", Shards: 2, Messages: 2, Listed: 3, Lines: 1},
+		{JobID: id, TaskID: "m1", Parent: "root", ParentRun: "r1", Shards: 2, Succeeded: 2, Lines: 2},
+		{JobID: id, TaskID: "m1", Parent: "root", ParentRun: "r1", Shards: 2, Succeeded: 2, Lines: 2},
 		{JobID: id, TaskID: "x", Parent: "nope", Shards: 2, Succeeded: 5},
 		{JobID: "no-such-job", TaskID: "root", Shards: 1},
-		// A re-run of root sent a third message; the counted run sent two.
-		{JobID: id, TaskID: "m-extra", Parent: "root", Index: 2, Shards: 2, Succeeded: 7},
+		// A run of root that died before it was counted sent this one.
+		{JobID: id, TaskID: "m-extra", Parent: "root", ParentRun: "r0", Shards: 2, Succeeded: 7},
 	})
 	require.NoError(t, err)
 	assert.Equal(t, []ledger.Outcome{ledger.Counted, ledger.Counted, ledger.Duplicate, ledger.ParentPending, ledger.UnknownJob, ledger.Orphan}, out)
 	out, err = st.Settle(ctx, t0, []ledger.Settlement{
-		{JobID: id, TaskID: "m-late", Parent: "root", Index: 3, Shards: 2, Succeeded: 1},
-		{JobID: id, TaskID: "m2", Parent: "root", Index: 1, Shards: 2},
+		{JobID: id, TaskID: "m-late", Parent: "root", ParentRun: "r0", Shards: 2, Succeeded: 1},
+		{JobID: id, TaskID: "m2", Parent: "root", ParentRun: "r1", Shards: 2},
 	})
 	require.NoError(t, err)
-	assert.Equal(t, []ledger.Outcome{ledger.Orphan, ledger.Counted}, out, "a sibling's failed check does not hold back a good child")
+	assert.Equal(t, []ledger.Outcome{ledger.Orphan, ledger.Counted}, out, "another run's child does not hold back a good one")
 	c, err := st.JobCounts(ctx, id, 2)
 	require.NoError(t, err)
 	assert.Equal(t, ledger.Counts{Expected: 3, Done: 3, Listed: 3, Succeeded: 2}, c)
+	counted, err := st.CountedTasks(ctx, id)
+	require.NoError(t, err)
+	require.Len(t, counted, 3)
+	assert.Equal(t, []string{"m1", "m2", "root"}, []string{counted[0].TaskID, counted[1].TaskID, counted[2].TaskID})
+	assert.Equal(t, []int64{2, 0, 1}, []int64{counted[0].Lines, counted[1].Lines, counted[2].Lines})
 
 	done, err := st.FinishJob(ctx, id, ledger.JobCancelled, "by test", c, t0)
 	require.NoError(t, err)
@@ -179,9 +185,10 @@ func TestCreateJobShardBounds(t *testing.T) {
 	assert.ErrorContains(t, st.CreateJob(context.Background(), "j", "{}", 100, t0), "shards = 100")
 }
 
-// Cases a second review found: a task twice in one batch whose parent is not counted;
-// a parent re-run (a duplicate) with its child in one call; a grandchild in the same
-// call; a marker written before child counts were recorded.
+// Cases reviews found: a task twice in one batch whose parent is not counted; a parent
+// re-run (a duplicate) with its child in one call; a grandchild in the same call; copies
+// of one task sent by two runs of its parent in one batch (in either order); children
+// of two runs in one batch; a marker written before runs were recorded.
 func TestSettleEdgeCases(t *testing.T) {
 	st, db := newStore(t, 0)
 	ctx := context.Background()
@@ -189,40 +196,66 @@ func TestSettleEdgeCases(t *testing.T) {
 	require.NoError(t, st.CreateJob(ctx, id, `{}`, 2, t0))
 
 	out, err := st.Settle(ctx, t0, []ledger.Settlement{
-		{JobID: id, TaskID: "mZ", Parent: "root", Shards: 2},
-		{JobID: id, TaskID: "mZ", Parent: "root", Shards: 2},
+		{JobID: id, TaskID: "mZ", Parent: "root", ParentRun: "r1", Shards: 2},
+		{JobID: id, TaskID: "mZ", Parent: "root", ParentRun: "r1", Shards: 2},
 	})
 	require.NoError(t, err)
 	assert.Equal(t, []ledger.Outcome{ledger.ParentPending, ledger.ParentPending}, out, "a copy shares the first one's fate")
 
 	out, err = st.Settle(ctx, t0, []ledger.Settlement{
-		{JobID: id, TaskID: "root", Shards: 2, Messages: 5, Plans: 1},
-		{JobID: id, TaskID: "l0", Parent: "root", Index: 0, Shards: 2, Messages: 1},
-		{JobID: id, TaskID: "m0-of-l0", Parent: "l0", Index: 0, Shards: 2, Succeeded: 1},
+		{JobID: id, TaskID: "root", Run: "r1", Shards: 2, Messages: 7, Plans: 1},
+		{JobID: id, TaskID: "l0", Parent: "root", ParentRun: "r1", Run: "r2", Shards: 2, Messages: 1},
+		{JobID: id, TaskID: "m0-of-l0", Parent: "l0", ParentRun: "r2", Shards: 2, Succeeded: 1},
 	})
 	require.NoError(t, err)
 	assert.Equal(t, ledger.Counted, out[0])
 	assert.Equal(t, ledger.Counted, out[1], "the child waits for its parent in the same call, then counts")
 	assert.Contains(t, []ledger.Outcome{ledger.Counted, ledger.ParentPending}, out[2], "a grandchild counts or waits, never early")
 
-	// The parent re-run with fewer children, and its child index 4: the counted run
-	// (msgs=5) decides, not the re-run.
+	// The parent re-run (a duplicate) with its child: the counted run decides.
 	out, err = st.Settle(ctx, t0, []ledger.Settlement{
-		{JobID: id, TaskID: "root", Shards: 2, Messages: 3},
-		{JobID: id, TaskID: "m4", Parent: "root", Index: 4, Shards: 2},
+		{JobID: id, TaskID: "root", Run: "r9", Shards: 2, Messages: 3},
+		{JobID: id, TaskID: "m4", Parent: "root", ParentRun: "r1", Shards: 2},
 	})
 	require.NoError(t, err)
 	assert.Equal(t, []ledger.Outcome{ledger.Duplicate, ledger.Counted}, out)
 
-	// A marker from before child counts were recorded covers any index.
+	// The same content sent by two runs (the same task id): only the counted run's copy
+	// counts, whichever comes first in the batch; and children of both runs.
+	out, err = st.Settle(ctx, t0, []ledger.Settlement{
+		{JobID: id, TaskID: "mA", Parent: "root", ParentRun: "r9", Shards: 2, Succeeded: 1},
+		{JobID: id, TaskID: "mA", Parent: "root", ParentRun: "r1", Shards: 2, Succeeded: 1},
+		{JobID: id, TaskID: "mB", Parent: "root", ParentRun: "r1", Shards: 2, Succeeded: 1},
+		{JobID: id, TaskID: "mB", Parent: "root", ParentRun: "r9", Shards: 2, Succeeded: 1},
+		{JobID: id, TaskID: "mC", Parent: "root", ParentRun: "r9", Shards: 2, Succeeded: 1},
+		{JobID: id, TaskID: "mD", Parent: "root", ParentRun: "r1", Shards: 2, Succeeded: 1},
+	})
+	require.NoError(t, err)
+	assert.Equal(t, ledger.Orphan, out[0])
+	assert.Equal(t, ledger.Counted, out[1])
+	assert.Equal(t, ledger.Counted, out[2])
+	assert.Contains(t, []ledger.Outcome{ledger.Duplicate, ledger.Orphan}, out[3], "never counted twice")
+	assert.Equal(t, ledger.Orphan, out[4])
+	assert.Equal(t, ledger.Counted, out[5])
+	c, err := st.JobCounts(ctx, id, 2)
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), c.Succeeded-1, "mA, mB and mD counted once each, beside m0-of-l0")
+
+	// A marker from before runs were recorded: its children carry no run.
 	_, err = db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(st.Table()), Item: map[string]types.AttributeValue{
 		"pk": &types.AttributeValueMemberS{Value: "J#" + id}, "sk": &types.AttributeValueMemberS{Value: "t#old"},
 	}})
 	require.NoError(t, err)
-	out, err = st.Settle(ctx, t0, []ledger.Settlement{{JobID: id, TaskID: "m7", Parent: "old", Index: 7, Shards: 2}})
+	out, err = st.Settle(ctx, t0, []ledger.Settlement{{JobID: id, TaskID: "m7", Parent: "old", Shards: 2}})
 	require.NoError(t, err)
 	assert.Equal(t, []ledger.Outcome{ledger.Counted}, out)
-	state, err := st.TaskState(ctx, id, "l9", "old", 9)
+	state, err := st.TaskState(ctx, id, "l9", "old", "")
 	require.NoError(t, err)
 	assert.Zero(t, state, "go ahead")
+	state, err = st.TaskState(ctx, id, "l9", "root", "r9")
+	require.NoError(t, err)
+	assert.Equal(t, ledger.Orphan, state)
+	state, err = st.TaskState(ctx, id, "l0", "root", "r1")
+	require.NoError(t, err)
+	assert.Equal(t, ledger.Duplicate, state)
 }

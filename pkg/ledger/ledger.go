@@ -1,32 +1,42 @@
 // Package ledger keeps fileflow's processing state in one DynamoDB table: a record per
-// file version with its status, checksums, outputs and an attempt history (the audit
-// trail), and a record per unreadable ("poison") message.
+// file with its status, checksums, outputs and an attempt history (the audit trail), a
+// record per unreadable ("poison") message, and the jobs' records and counters.
 //
 // # Single-table layout
 //
-//	pk                      sk           what
-//	F#<bucket>/<key>        <revision>   a file version (revision = "v:<versionId>" | "e:<etag>" | "latest")
-//	M#<sqs message id>      poison       a message that could not be decoded
+//	pk                      sk                      what
+//	F#<bucket>/<key>        file                    the key's record: its newest revision (newest wins)
+//	F#<bucket>/<key>        job:<id>                a file one job processes on its own (a split part,
+//	                                                a manifest entry naming no version or ETag)
+//	F#<bucket>/<key>        superseded#<revision>   a revision that arrived after a newer one
+//	M#<sqs message id>      poison                  a message that could not be decoded
+//	J#<job id>              job | c#<n> | t#<task>  jobs (see jobs.go)
 //
 // Failed and dead-lettered records also carry gsi1pk = "FAILED#<yyyy-mm-dd>" and
 // gsi1sk = "<finished time>#<pk>", a sparse index for listing failures by day without a
 // scan; successes never enter it, so it is never hot. expires_at (epoch seconds) is the
 // TTL attribute when a retention is configured.
 //
-// # One write per file
+// # One write per file, newest revision wins
 //
-// A success is one conditional UpdateItem ([Store.Commit]) that sets the result, bumps
-// the attempt count and appends the attempt to the history, on condition that the record
-// is not already SUCCEEDED. The loser of a duplicate-delivery race gets
-// [ErrAlreadySucceeded] and must not count the file again. [Store.Lookup] reads the
-// statuses of a whole batch in one BatchGetItem, so redeliveries of committed files are
-// skipped before any work.
+// A key's record holds one revision: the content (ETag, version id) and, when it came
+// from an S3 event, the event's sequencer — S3's order of the events of one key. A
+// success is one conditional UpdateItem ([Store.Write]) that sets the result, bumps the
+// attempt count and appends the attempt to the (bounded) history, on condition that the
+// record is new, or holds the same revision not yet SUCCEEDED. The loser of a
+// duplicate-delivery race gets [ErrAlreadySucceeded] and must not count the file again.
+// A different revision replaces the record only if it is newer: by sequencer when both
+// have one ([SupersededError] if not); otherwise the caller confirms that its revision
+// is the object's current content and writes again naming the revision it replaces
+// ([OtherRevisionError]). [Store.Lookup] reads a whole batch's records in one
+// BatchGetItem, so redeliveries and older revisions are skipped before any work.
 package ledger
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -44,6 +54,7 @@ const (
 	AttrTTL      = "expires_at"
 	IndexFailed  = "gsi1"
 	poisonSK     = "poison"
+	fileSK       = "file"
 	filePrefix   = "F#"
 	poisonPrefix = "M#"
 )
@@ -52,29 +63,132 @@ const (
 type Status string
 
 // The statuses. SUCCEEDED and FAILED are final; RETRYING means the message will be
-// delivered again; DEAD_LETTERED means it has used its receives and is in the DLQ.
+// delivered again; DEAD_LETTERED means it has used its receives and is in the DLQ (or,
+// for a job's file, was counted failed); SUPERSEDED, only in a superseded#<revision>
+// record, means a newer revision of the key was processed instead.
 const (
 	StatusSucceeded    Status = "SUCCEEDED"
 	StatusFailed       Status = "FAILED"
 	StatusRetrying     Status = "RETRYING"
 	StatusDeadLettered Status = "DEAD_LETTERED"
+	StatusSuperseded   Status = "SUPERSEDED"
 )
 
 // Errors the store returns.
 var (
-	// ErrAlreadySucceeded: the file version is already committed as SUCCEEDED, by an
+	// ErrAlreadySucceeded: the revision is already committed as SUCCEEDED, by an
 	// earlier or a concurrent delivery. Nothing was written.
 	ErrAlreadySucceeded = errors.New("ledger: file already succeeded")
 )
 
-// Key identifies one file version.
+// SupersededError: a newer revision (by sequencer) holds the key. Nothing was written.
+type SupersededError struct{ Head State }
+
+func (e *SupersededError) Error() string {
+	return "ledger: superseded by newer revision " + e.Head.Rev.String()
+}
+
+// OtherRevisionError: another revision holds the key and nothing orders the two. The
+// caller checks whether its revision is the object's current content: if it is, it
+// writes again with [Write.Over] set to Head.Rev.ETag; if not, it is superseded.
+type OtherRevisionError struct{ Head State }
+
+func (e *OtherRevisionError) Error() string {
+	return "ledger: the key holds revision " + e.Head.Rev.String() + " (unordered)"
+}
+
+// Key identifies a file record.
 type Key struct {
-	Bucket   string
-	Key      string
-	Revision string
+	Bucket string
+	Key    string // the object key; for an archive member or a split part, its name
+	// Scope is "" for the key's own record, where the newest revision wins, or
+	// "job:<id>" for a record one job keeps on its own.
+	Scope string
 }
 
 func (k Key) pk() string { return filePrefix + k.Bucket + "/" + k.Key }
+
+func (k Key) sk() string {
+	if k.Scope == "" {
+		return fileSK
+	}
+	return k.Scope
+}
+
+// Attributes is the record's primary key as DynamoDB attributes (for reading records
+// in bulk).
+func (k Key) Attributes() map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{
+		AttrPK: &types.AttributeValueMemberS{Value: k.pk()},
+		AttrSK: &types.AttributeValueMemberS{Value: k.sk()},
+	}
+}
+
+// String is bucket/key, with the scope.
+func (k Key) String() string {
+	if k.Scope == "" {
+		return k.Bucket + "/" + k.Key
+	}
+	return k.Bucket + "/" + k.Key + " (" + k.Scope + ")"
+}
+
+// Revision is the content a record is about.
+type Revision struct {
+	VersionID string
+	ETag      string // unquoted
+	// Sequencer is the S3 event's, normalized (see [NormalizeSequencer]); "" if the
+	// revision did not come from an event.
+	Sequencer string
+}
+
+// String is "v:<version id>", else "e:<etag>", else "latest".
+func (r Revision) String() string {
+	switch {
+	case r.VersionID != "":
+		return "v:" + r.VersionID
+	case r.ETag != "":
+		return "e:" + r.ETag
+	}
+	return "latest"
+}
+
+// Same says whether two revisions are the same content: equal ETags, or equal version
+// ids where an ETag is unknown.
+func (r Revision) Same(o Revision) bool {
+	if r.ETag != "" && o.ETag != "" {
+		return r.ETag == o.ETag
+	}
+	return r.VersionID != "" && r.VersionID == o.VersionID
+}
+
+// Older says whether r is known to be older than o: both have sequencers, and r's is
+// lower. Sequencers of one key are comparable; nothing else orders revisions.
+func (r Revision) Older(o Revision) bool {
+	return r.Sequencer != "" && o.Sequencer != "" && r.Sequencer < o.Sequencer
+}
+
+// NormalizeSequencer makes S3 event sequencers of one key comparable as strings: AWS
+// documents that the greater sequencer is the later event once the shorter is right-
+// padded with zeros. Hex digits are upper-cased.
+func NormalizeSequencer(seq string) string {
+	if seq == "" {
+		return ""
+	}
+	seq = strings.ToUpper(seq)
+	if len(seq) < sequencerWidth {
+		seq += strings.Repeat("0", sequencerWidth-len(seq))
+	}
+	return seq
+}
+
+const sequencerWidth = 64
+
+// State is a record as [Store.Lookup] reads it.
+type State struct {
+	Status   Status
+	Rev      Revision
+	Attempts int
+}
 
 // Attempt is one entry of a record's history.
 type Attempt struct {
@@ -85,13 +199,13 @@ type Attempt struct {
 	RequestID  string    `dynamodbav:"request_id,omitempty"`
 	Error      string    `dynamodbav:"error,omitempty"`
 	Class      string    `dynamodbav:"class,omitempty"` // retry class of the error
+	Revision   string    `dynamodbav:"revision,omitempty"`
 }
 
 // Result is what a successful attempt produced.
 type Result struct {
 	Size        int64    `dynamodbav:"size"`        // source bytes
 	OutputSize  int64    `dynamodbav:"output_size"` // bytes written (after gzip, say)
-	ETag        string   `dynamodbav:"etag,omitempty"`
 	SHA256      string   `dynamodbav:"sha256,omitempty"`
 	CRC32C      string   `dynamodbav:"crc32c,omitempty"`
 	ContentType string   `dynamodbav:"content_type,omitempty"`
@@ -108,12 +222,29 @@ type Record struct {
 	JobID      string    `dynamodbav:"job_id,omitempty"`
 	Status     Status    `dynamodbav:"status"`
 	Reason     string    `dynamodbav:"reason,omitempty"`
-	Attempts   int       `dynamodbav:"attempts"`
-	History    []Attempt `dynamodbav:"history"`
+	ETag       string    `dynamodbav:"etag,omitempty"`       // the revision's content
+	VersionID  string    `dynamodbav:"version_id,omitempty"` // the revision's version, if known
+	Sequencer  string    `dynamodbav:"seq,omitempty"`        // the S3 event's sequencer, normalized
+	Attempts   int       `dynamodbav:"attempts"`             // every attempt, also those the history dropped
+	History    []Attempt `dynamodbav:"history"`              // the last MaxHistory attempts
 	UpdatedAt  time.Time `dynamodbav:"updated_at"`
 	DurationMS int64     `dynamodbav:"duration_ms"`
+	// PrevETag and PrevVersionID name the revision this one replaced, if any.
+	PrevETag      string `dynamodbav:"prev_etag,omitempty"`
+	PrevVersionID string `dynamodbav:"prev_version_id,omitempty"`
+	// SupersededBy, in a superseded#<revision> record, names the newer revision.
+	SupersededBy string `dynamodbav:"superseded_by,omitempty"`
 	Result
 }
+
+// Rev is the record's revision.
+func (r Record) Rev() Revision {
+	return Revision{VersionID: r.VersionID, ETag: r.ETag, Sequencer: r.Sequencer}
+}
+
+// MaxHistory bounds a record's attempt history: the last MaxHistory attempts are kept
+// (Attempts counts them all), so a record never nears DynamoDB's 400 KB item limit.
+const MaxHistory = 20
 
 // Poison is a message that could not be decoded, kept so that nothing is lost silently.
 type Poison struct {
@@ -155,47 +286,6 @@ func New(api API, table string, ttl time.Duration) *Store {
 // Table is the store's table name.
 func (s *Store) Table() string { return s.table }
 
-// Commit records a successful attempt: one conditional UpdateItem. It returns
-// [ErrAlreadySucceeded] if the file version was already committed.
-func (s *Store) Commit(ctx context.Context, k Key, jobID string, res Result, att Attempt) error {
-	att.Outcome = StatusSucceeded
-	u := s.update(k, jobID, att)
-	u.set("#status", ":status", StatusSucceeded)
-	u.set("#size", ":size", res.Size)
-	u.set("#output_size", ":output_size", res.OutputSize)
-	u.set("#sha256", ":sha256", res.SHA256)
-	u.set("#crc32c", ":crc32c", res.CRC32C)
-	u.set("#content_type", ":content_type", res.ContentType)
-	u.set("#etag", ":etag", res.ETag)
-	u.set("#outputs", ":outputs", nonNil(res.Outputs))
-	u.set("#processors", ":processors", nonNil(res.Processors))
-	u.remove("#reason", "#gsi1pk", "#gsi1sk")
-	return s.write(ctx, k, u)
-}
-
-// RecordFailure records a failed attempt with status FAILED, RETRYING or DEAD_LETTERED
-// and its reason. It returns [ErrAlreadySucceeded] if another delivery already committed
-// the file (then the failure is moot).
-func (s *Store) RecordFailure(ctx context.Context, k Key, jobID string, status Status, reason string, att Attempt) error {
-	if status == StatusSucceeded {
-		return fmt.Errorf("ledger: RecordFailure with status %s", status)
-	}
-	att.Outcome = status
-	if att.Error == "" {
-		att.Error = reason
-	}
-	u := s.update(k, jobID, att)
-	u.set("#status", ":status", status)
-	u.set("#reason", ":reason", reason)
-	if status == StatusFailed || status == StatusDeadLettered {
-		u.set("#gsi1pk", ":gsi1pk", failedPartition(att.At))
-		u.set("#gsi1sk", ":gsi1sk", att.At.UTC().Format(time.RFC3339Nano)+"#"+k.pk())
-	} else {
-		u.remove("#gsi1pk", "#gsi1sk")
-	}
-	return s.write(ctx, k, u)
-}
-
 func failedPartition(t time.Time) string { return "FAILED#" + t.UTC().Format("2006-01-02") }
 
 // RecordPoison stores an undecodable message once (a redelivery finds it already there).
@@ -235,16 +325,16 @@ func (s *Store) RecordPoison(ctx context.Context, p Poison) error {
 	return nil
 }
 
-// Lookup returns the status of each key that has a record (absent keys have none), with
+// Lookup returns the state of each key that has a record (absent keys have none), with
 // strongly consistent BatchGetItem reads of up to 100 keys each.
-func (s *Store) Lookup(ctx context.Context, keys []Key) (map[Key]Status, error) {
-	out := make(map[Key]Status, len(keys))
+func (s *Store) Lookup(ctx context.Context, keys []Key) (map[Key]State, error) {
+	out := make(map[Key]State, len(keys))
 	byPK := make(map[[2]string]Key, len(keys))
 	for start := 0; start < len(keys); start += 100 {
 		chunk := keys[start:min(start+100, len(keys))]
 		var reqKeys []map[string]types.AttributeValue
 		for _, k := range chunk {
-			id := [2]string{k.pk(), k.Revision}
+			id := [2]string{k.pk(), k.sk()}
 			if _, dup := byPK[id]; dup {
 				continue
 			}
@@ -254,10 +344,13 @@ func (s *Store) Lookup(ctx context.Context, keys []Key) (map[Key]Status, error) 
 				AttrSK: &types.AttributeValueMemberS{Value: id[1]},
 			})
 		}
+		if len(reqKeys) == 0 {
+			continue
+		}
 		req := map[string]types.KeysAndAttributes{s.table: {
 			Keys:                     reqKeys,
 			ConsistentRead:           aws.Bool(true),
-			ProjectionExpression:     aws.String("pk, sk, #status"),
+			ProjectionExpression:     aws.String("pk, sk, #status, etag, version_id, seq, attempts"),
 			ExpressionAttributeNames: map[string]string{"#status": "status"},
 		}}
 		for attempt := 0; len(req) > 0 && len(req[s.table].Keys) > 0; attempt++ {
@@ -274,16 +367,12 @@ func (s *Store) Lookup(ctx context.Context, keys []Key) (map[Key]Status, error) 
 				return nil, fmt.Errorf("ledger: lookup: %w", err)
 			}
 			for _, item := range resp.Responses[s.table] {
-				var r struct {
-					PK     string `dynamodbav:"pk"`
-					SK     string `dynamodbav:"sk"`
-					Status Status `dynamodbav:"status"`
-				}
+				var r Record
 				if err := attributevalue.UnmarshalMap(item, &r); err != nil {
 					return nil, fmt.Errorf("ledger: lookup: %w", err)
 				}
 				if k, ok := byPK[[2]string{r.PK, r.SK}]; ok {
-					out[k] = r.Status
+					out[k] = State{Status: r.Status, Rev: r.Rev(), Attempts: r.Attempts}
 				}
 			}
 			req = resp.UnprocessedKeys
@@ -299,7 +388,7 @@ func (s *Store) Get(ctx context.Context, k Key) (rec Record, ok bool, err error)
 		ConsistentRead: aws.Bool(true),
 		Key: map[string]types.AttributeValue{
 			AttrPK: &types.AttributeValueMemberS{Value: k.pk()},
-			AttrSK: &types.AttributeValueMemberS{Value: k.Revision},
+			AttrSK: &types.AttributeValueMemberS{Value: k.sk()},
 		},
 	})
 	if err != nil {

@@ -34,11 +34,20 @@ func newStore(t *testing.T, ttl time.Duration) (*ledger.Store, *dynamodb.Client)
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
+func succeed(k ledger.Key, rev ledger.Revision, res ledger.Result, att ledger.Attempt) ledger.Write {
+	return ledger.Write{Key: k, Rev: rev, Status: ledger.StatusSucceeded, Result: res, Attempt: att}
+}
+
+func fail(k ledger.Key, rev ledger.Revision, status ledger.Status, reason string, att ledger.Attempt) ledger.Write {
+	return ledger.Write{Key: k, Rev: rev, Status: status, Reason: reason, Attempt: att}
+}
+
 // Sixteen concurrent deliveries of the same file race to commit: exactly one wins, the
 // others get ErrAlreadySucceeded, and the record shows one attempt.
 func TestCommitRaceHasOneWinner(t *testing.T) {
 	st, _ := newStore(t, 0)
-	k := ledger.Key{Bucket: "in", Key: "race/a b+c.txt", Revision: "e:abc"}
+	k := ledger.Key{Bucket: "in", Key: "race/a b+c.txt"}
+	rev := ledger.Revision{ETag: "abc"}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	wins, dups := 0, 0
@@ -46,8 +55,8 @@ func TestCommitRaceHasOneWinner(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := st.Commit(context.Background(), k, "", ledger.Result{Size: 3, SHA256: "s", Outputs: []string{"s3://out/x"}},
-				ledger.Attempt{At: t0, Receive: 1, RequestID: fmt.Sprint(i)})
+			err := st.Write(context.Background(), succeed(k, rev, ledger.Result{Size: 3, SHA256: "s", Outputs: []string{"s3://out/x"}},
+				ledger.Attempt{At: t0, Receive: 1, RequestID: fmt.Sprint(i)}))
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -68,6 +77,7 @@ func TestCommitRaceHasOneWinner(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, 1, rec.Attempts)
 	assert.Len(t, rec.History, 1)
+	assert.Equal(t, "abc", rec.ETag)
 }
 
 // Failed attempts accumulate in the history; the success that follows keeps them, and a
@@ -75,13 +85,15 @@ func TestCommitRaceHasOneWinner(t *testing.T) {
 func TestHistoryAndStatuses(t *testing.T) {
 	st, _ := newStore(t, 30*24*time.Hour)
 	ctx := context.Background()
-	k := ledger.Key{Bucket: "in", Key: "h.txt", Revision: "v:1"}
+	k := ledger.Key{Bucket: "in", Key: "h.txt"}
+	rev := ledger.Revision{VersionID: "1", ETag: "e1"}
 
-	require.NoError(t, st.RecordFailure(ctx, k, "job-1", ledger.StatusRetrying, "timeout", ledger.Attempt{At: t0, Receive: 1, Class: "retryable"}))
-	require.NoError(t, st.RecordFailure(ctx, k, "job-1", ledger.StatusRetrying, "throttled", ledger.Attempt{At: t0.Add(time.Second), Receive: 2}))
-	require.NoError(t, st.Commit(ctx, k, "job-1", ledger.Result{Size: 10, SHA256: "abc", CRC32C: "01020304", Outputs: []string{"s3://o/h.txt"}, Processors: []string{"copy"}},
-		ledger.Attempt{At: t0.Add(2 * time.Second), Receive: 3, DurationMS: 5}))
-	err := st.RecordFailure(ctx, k, "job-1", ledger.StatusFailed, "late duplicate failed", ledger.Attempt{At: t0.Add(3 * time.Second)})
+	require.NoError(t, st.Write(ctx, ledger.Write{Key: k, Rev: rev, JobID: "job-1", Status: ledger.StatusRetrying, Reason: "timeout", Attempt: ledger.Attempt{At: t0, Receive: 1, Class: "retryable"}}))
+	require.NoError(t, st.Write(ctx, ledger.Write{Key: k, Rev: rev, JobID: "job-1", Status: ledger.StatusRetrying, Reason: "throttled", Attempt: ledger.Attempt{At: t0.Add(time.Second), Receive: 2}}))
+	require.NoError(t, st.Write(ctx, ledger.Write{Key: k, Rev: rev, JobID: "job-1", Status: ledger.StatusSucceeded,
+		Result:  ledger.Result{Size: 10, SHA256: "abc", CRC32C: "01020304", Outputs: []string{"s3://o/h.txt"}, Processors: []string{"copy"}},
+		Attempt: ledger.Attempt{At: t0.Add(2 * time.Second), Receive: 3, DurationMS: 5}}))
+	err := st.Write(ctx, fail(k, rev, ledger.StatusFailed, "late duplicate failed", ledger.Attempt{At: t0.Add(3 * time.Second)}))
 	assert.ErrorIs(t, err, ledger.ErrAlreadySucceeded)
 
 	rec, ok, err := st.Get(ctx, k)
@@ -94,11 +106,101 @@ func TestHistoryAndStatuses(t *testing.T) {
 	assert.Equal(t, []ledger.Status{ledger.StatusRetrying, ledger.StatusRetrying, ledger.StatusSucceeded},
 		[]ledger.Status{rec.History[0].Outcome, rec.History[1].Outcome, rec.History[2].Outcome})
 	assert.Equal(t, "timeout", rec.History[0].Error)
+	assert.Equal(t, "v:1", rec.History[0].Revision)
 	assert.Equal(t, []string{"s3://o/h.txt"}, rec.Outputs)
 
-	statuses, err := st.Lookup(ctx, []ledger.Key{k, {Bucket: "in", Key: "none", Revision: "latest"}, k})
+	states, err := st.Lookup(ctx, []ledger.Key{k, {Bucket: "in", Key: "none"}, k})
 	require.NoError(t, err)
-	assert.Equal(t, map[ledger.Key]ledger.Status{k: ledger.StatusSucceeded}, statuses)
+	assert.Equal(t, map[ledger.Key]ledger.State{k: {Status: ledger.StatusSucceeded, Rev: rev, Attempts: 3}}, states)
+}
+
+// The history keeps the last MaxHistory attempts; Attempts counts them all.
+func TestHistoryIsBounded(t *testing.T) {
+	st, _ := newStore(t, 0)
+	ctx := context.Background()
+	for _, k := range []ledger.Key{{Bucket: "in", Key: "flaky"}, {Bucket: "in", Key: "flaky", Scope: "job:j1"}} {
+		const n = ledger.MaxHistory + 7
+		for i := range n {
+			require.NoError(t, st.Write(ctx, fail(k, ledger.Revision{ETag: "e"}, ledger.StatusRetrying, fmt.Sprintf("try %d", i), ledger.Attempt{At: t0, Receive: i + 1})))
+		}
+		rec, ok, err := st.Get(ctx, k)
+		require.NoError(t, err)
+		require.True(t, ok)
+		assert.Equal(t, n, rec.Attempts, k.String())
+		require.Len(t, rec.History, ledger.MaxHistory, k.String())
+		assert.Equal(t, fmt.Sprintf("try %d", n-1), rec.History[ledger.MaxHistory-1].Error, "the newest attempt is kept")
+		assert.Equal(t, fmt.Sprintf("try %d", n-ledger.MaxHistory), rec.History[0].Error)
+	}
+}
+
+// S3 events of one key arrive out of order: by sequencer, the newest revision holds
+// the key's record and an older one is refused (SupersededError), whatever order the
+// writes come in; a revision that has no sequencer (a job's file) replaces another only
+// once the caller confirmed it is the object's current content (Over).
+func TestNewestRevisionWins(t *testing.T) {
+	st, _ := newStore(t, 0)
+	ctx := context.Background()
+	k := ledger.Key{Bucket: "in", Key: "overwritten.txt"}
+	seq := ledger.NormalizeSequencer
+	v1 := ledger.Revision{VersionID: "v1", ETag: "e1", Sequencer: seq("0055AED6DCD90281E5")}
+	v2 := ledger.Revision{VersionID: "v2", ETag: "e2", Sequencer: seq("0055AED6DCD90281F0")}
+	v3 := ledger.Revision{VersionID: "v3", ETag: "e3", Sequencer: seq("0055AED6DCD9028200A1")} // longer, still later
+	res := func(out string) ledger.Result { return ledger.Result{Outputs: []string{out}} }
+
+	require.NoError(t, st.Write(ctx, succeed(k, v2, res("v2"), ledger.Attempt{At: t0})))
+	var sup *ledger.SupersededError
+	require.ErrorAs(t, st.Write(ctx, succeed(k, v1, res("v1"), ledger.Attempt{At: t0})), &sup, "v1 after v2")
+	assert.Equal(t, v2, sup.Head.Rev)
+	require.ErrorAs(t, st.Write(ctx, fail(k, v1, ledger.StatusFailed, "late", ledger.Attempt{At: t0})), &sup, "a failure of v1 is superseded too")
+	require.NoError(t, st.Write(ctx, fail(k, v3, ledger.StatusRetrying, "slow", ledger.Attempt{At: t0})), "v3 replaces v2")
+	require.NoError(t, st.Write(ctx, succeed(k, v3, res("v3"), ledger.Attempt{At: t0})))
+	rec, _, err := st.Get(ctx, k)
+	require.NoError(t, err)
+	assert.Equal(t, v3, rec.Rev())
+	assert.Equal(t, "e2", rec.PrevETag)
+	assert.Equal(t, []string{"v3"}, rec.Outputs)
+	assert.Equal(t, 2, rec.Attempts, "a new revision starts its own history")
+	assert.ErrorIs(t, st.Write(ctx, succeed(k, v3, res("v3"), ledger.Attempt{At: t0})), ledger.ErrAlreadySucceeded)
+
+	// A job's file (no sequencer) of other content: unordered until confirmed current.
+	j := ledger.Revision{ETag: "ej"}
+	var other *ledger.OtherRevisionError
+	require.ErrorAs(t, st.Write(ctx, succeed(k, j, res("j"), ledger.Attempt{At: t0})), &other)
+	assert.Equal(t, v3, other.Head.Rev)
+	w := succeed(k, j, res("j"), ledger.Attempt{At: t0})
+	w.Over = "e3"
+	require.NoError(t, st.Write(ctx, w))
+	rec, _, err = st.Get(ctx, k)
+	require.NoError(t, err)
+	assert.Equal(t, ledger.Revision{ETag: "ej"}, rec.Rev(), "no sequencer, no version: placed by confirmation only")
+	// Now even an event with a sequencer is unordered against it.
+	v4 := ledger.Revision{VersionID: "v4", ETag: "e4", Sequencer: seq("0055AED6DCD9028300")}
+	require.ErrorAs(t, st.Write(ctx, succeed(k, v4, res("v4"), ledger.Attempt{At: t0})), &other)
+
+	// The same content uploaded again later raises the sequencer: an older event of
+	// other content then loses.
+	k2 := ledger.Key{Bucket: "in", Key: "again.txt"}
+	a1 := ledger.Revision{VersionID: "a1", ETag: "same", Sequencer: seq("10")}
+	b2 := ledger.Revision{VersionID: "b2", ETag: "other", Sequencer: seq("20")}
+	a3 := ledger.Revision{VersionID: "a3", ETag: "same", Sequencer: seq("30")}
+	require.NoError(t, st.Write(ctx, succeed(k2, a1, res("a"), ledger.Attempt{At: t0})))
+	assert.ErrorIs(t, st.Write(ctx, succeed(k2, a3, res("a"), ledger.Attempt{At: t0})), ledger.ErrAlreadySucceeded)
+	require.ErrorAs(t, st.Write(ctx, succeed(k2, b2, res("b"), ledger.Attempt{At: t0})), &sup)
+
+	// A superseded revision is kept beside the record.
+	require.NoError(t, st.RecordSuperseded(ctx, k, v1, v3, "superseded by v:v3", ledger.Attempt{At: t0}))
+	old, ok, err := st.Get(ctx, ledger.SupersededKey(k, v1))
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, ledger.StatusSuperseded, old.Status)
+	assert.Equal(t, "v:v3", old.SupersededBy)
+	assert.Equal(t, v1, old.Rev())
+}
+
+func TestNormalizeSequencer(t *testing.T) {
+	a, b := ledger.NormalizeSequencer("0055aed6dcd90281e5"), ledger.NormalizeSequencer("0055AED6DCD90281E50A")
+	assert.Less(t, a, b, "right-padded with zeros, then compared")
+	assert.Equal(t, "", ledger.NormalizeSequencer(""))
 }
 
 // Lookup pages through BatchGetItem's 100-key limit.
@@ -107,15 +209,15 @@ func TestLookupManyKeys(t *testing.T) {
 	ctx := context.Background()
 	var keys []ledger.Key
 	for i := range 250 {
-		k := ledger.Key{Bucket: "in", Key: fmt.Sprintf("many/%d", i), Revision: "latest"}
+		k := ledger.Key{Bucket: "in", Key: fmt.Sprintf("many/%d", i)}
 		keys = append(keys, k)
 		if i%2 == 0 {
-			require.NoError(t, st.Commit(ctx, k, "", ledger.Result{}, ledger.Attempt{At: t0}))
+			require.NoError(t, st.Write(ctx, succeed(k, ledger.Revision{ETag: "e"}, ledger.Result{}, ledger.Attempt{At: t0})))
 		}
 	}
-	statuses, err := st.Lookup(ctx, keys)
+	states, err := st.Lookup(ctx, keys)
 	require.NoError(t, err)
-	assert.Len(t, statuses, 125)
+	assert.Len(t, states, 125)
 }
 
 // Failures and poison messages are listed per day from the sparse index; successes never
@@ -123,9 +225,10 @@ func TestLookupManyKeys(t *testing.T) {
 func TestFailuresIndex(t *testing.T) {
 	st, _ := newStore(t, 0)
 	ctx := context.Background()
-	require.NoError(t, st.RecordFailure(ctx, ledger.Key{Bucket: "in", Key: "bad.gz", Revision: "latest"}, "", ledger.StatusFailed, "corrupt", ledger.Attempt{At: t0}))
-	require.NoError(t, st.RecordFailure(ctx, ledger.Key{Bucket: "in", Key: "slow", Revision: "latest"}, "", ledger.StatusRetrying, "timeout", ledger.Attempt{At: t0}))
-	require.NoError(t, st.Commit(ctx, ledger.Key{Bucket: "in", Key: "ok", Revision: "latest"}, "", ledger.Result{}, ledger.Attempt{At: t0}))
+	e := ledger.Revision{ETag: "e"}
+	require.NoError(t, st.Write(ctx, fail(ledger.Key{Bucket: "in", Key: "bad.gz"}, e, ledger.StatusFailed, "corrupt", ledger.Attempt{At: t0})))
+	require.NoError(t, st.Write(ctx, fail(ledger.Key{Bucket: "in", Key: "slow"}, e, ledger.StatusRetrying, "timeout", ledger.Attempt{At: t0})))
+	require.NoError(t, st.Write(ctx, succeed(ledger.Key{Bucket: "in", Key: "ok"}, e, ledger.Result{}, ledger.Attempt{At: t0})))
 	p := ledger.Poison{MessageID: "m-1", Queue: "arn:aws:sqs:us-east-1:1:q", Body: "garbage", Reason: "malformed JSON", Receive: 1, At: t0}
 	require.NoError(t, st.RecordPoison(ctx, p))
 	require.NoError(t, st.RecordPoison(ctx, p), "a redelivered poison message is recorded once")

@@ -13,6 +13,272 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
+// Write is one attempt's outcome for a file, as [Store.Write] records it.
+type Write struct {
+	Key     Key
+	Rev     Revision
+	JobID   string
+	Status  Status // SUCCEEDED, FAILED, RETRYING or DEAD_LETTERED
+	Result  Result // a success's
+	Reason  string // a failure's
+	Attempt Attempt
+	// Over is the ETag of another revision this one may replace: the caller confirmed
+	// that Rev is the object's current content while that revision held the key (see
+	// [OtherRevisionError]).
+	Over string
+}
+
+// Write records an attempt with one conditional UpdateItem. On a key's own record:
+// a new record, or the same revision not yet SUCCEEDED, is written (the attempt
+// appended to the history); the same revision already SUCCEEDED is
+// [ErrAlreadySucceeded]; a revision older than the record's by sequencer is a
+// [*SupersededError]; a newer one (by sequencer, or named by Over) replaces the record;
+// any other is an [*OtherRevisionError]. A job's own record (Key.Scope) has no
+// revisions: only a success is final. Nothing is written on an error.
+func (s *Store) Write(ctx context.Context, w Write) error {
+	if w.Status == "" || w.Status == StatusSuperseded {
+		return fmt.Errorf("ledger: write %s: status %q is not one a write records", w.Key, w.Status)
+	}
+	w.Attempt.Outcome = w.Status
+	if w.Status != StatusSucceeded && w.Attempt.Error == "" {
+		w.Attempt.Error = w.Reason
+	}
+	if w.Attempt.Revision == "" {
+		w.Attempt.Revision = w.Rev.String()
+	}
+	for try := 0; try < 6; try++ {
+		old, err := s.put(ctx, w, modeAppend, nil)
+		if err != errCondition {
+			return err
+		}
+		if old == nil {
+			continue // the record changed between the write and its failure: look again
+		}
+		head := State{Status: old.Status, Rev: old.Rev(), Attempts: old.Attempts}
+		switch {
+		case w.Key.Scope != "" || head.Rev.Same(w.Rev):
+			if head.Status == StatusSucceeded {
+				if w.Key.Scope == "" && head.Rev.Older(w.Rev) {
+					s.advance(ctx, w.Key, w.Rev) // the same content, uploaded again later
+				}
+				return ErrAlreadySucceeded
+			}
+			// The history is full: keep its newest part.
+			if _, err := s.put(ctx, w, modeTrim, old); err != errCondition {
+				return err
+			}
+		case w.Rev.Older(head.Rev):
+			return &SupersededError{Head: head}
+		case head.Rev.Older(w.Rev) || (w.Over != "" && w.Over == head.Rev.ETag):
+			if _, err := s.put(ctx, w, modeReplace, old); err != errCondition {
+				return err
+			}
+		default:
+			return &OtherRevisionError{Head: head}
+		}
+	}
+	return fmt.Errorf("ledger: write %s: the record kept changing under six attempts", w.Key)
+}
+
+// SupersededKey is where [Store.RecordSuperseded] keeps revision rev of k's key.
+func SupersededKey(k Key, rev Revision) Key {
+	return Key{Bucket: k.Bucket, Key: k.Key, Scope: "superseded#" + rev.String()}
+}
+
+// RecordSuperseded keeps a revision that arrived after a newer one (acknowledged,
+// never processed, or processed and not committed) beside the key's record, with the
+// reason and the revision that superseded it.
+func (s *Store) RecordSuperseded(ctx context.Context, k Key, rev Revision, by Revision, reason string, att Attempt) error {
+	att.Outcome, att.Error, att.Revision = StatusSuperseded, reason, rev.String()
+	item := map[string]any{
+		AttrPK: k.pk(), AttrSK: SupersededKey(k, rev).sk(),
+		"bucket": k.Bucket, "key": k.Key, "status": StatusSuperseded, "reason": reason,
+		"superseded_by": by.String(), "updated_at": att.At, "attempts": 1, "history": []Attempt{att},
+	}
+	if rev.ETag != "" {
+		item["etag"] = rev.ETag
+	}
+	if rev.VersionID != "" {
+		item["version_id"] = rev.VersionID
+	}
+	if rev.Sequencer != "" {
+		item["seq"] = rev.Sequencer
+	}
+	if s.ttl > 0 {
+		item[AttrTTL] = att.At.Add(s.ttl).Unix()
+	}
+	av, err := attributevalue.MarshalMap(item)
+	if err != nil {
+		return fmt.Errorf("ledger: record %s superseded: %w", k, err)
+	}
+	if _, err := s.api.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(s.table), Item: av}); err != nil {
+		return fmt.Errorf("ledger: record %s superseded: %w", k, err)
+	}
+	return nil
+}
+
+// Advance raises a SUCCEEDED record's sequencer to rev's, when rev is the same content
+// uploaded again later: an older event of other content that arrives afterwards is then
+// superseded, as it should be. Best effort; used when a duplicate is skipped.
+func (s *Store) Advance(ctx context.Context, k Key, rev Revision) {
+	s.advance(ctx, k, rev)
+}
+
+func (s *Store) advance(ctx context.Context, k Key, rev Revision) {
+	if rev.Sequencer == "" || rev.ETag == "" || k.Scope != "" {
+		return
+	}
+	_, _ = s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.table),
+		Key:                       map[string]types.AttributeValue{AttrPK: &types.AttributeValueMemberS{Value: k.pk()}, AttrSK: &types.AttributeValueMemberS{Value: k.sk()}},
+		UpdateExpression:          aws.String("SET seq = :seq"),
+		ConditionExpression:       aws.String("etag = :etag AND seq < :seq"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":seq": &types.AttributeValueMemberS{Value: rev.Sequencer}, ":etag": &types.AttributeValueMemberS{Value: rev.ETag}},
+	})
+}
+
+// errCondition: the write's condition failed (the old record, if returned, says why).
+var errCondition = errors.New("ledger: condition failed")
+
+type writeMode int
+
+const (
+	modeAppend  writeMode = iota // new, or the same revision with room in its history
+	modeTrim                     // the same revision, history full: rewrite its newest part
+	modeReplace                  // another revision, now superseded by this one
+)
+
+// put sends w as one UpdateItem in the given mode; old is the record the mode acts on
+// (trim, replace). On a failed condition it returns errCondition and the record as it
+// was, if DynamoDB returned it.
+func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (*Record, error) {
+	u := &update{names: map[string]string{}, values: map[string]any{}}
+	u.set("#bucket", ":bucket", w.Key.Bucket)
+	u.set("#key", ":key", w.Key.Key)
+	if w.JobID != "" {
+		u.set("#job_id", ":job_id", w.JobID)
+	}
+	u.set("#status", ":status", w.Status)
+	u.set("#updated_at", ":updated_at", w.Attempt.At)
+	u.set("#duration_ms", ":duration_ms", w.Attempt.DurationMS)
+	if w.Rev.ETag != "" {
+		u.set("#etag", ":etag", w.Rev.ETag)
+	}
+	if w.Rev.VersionID != "" {
+		u.set("#version_id", ":version_id", w.Rev.VersionID)
+	}
+	if s.ttl > 0 {
+		u.set("#"+AttrTTL, ":"+AttrTTL, w.Attempt.At.Add(s.ttl).Unix())
+	}
+	if w.Status == StatusSucceeded {
+		res := w.Result
+		u.set("#size", ":size", res.Size)
+		u.set("#output_size", ":output_size", res.OutputSize)
+		u.set("#sha256", ":sha256", res.SHA256)
+		u.set("#crc32c", ":crc32c", res.CRC32C)
+		u.set("#content_type", ":content_type", res.ContentType)
+		u.set("#outputs", ":outputs", nonNil(res.Outputs))
+		u.set("#processors", ":processors", nonNil(res.Processors))
+		u.remove("#reason", "#gsi1pk", "#gsi1sk")
+	} else {
+		u.set("#reason", ":reason", w.Reason)
+		if w.Status == StatusFailed || w.Status == StatusDeadLettered {
+			u.set("#gsi1pk", ":gsi1pk", failedPartition(w.Attempt.At))
+			u.set("#gsi1sk", ":gsi1sk", w.Attempt.At.UTC().Format(time.RFC3339Nano)+"#"+w.Key.pk())
+		} else {
+			u.remove("#gsi1pk", "#gsi1sk")
+		}
+	}
+	var cond string
+	switch mode {
+	case modeAppend:
+		u.name("#attempts")
+		u.sets = append(u.sets, "#attempts = if_not_exists(#attempts, :zero) + :one")
+		u.values[":zero"], u.values[":one"] = 0, 1
+		u.name("#history")
+		u.sets = append(u.sets, "#history = list_append(if_not_exists(#history, :empty), :attempt)")
+		u.values[":empty"] = []Attempt{}
+		u.values[":attempt"] = []Attempt{w.Attempt}
+		u.values[":hmax"] = MaxHistory
+		if w.Key.Scope == "" && w.Rev.Sequencer != "" {
+			u.set("#seq", ":seq", w.Rev.Sequencer)
+		}
+		u.values[":succeeded"] = StatusSucceeded
+		same := "#status <> :succeeded"
+		if w.Key.Scope == "" {
+			same = u.same(w.Rev) + " AND " + same
+		}
+		cond = "attribute_not_exists(#status) OR (" + same + " AND size(#history) < :hmax)"
+	case modeTrim:
+		hist := append(append([]Attempt{}, old.History[max(0, len(old.History)-(MaxHistory-1)):]...), w.Attempt)
+		u.set("#history", ":history", hist)
+		u.set("#attempts", ":attempts", old.Attempts+1)
+		u.values[":seen"] = old.Attempts
+		u.values[":succeeded"] = StatusSucceeded
+		cond = "#attempts = :seen AND #status <> :succeeded"
+		if w.Key.Scope == "" {
+			cond += " AND " + u.same(w.Rev)
+		}
+	case modeReplace:
+		u.set("#history", ":history", []Attempt{w.Attempt})
+		u.set("#attempts", ":attempts", 1)
+		if w.Rev.Sequencer != "" {
+			u.set("#seq", ":seq", w.Rev.Sequencer)
+		} else {
+			u.remove("#seq") // confirmed current, but not placed among the events
+		}
+		if w.Rev.VersionID == "" {
+			u.remove("#version_id")
+		}
+		if old.ETag != "" {
+			u.set("#prev_etag", ":prev_etag", old.ETag)
+		}
+		if old.VersionID != "" {
+			u.set("#prev_version_id", ":prev_version_id", old.VersionID)
+		}
+		if w.Status != StatusSucceeded {
+			u.remove("#size", "#output_size", "#sha256", "#crc32c", "#content_type", "#outputs", "#processors")
+		}
+		u.values[":seen"] = old.Attempts
+		cond = "#attempts = :seen AND " + u.same(old.Rev())
+	}
+	values, err := attributevalue.MarshalMap(u.values)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: write %s: %w", w.Key, err)
+	}
+	expr := "SET " + strings.Join(u.sets, ", ")
+	if len(u.removes) > 0 {
+		expr += " REMOVE " + strings.Join(u.removes, ", ")
+	}
+	_, err = s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(s.table),
+		Key: map[string]types.AttributeValue{
+			AttrPK: &types.AttributeValueMemberS{Value: w.Key.pk()},
+			AttrSK: &types.AttributeValueMemberS{Value: w.Key.sk()},
+		},
+		UpdateExpression:                    aws.String(expr),
+		ConditionExpression:                 aws.String(cond),
+		ExpressionAttributeNames:            u.names,
+		ExpressionAttributeValues:           values,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		if ccf.Item == nil {
+			return nil, errCondition
+		}
+		var rec Record
+		if err := attributevalue.UnmarshalMap(ccf.Item, &rec); err != nil {
+			return nil, fmt.Errorf("ledger: write %s: %w", w.Key, err)
+		}
+		return &rec, errCondition
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: write %s: %w", w.Key, err)
+	}
+	return nil, nil
+}
+
 // update accumulates one UpdateItem expression.
 type update struct {
 	sets    []string
@@ -38,61 +304,31 @@ func (u *update) remove(names ...string) {
 	}
 }
 
-// update starts the expression every file write shares: identity, the attempt appended
-// to the history, the attempt count, timestamps and TTL.
-func (s *Store) update(k Key, jobID string, att Attempt) *update {
-	u := &update{names: map[string]string{}, values: map[string]any{}}
-	u.set("#bucket", ":bucket", k.Bucket)
-	u.set("#key", ":key", k.Key)
-	if jobID != "" {
-		u.set("#job_id", ":job_id", jobID)
+// same is the condition that the record holds revision r's content: its ETag, or where
+// one side's ETag is unknown, its version id.
+func (u *update) same(r Revision) string {
+	switch {
+	case r.ETag != "":
+		u.name("#etag")
+	case r.VersionID != "":
+		u.name("#version_id")
+	default:
+		u.name("#etag")
+		u.name("#version_id")
 	}
-	u.set("#updated_at", ":updated_at", att.At)
-	u.set("#duration_ms", ":duration_ms", att.DurationMS)
-	u.name("#attempts")
-	u.sets = append(u.sets, "#attempts = if_not_exists(#attempts, :zero) + :one")
-	u.values[":zero"], u.values[":one"] = 0, 1
-	u.name("#history")
-	u.sets = append(u.sets, "#history = list_append(if_not_exists(#history, :empty), :attempt)")
-	u.values[":empty"] = []Attempt{}
-	u.values[":attempt"] = []Attempt{att}
-	if s.ttl > 0 {
-		u.set("#"+AttrTTL, ":"+AttrTTL, att.At.Add(s.ttl).Unix())
+	switch {
+	case r.ETag != "" && r.VersionID != "":
+		u.name("#version_id")
+		u.values[":same_etag"], u.values[":same_version"] = r.ETag, r.VersionID
+		return "(#etag = :same_etag OR (attribute_not_exists(#etag) AND #version_id = :same_version))"
+	case r.ETag != "":
+		u.values[":same_etag"] = r.ETag
+		return "#etag = :same_etag"
+	case r.VersionID != "":
+		u.values[":same_version"] = r.VersionID
+		return "#version_id = :same_version"
 	}
-	return u
-}
-
-// write sends u as one UpdateItem, on condition that the record is not SUCCEEDED.
-func (s *Store) write(ctx context.Context, k Key, u *update) error {
-	values, err := attributevalue.MarshalMap(u.values)
-	if err != nil {
-		return fmt.Errorf("ledger: write %s/%s: %w", k.Bucket, k.Key, err)
-	}
-	values[":succeeded"] = &types.AttributeValueMemberS{Value: string(StatusSucceeded)}
-	u.name("#status")
-	expr := "SET " + strings.Join(u.sets, ", ")
-	if len(u.removes) > 0 {
-		expr += " REMOVE " + strings.Join(u.removes, ", ")
-	}
-	_, err = s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: aws.String(s.table),
-		Key: map[string]types.AttributeValue{
-			AttrPK: &types.AttributeValueMemberS{Value: k.pk()},
-			AttrSK: &types.AttributeValueMemberS{Value: k.Revision},
-		},
-		UpdateExpression:          aws.String(expr),
-		ConditionExpression:       aws.String("attribute_not_exists(#status) OR #status <> :succeeded"),
-		ExpressionAttributeNames:  u.names,
-		ExpressionAttributeValues: values,
-	})
-	var ccf *types.ConditionalCheckFailedException
-	if errors.As(err, &ccf) {
-		return ErrAlreadySucceeded
-	}
-	if err != nil {
-		return fmt.Errorf("ledger: write %s/%s: %w", k.Bucket, k.Key, err)
-	}
-	return nil
+	return "attribute_not_exists(#etag) AND attribute_not_exists(#version_id)"
 }
 
 // TableAPI is what [CreateTable] calls.

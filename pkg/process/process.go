@@ -26,7 +26,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/fileflow/fileflow/pkg/retry"
+	"github.com/fileflow/fileflow/pkg/failure"
 )
 
 // Result collects what the processors of one file learn about it.
@@ -52,7 +52,7 @@ type Processor interface {
 	Name() string
 	// Wrap returns a reader of the processor's output for in. It writes what it learns
 	// into res by the time the returned reader reports io.EOF. Errors it returns while
-	// reading that retrying cannot fix must be marked with retry.MarkPermanent.
+	// reading that retrying cannot fix must be permanent (a failure.Error, or retry.MarkPermanent).
 	// Wrap must be safe to call concurrently; per-file state lives in the reader.
 	Wrap(in io.Reader, res *Result) (io.Reader, error)
 }
@@ -297,7 +297,7 @@ func (g *gunzipReader) Read(p []byte) (int, error) {
 func corrupt(err error) error {
 	if errors.Is(err, gzip.ErrHeader) || errors.Is(err, gzip.ErrChecksum) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		strings.Contains(err.Error(), "flate") {
-		return retry.MarkPermanent(fmt.Errorf("gunzip: corrupt gzip stream: %w", err))
+		return failure.New(failure.Corrupt, fmt.Errorf("gunzip: corrupt gzip stream: %w", err))
 	}
 	return err // a read error from the source: not the file's fault
 }

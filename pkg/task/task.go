@@ -31,6 +31,9 @@ type File struct {
 	VersionID string `json:"version_id,omitempty"`
 	ETag      string `json:"etag,omitempty"`
 	Size      int64  `json:"size,omitempty"`
+	// Sequencer is the S3 event's sequencer: for events of one key, the greater one is
+	// the later event (AWS documents comparing them right-padded with zeros).
+	Sequencer string `json:"sequencer,omitempty"`
 	// Range, if set, limits the file to bytes [Start, End) of the object: one part of a
 	// split job, processed on its own and merged in order at the job's end.
 	Range *Range `json:"range,omitempty"`
@@ -65,27 +68,6 @@ func (f File) Name() string {
 	return f.Key
 }
 
-// LedgerKey is the key the file is recorded under: its Name, with the byte range for a
-// split part.
-func (f File) LedgerKey() string {
-	if f.Range != nil {
-		return fmt.Sprintf("%s#bytes=%d-%d", f.Key, f.Range.Start, f.Range.End)
-	}
-	return f.Name()
-}
-
-// Revision identifies the file's content: its version id, else its ETag, else "latest".
-func (f File) Revision() string {
-	switch {
-	case f.VersionID != "":
-		return "v:" + f.VersionID
-	case f.ETag != "":
-		return "e:" + strings.Trim(f.ETag, `"`)
-	default:
-		return "latest"
-	}
-}
-
 // String is s3://bucket/key, with the member or byte range.
 func (f File) String() string {
 	switch {
@@ -101,13 +83,17 @@ func (f File) String() string {
 type Message struct {
 	V     int    `json:"v"`
 	JobID string `json:"job_id,omitempty"`
-	// TaskID names the message within its job, and Parent the planning task that sent
-	// it: the job counts each task once (a duplicate delivery finds its marker), and
-	// only after its parent (so a job cannot complete while fan-out is still sending).
-	TaskID string `json:"task_id,omitempty"`
-	Parent string `json:"parent,omitempty"`
-	Index  int    `json:"index,omitempty"` // its place among the parent's task messages
-	Files  []File `json:"files"`
+	// TaskID names the message within its job: a hash of its content (see [ContentID]),
+	// so a duplicate delivery finds its marker and a re-run of its planning task over a
+	// changed listing never gives other work the same id. Parent is the planning task
+	// that sent it and ParentRun the run of that task (one delivery's attempt): the job
+	// counts the task once, only after its parent, and only if the parent was counted by
+	// that run (so a job cannot complete while fan-out is still sending, nor count work a
+	// dead run sent).
+	TaskID    string `json:"task_id,omitempty"`
+	Parent    string `json:"parent,omitempty"`
+	ParentRun string `json:"parent_run,omitempty"`
+	Files     []File `json:"files"`
 }
 
 // Encode returns the message as JSON with the current [Version].
@@ -123,12 +109,18 @@ func (m Message) Encode() ([]byte, error) {
 // RootTask is the id of a job's first planning task.
 const RootTask = "root"
 
-// ChildID is the id of the n-th child of kind kind ("m" a task message, "l" a listing
-// or planning task) of task parent: deterministic, so a planning task that runs twice
-// sends the same ids, and fixed-length however deep the fan-out goes.
-func ChildID(parent, kind string, n int) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%s/%d", parent, kind, n))
-	return kind + hex.EncodeToString(sum[:10])
+// ContentID is the id of a child of task parent: kind ("m" a task message of files, "l"
+// a planning task), then a hash of the parent, the kind, the child's content (sum: a
+// hash of what it carries — its files, or its prefix, token or byte range) and
+// occurrence, the number of earlier children of the same parent run with the same
+// content (a manifest may name the same files twice). The id never depends on the
+// child's position, so a re-run over a changed listing cannot give other work an id
+// that was used before; and it is fixed-length however deep the fan-out goes.
+func ContentID(parent, kind string, sum []byte, occurrence int) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", parent, kind, occurrence)
+	h.Write(sum)
+	return kind + hex.EncodeToString(h.Sum(nil)[:10])
 }
 
 // Kind tells what a decoded body was.
@@ -143,12 +135,22 @@ const (
 
 // Decoded is the result of [Decode].
 type Decoded struct {
-	Kind   Kind
-	JobID  string
-	TaskID string
-	Parent string
-	Index  int
-	Files  []File // empty for a test event, or an S3 event with no ObjectCreated record
+	Kind      Kind
+	JobID     string
+	TaskID    string
+	Parent    string
+	ParentRun string
+	Files     []File // empty for a test event, or an S3 event with no ObjectCreated record
+	// Bad are the entries of a task message that are not files: each fails on its own,
+	// with its reason; the message's other files are processed.
+	Bad []BadEntry
+}
+
+// BadEntry is an entry of a task message that cannot be processed.
+type BadEntry struct {
+	Index int   // its place in the message's "files"
+	File  File  // what could be read of it (bucket and key, if present)
+	Err   error // an [*InvalidError]
 }
 
 // InvalidError says why a body could not be decoded. It is permanent: the same body will
@@ -174,14 +176,14 @@ func invalid(reason string, err error) error { return &InvalidError{Reason: reas
 
 // envelope holds the fields that tell the kinds apart.
 type envelope struct {
-	Records *[]s3Record     `json:"Records"`
-	Event   string          `json:"Event"`
-	V       *int            `json:"v"`
-	JobID   string          `json:"job_id"`
-	TaskID  string          `json:"task_id"`
-	Parent  string          `json:"parent"`
-	Index   int             `json:"index"`
-	Files   json.RawMessage `json:"files"`
+	Records   *[]s3Record     `json:"Records"`
+	Event     string          `json:"Event"`
+	V         *int            `json:"v"`
+	JobID     string          `json:"job_id"`
+	TaskID    string          `json:"task_id"`
+	Parent    string          `json:"parent"`
+	ParentRun string          `json:"parent_run"`
+	Files     json.RawMessage `json:"files"`
 }
 
 type s3Record struct {
@@ -196,6 +198,7 @@ type s3Record struct {
 			Size      int64  `json:"size"`
 			ETag      string `json:"eTag"`
 			VersionID string `json:"versionId"`
+			Sequencer string `json:"sequencer"`
 		} `json:"object"`
 	} `json:"s3"`
 }
@@ -223,7 +226,7 @@ func Decode(body []byte) (Decoded, error) {
 		if err == nil && d.JobID != "" && env.TaskID == "" {
 			return Decoded{}, invalid("task message of job "+d.JobID+" has no \"task_id\"", nil)
 		}
-		d.TaskID, d.Parent, d.Index = env.TaskID, env.Parent, env.Index
+		d.TaskID, d.Parent, d.ParentRun = env.TaskID, env.Parent, env.ParentRun
 		return d, err
 	default:
 		return Decoded{}, invalid("neither an S3 event notification nor a fileflow task message (no \"Records\", \"Event\" or \"v\")", nil)
@@ -255,6 +258,7 @@ func decodeS3(records []s3Record) (Decoded, error) {
 			VersionID: r.S3.Object.VersionID,
 			ETag:      strings.Trim(r.S3.Object.ETag, `"`),
 			Size:      r.S3.Object.Size,
+			Sequencer: r.S3.Object.Sequencer,
 		})
 	}
 	return d, nil
@@ -264,26 +268,51 @@ func decodeTask(v int, jobID string, raw json.RawMessage) (Decoded, error) {
 	if v < 1 || v > Version {
 		return Decoded{}, invalid(fmt.Sprintf("task message version %d is not supported (this worker reads 1..%d)", v, Version), nil)
 	}
-	var files []File
 	if len(raw) == 0 || string(raw) == "null" {
 		return Decoded{}, invalid("task message has no \"files\"", nil)
 	}
-	if err := json.Unmarshal(raw, &files); err != nil {
-		return Decoded{}, invalid("task message \"files\" is not a list of files", err)
+	var entries []json.RawMessage
+	if err := json.Unmarshal(raw, &entries); err != nil {
+		return Decoded{}, invalid("task message \"files\" is not a list", err)
 	}
-	for i, f := range files {
-		if f.Bucket == "" || f.Key == "" {
-			return Decoded{}, invalid(fmt.Sprintf("task file %d: bucket and key are required", i), nil)
+	d := Decoded{Kind: KindTask, JobID: jobID}
+	for i, e := range entries {
+		f, err := decodeFile(i, e)
+		if err != nil {
+			d.Bad = append(d.Bad, BadEntry{Index: i, File: f, Err: err})
+			continue
 		}
-		if f.Size < 0 {
-			return Decoded{}, invalid(fmt.Sprintf("task file %d: negative size %d", i, f.Size), nil)
-		}
-		if r := f.Range; r != nil && (r.Start < 0 || r.End < r.Start || r.Part < 0) {
-			return Decoded{}, invalid(fmt.Sprintf("task file %d: bad range [%d, %d) part %d", i, r.Start, r.End, r.Part), nil)
-		}
-		if m := f.Member; m != nil && (m.Name == "" || m.Offset < 0 || m.CompressedSize < 0 || m.Size < 0) {
-			return Decoded{}, invalid(fmt.Sprintf("task file %d: bad archive member %+v", i, *m), nil)
-		}
+		d.Files = append(d.Files, f)
 	}
-	return Decoded{Kind: KindTask, JobID: jobID, Files: files}, nil
+	return d, nil
+}
+
+// decodeFile reads one entry of a task message; on error, the file holds what could be
+// read of it.
+func decodeFile(i int, raw json.RawMessage) (File, error) {
+	var f File
+	if err := json.Unmarshal(raw, &f); err != nil {
+		// Keep what names the entry, if anything does.
+		var id struct {
+			Bucket any `json:"bucket"`
+			Key    any `json:"key"`
+		}
+		_ = json.Unmarshal(raw, &id)
+		b, _ := id.Bucket.(string)
+		k, _ := id.Key.(string)
+		return File{Bucket: b, Key: k}, invalid(fmt.Sprintf("task file %d is not a file entry", i), err)
+	}
+	switch r, m := f.Range, f.Member; {
+	case f.Bucket == "" || f.Key == "":
+		return f, invalid(fmt.Sprintf("task file %d: bucket and key are required", i), nil)
+	case f.Size < 0:
+		return f, invalid(fmt.Sprintf("task file %d (%s): negative size %d", i, f, f.Size), nil)
+	case r != nil && (r.Start < 0 || r.End < r.Start || r.Part < 0):
+		return f, invalid(fmt.Sprintf("task file %d (%s): bad range [%d, %d) part %d", i, f.Key, r.Start, r.End, r.Part), nil)
+	case m != nil && (m.Name == "" || m.Offset < 0 || m.CompressedSize < 0 || m.Size < 0):
+		return f, invalid(fmt.Sprintf("task file %d (%s): bad archive member %+v", i, f.Key, *m), nil)
+	case r != nil && m != nil:
+		return f, invalid(fmt.Sprintf("task file %d (%s): a byte range and an archive member at once", i, f.Key), nil)
+	}
+	return f, nil
 }

@@ -31,8 +31,8 @@ func TestDecode(t *testing.T) {
 			file: "s3-put-two-records.json",
 			kind: KindS3Event,
 			files: []File{
-				{Bucket: "fileflow-dev-ingest", Key: "uploads/Quarterly Report (2026).pdf", VersionID: "096fKKXTRTtl3on89fVO.nfljtsv6qko", ETag: "b21b84d653bb07b05b1e6b33684dc11b", Size: 1305107},
-				{Bucket: "fileflow-dev-ingest", Key: "uploads/café/résumé 1+1.txt", ETag: "9b2cf535f27731c974343645a3985328-9", Size: 73400320},
+				{Bucket: "fileflow-dev-ingest", Key: "uploads/Quarterly Report (2026).pdf", VersionID: "096fKKXTRTtl3on89fVO.nfljtsv6qko", ETag: "b21b84d653bb07b05b1e6b33684dc11b", Size: 1305107, Sequencer: "0055AED6DCD90281E5"},
+				{Bucket: "fileflow-dev-ingest", Key: "uploads/café/résumé 1+1.txt", ETag: "9b2cf535f27731c974343645a3985328-9", Size: 73400320, Sequencer: "0055AED6DCD90281E6"},
 			},
 		},
 		{name: "removal is not a file", file: "s3-removed.json", kind: KindS3Event},
@@ -93,9 +93,7 @@ func TestDecodeInvalid(t *testing.T) {
 		"unknown object":    {`{"hello":"world"}`, "neither an S3 event"},
 		"future version":    {`{"v":9,"files":[]}`, "version 9 is not supported"},
 		"no files":          {`{"v":1}`, `no "files"`},
-		"files not a list":  {`{"v":1,"files":"a"}`, "not a list of files"},
-		"file without key":  {`{"v":1,"files":[{"bucket":"b"}]}`, "bucket and key are required"},
-		"negative size":     {`{"v":1,"files":[{"bucket":"b","key":"k","size":-1}]}`, "negative size"},
+		"files not a list":  {`{"v":1,"files":"a"}`, `"files" is not a list`},
 		"bad key encoding":  {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"a%zz"}}}]}`, "not URL-encoded"},
 		"not from S3":       {`{"Records":[{"eventSource":"aws:sqs"}]}`, `eventSource "aws:sqs"`},
 		"created no bucket": {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"object":{"key":"k"}}}]}`, "no bucket name"},
@@ -123,10 +121,54 @@ func TestMessageRoundTrip(t *testing.T) {
 	assert.Equal(t, RootTask, d.Parent)
 }
 
-func TestRevision(t *testing.T) {
-	assert.Equal(t, "v:abc", File{VersionID: "abc", ETag: "x"}.Revision())
-	assert.Equal(t, "e:x", File{ETag: `"x"`}.Revision())
-	assert.Equal(t, "latest", File{}.Revision())
+// One bad entry fails on its own, with its reason; the message's other files are
+// processed (a "size": -1 from a manifest must not hold 99 good files back).
+func TestDecodeBadEntries(t *testing.T) {
+	d, err := Decode([]byte(`{"v":1,"job_id":"j","task_id":"m1","parent":"root","parent_run":"r1","files":[
+		{"bucket":"b","key":"good-1"},
+		{"bucket":"b","key":"neg","size":-1},
+		{"bucket":"b"},
+		{"bucket":"b","key":"bad-range","range":{"start":5,"end":2}},
+		{"bucket":"b","key":"wrong-type","size":"big"},
+		{"bucket":"b","key":"both","range":{"start":0,"end":1},"member":{"name":"x"}},
+		{"bucket":"b","key":"good-2","sequencer":"0A"}]}`))
+	require.NoError(t, err)
+	assert.Equal(t, []File{{Bucket: "b", Key: "good-1"}, {Bucket: "b", Key: "good-2", Sequencer: "0A"}}, d.Files)
+	assert.Equal(t, "r1", d.ParentRun)
+	want := map[int]string{1: "negative size -1", 2: "bucket and key are required", 3: "bad range [5, 2)",
+		4: "task file 4 is not a file entry", 5: "a byte range and an archive member at once"}
+	require.Len(t, d.Bad, len(want))
+	for _, b := range d.Bad {
+		assert.Contains(t, b.Err.Error(), want[b.Index], "entry %d", b.Index)
+		var inv *InvalidError
+		assert.ErrorAs(t, b.Err, &inv)
+		assert.Equal(t, "b", b.File.Bucket, "what names the entry is kept")
+	}
+	assert.Equal(t, "wrong-type", d.Bad[3].File.Key)
+}
+
+// A child's id is its content: the same content under the same parent is the same id,
+// whatever its position; other content, parent, kind or occurrence is another.
+func TestContentID(t *testing.T) {
+	a := ContentID("root", "l", []byte("p/a/"), 0)
+	assert.Equal(t, a, ContentID("root", "l", []byte("p/a/"), 0))
+	assert.Len(t, a, 21)
+	assert.Equal(t, "l", a[:1])
+	for _, other := range []string{
+		ContentID("root", "l", []byte("p/b/"), 0), ContentID("l123", "l", []byte("p/a/"), 0),
+		ContentID("root", "m", []byte("p/a/"), 0), ContentID("root", "l", []byte("p/a/"), 1),
+	} {
+		assert.NotEqual(t, a, other)
+	}
+}
+
+// S3 events carry the sequencer: events of one key are ordered by it.
+func TestDecodeSequencer(t *testing.T) {
+	d, err := Decode(readTestdata(t, "s3-put-two-records.json"))
+	require.NoError(t, err)
+	for _, f := range d.Files {
+		assert.NotEmpty(t, f.Sequencer, f.Key)
+	}
 }
 
 // FuzzDecode: any body either decodes into files with a bucket and a valid key, or fails

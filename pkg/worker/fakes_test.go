@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/smithy-go"
 
 	"github.com/fileflow/fileflow/pkg/ledger"
 )
@@ -21,21 +22,43 @@ import (
 type fakeS3 struct {
 	mu      sync.Mutex
 	objects map[string][]byte // bucket/key
+	etags   map[string]string // bucket/key -> ETag of an object put with put ("e-<key>" unless set)
 	meta    map[string]map[string]string
 	ctype   map[string]string
 	parts   map[string][][]byte // upload id -> parts
 	getErr  func(key string) error
 	puts    int
+	heads   int
+	deletes int
 }
 
 func newFakeS3() *fakeS3 {
-	return &fakeS3{objects: map[string][]byte{}, meta: map[string]map[string]string{}, ctype: map[string]string{}, parts: map[string][][]byte{}}
+	return &fakeS3{objects: map[string][]byte{}, etags: map[string]string{}, meta: map[string]map[string]string{}, ctype: map[string]string{}, parts: map[string][][]byte{}}
 }
 
 func (f *fakeS3) put(bucket, key string, data []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.objects[bucket+"/"+key] = data
+	f.etags[bucket+"/"+key] = "e-" + key
+}
+
+// overwrite replaces an object's content and ETag (a newer revision).
+func (f *fakeS3) overwrite(bucket, key, etag string, data []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.objects[bucket+"/"+key] = data
+	f.etags[bucket+"/"+key] = etag
+}
+
+func (f *fakeS3) precondition(in string, k string) error {
+	if in == "" {
+		return nil
+	}
+	if etag, ok := f.etags[k]; ok && `"`+etag+`"` != in {
+		return &smithy.GenericAPIError{Code: "PreconditionFailed", Message: "At least one of the pre-conditions you specified did not hold"}
+	}
+	return nil
 }
 
 func (f *fakeS3) get(bucket, key string) ([]byte, map[string]string, bool) {
@@ -53,11 +76,44 @@ func (f *fakeS3) GetObject(_ context.Context, in *s3.GetObjectInput, _ ...func(*
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	b, ok := f.objects[aws.ToString(in.Bucket)+"/"+aws.ToString(in.Key)]
+	k := aws.ToString(in.Bucket) + "/" + aws.ToString(in.Key)
+	b, ok := f.objects[k]
 	if !ok {
 		return nil, &types.NoSuchKey{Message: aws.String("no such key")}
 	}
-	return &s3.GetObjectOutput{Body: io.NopCloser(bytes.NewReader(b)), ContentLength: aws.Int64(int64(len(b))), ETag: aws.String(`"etag"`)}, nil
+	if err := f.precondition(aws.ToString(in.IfMatch), k); err != nil {
+		return nil, err
+	}
+	etag := f.etags[k]
+	if etag == "" {
+		etag = "etag"
+	}
+	return &s3.GetObjectOutput{Body: io.NopCloser(bytes.NewReader(b)), ContentLength: aws.Int64(int64(len(b))), ETag: aws.String(`"` + etag + `"`)}, nil
+}
+
+func (f *fakeS3) HeadObject(_ context.Context, in *s3.HeadObjectInput, _ ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.heads++
+	k := aws.ToString(in.Bucket) + "/" + aws.ToString(in.Key)
+	b, ok := f.objects[k]
+	if !ok {
+		return nil, &smithy.GenericAPIError{Code: "NotFound", Message: "Not Found"}
+	}
+	if err := f.precondition(aws.ToString(in.IfMatch), k); err != nil {
+		return nil, err
+	}
+	return &s3.HeadObjectOutput{ContentLength: aws.Int64(int64(len(b))), Metadata: f.meta[k]}, nil
+}
+
+func (f *fakeS3) DeleteObject(_ context.Context, in *s3.DeleteObjectInput, _ ...func(*s3.Options)) (*s3.DeleteObjectOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := aws.ToString(in.Bucket) + "/" + aws.ToString(in.Key)
+	delete(f.objects, k)
+	delete(f.meta, k)
+	f.deletes++
+	return &s3.DeleteObjectOutput{}, nil
 }
 
 func (f *fakeS3) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
@@ -118,56 +174,89 @@ func (f *fakeS3) CopyObject(_ context.Context, in *s3.CopyObjectInput, _ ...func
 	return &s3.CopyObjectOutput{}, nil
 }
 
-// fakeLedger keeps records in memory with the store's conditional semantics.
+// fakeLedger keeps records in memory with the store's conditional semantics: one
+// record per key, newest revision wins by sequencer, a different revision without an
+// order needs Over.
 type fakeLedger struct {
-	mu       sync.Mutex
-	status   map[ledger.Key]ledger.Status
-	reasons  map[ledger.Key]string
-	attempts map[ledger.Key]int
-	poison   map[string]string
-	writes   int
-	failNext error
+	mu         sync.Mutex
+	status     map[ledger.Key]ledger.Status
+	reasons    map[ledger.Key]string
+	attempts   map[ledger.Key]int
+	revs       map[ledger.Key]ledger.Revision
+	outputs    map[ledger.Key][]string
+	superseded map[ledger.Key]string // superseded revision's key -> reason
+	poison     map[string]string
+	writes     int
+	failNext   error
 }
 
 func newFakeLedger() *fakeLedger {
-	return &fakeLedger{status: map[ledger.Key]ledger.Status{}, reasons: map[ledger.Key]string{}, attempts: map[ledger.Key]int{}, poison: map[string]string{}}
+	return &fakeLedger{status: map[ledger.Key]ledger.Status{}, reasons: map[ledger.Key]string{}, attempts: map[ledger.Key]int{},
+		revs: map[ledger.Key]ledger.Revision{}, outputs: map[ledger.Key][]string{}, superseded: map[ledger.Key]string{}, poison: map[string]string{}}
 }
 
-func (l *fakeLedger) Lookup(_ context.Context, keys []ledger.Key) (map[ledger.Key]ledger.Status, error) {
+func (l *fakeLedger) Lookup(_ context.Context, keys []ledger.Key) (map[ledger.Key]ledger.State, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := map[ledger.Key]ledger.Status{}
+	out := map[ledger.Key]ledger.State{}
 	for _, k := range keys {
 		if s, ok := l.status[k]; ok {
-			out[k] = s
+			out[k] = ledger.State{Status: s, Rev: l.revs[k], Attempts: l.attempts[k]}
 		}
 	}
 	return out, nil
 }
 
-func (l *fakeLedger) write(k ledger.Key, s ledger.Status, reason string) error {
+func (l *fakeLedger) Write(_ context.Context, w ledger.Write) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.failNext; err != nil {
 		l.failNext = nil
 		return err
 	}
-	l.writes++
-	if l.status[k] == ledger.StatusSucceeded {
-		return ledger.ErrAlreadySucceeded
+	l.writes++ // a refused conditional write costs a write too
+	k := w.Key
+	if st, ok := l.status[k]; ok {
+		head := ledger.State{Status: st, Rev: l.revs[k]}
+		switch {
+		case k.Scope != "" || head.Rev.Same(w.Rev):
+			if st == ledger.StatusSucceeded {
+				return ledger.ErrAlreadySucceeded
+			}
+		case w.Rev.Older(head.Rev):
+			return &ledger.SupersededError{Head: head}
+		case head.Rev.Older(w.Rev) || (w.Over != "" && w.Over == head.Rev.ETag):
+			l.attempts[k] = 0
+		default:
+			return &ledger.OtherRevisionError{Head: head}
+		}
 	}
-	l.status[k], l.reasons[k] = s, reason
+	l.status[k], l.reasons[k], l.revs[k] = w.Status, w.Reason, w.Rev
+	l.outputs[k] = w.Result.Outputs
 	l.attempts[k]++
 	return nil
 }
 
-func (l *fakeLedger) Commit(_ context.Context, k ledger.Key, _ string, _ ledger.Result, _ ledger.Attempt) error {
-	return l.write(k, ledger.StatusSucceeded, "")
+func (l *fakeLedger) Get(_ context.Context, k ledger.Key) (ledger.Record, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, ok := l.status[k]
+	if !ok {
+		return ledger.Record{}, false, nil
+	}
+	r := l.revs[k]
+	return ledger.Record{Bucket: k.Bucket, Key: k.Key, Status: st, ETag: r.ETag, VersionID: r.VersionID, Sequencer: r.Sequencer,
+		Attempts: l.attempts[k], Result: ledger.Result{Outputs: l.outputs[k]}}, true, nil
 }
 
-func (l *fakeLedger) RecordFailure(_ context.Context, k ledger.Key, _ string, s ledger.Status, reason string, _ ledger.Attempt) error {
-	return l.write(k, s, reason)
+func (l *fakeLedger) RecordSuperseded(_ context.Context, k ledger.Key, rev, _ ledger.Revision, reason string, _ ledger.Attempt) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.superseded[ledger.SupersededKey(k, rev)] = reason
+	return nil
 }
+
+func (l *fakeLedger) Advance(context.Context, ledger.Key, ledger.Revision) {}
 
 func (l *fakeLedger) RecordPoison(_ context.Context, p ledger.Poison) error {
 	l.mu.Lock()

@@ -5,8 +5,6 @@ import (
 	"io"
 	"sync"
 	"time"
-
-	"github.com/fileflow/fileflow/pkg/ledger"
 )
 
 // Stats sums up one batch.
@@ -16,6 +14,7 @@ type Stats struct {
 	Succeeded  int // newly committed
 	Duplicates int // already committed (or committed by a concurrent delivery)
 	Failed     int // permanently, recorded with a reason
+	Superseded int // a newer revision of the key was processed instead
 	Retrying   int // will come back (or, on the last receive, go to the DLQ)
 	Poison     int // undecodable messages, recorded and acknowledged
 	Bytes      int64
@@ -25,7 +24,7 @@ type Stats struct {
 func summarize(msgs []*message) Stats {
 	st := Stats{Messages: len(msgs)}
 	for _, m := range msgs {
-		if m.poison != nil {
+		if m.poison {
 			st.Poison++
 		}
 		for _, it := range m.items {
@@ -33,12 +32,14 @@ func summarize(msgs []*message) Stats {
 			switch {
 			case it.dup:
 				st.Duplicates++
-			case it.status == ledger.StatusSucceeded:
+			case it.state == succeeded:
 				st.Succeeded++
 				st.Bytes += it.bytes
-			case it.status == ledger.StatusFailed:
+			case it.state == failed || it.state == deadLettered:
 				st.Failed++
-			default:
+			case it.state == superseded:
+				st.Superseded++
+			case it.state == pending:
 				st.Retrying++
 			}
 		}
@@ -68,19 +69,20 @@ func (e *emf) write(st Stats, now time.Time) {
 				"Dimensions": [][]string{{"Function"}},
 				"Metrics": []emfMetric{
 					{"FilesSucceeded", "Count"}, {"FilesFailed", "Count"}, {"FilesRetrying", "Count"},
-					{"FilesDuplicate", "Count"}, {"PoisonMessages", "Count"},
+					{"FilesDuplicate", "Count"}, {"FilesSuperseded", "Count"}, {"PoisonMessages", "Count"},
 					{"BytesProcessed", "Bytes"}, {"BatchDuration", "Milliseconds"},
 				},
 			}},
 		},
-		"Function":       e.function,
-		"FilesSucceeded": st.Succeeded,
-		"FilesFailed":    st.Failed,
-		"FilesRetrying":  st.Retrying,
-		"FilesDuplicate": st.Duplicates,
-		"PoisonMessages": st.Poison,
-		"BytesProcessed": st.Bytes,
-		"BatchDuration":  st.Duration.Milliseconds(),
+		"Function":        e.function,
+		"FilesSucceeded":  st.Succeeded,
+		"FilesFailed":     st.Failed,
+		"FilesRetrying":   st.Retrying,
+		"FilesDuplicate":  st.Duplicates,
+		"FilesSuperseded": st.Superseded,
+		"PoisonMessages":  st.Poison,
+		"BytesProcessed":  st.Bytes,
+		"BatchDuration":   st.Duration.Milliseconds(),
 	}
 	b, err := json.Marshal(doc)
 	if err != nil {

@@ -1,17 +1,31 @@
 // Package worker is the file worker: the SQS-triggered Lambda handler that processes one
 // batch of messages, each naming one or more files, end to end.
 //
-// Per batch: decode every message (an S3 event notification or a fileflow task message);
-// look up all its files in the ledger with one read, skipping those already committed;
+// Per batch: decode every message (an S3 event notification, in any of its wrappings,
+// or a fileflow task message); look up all its files in the ledger with one read,
+// skipping those already committed and those a newer revision of the key superseded;
 // process the rest in parallel (bounded), each by streaming GET → processors → PUT to a
-// deterministic output key → one conditional ledger commit; then answer with the
-// messages that must come back as batch item failures, after setting their visibility
-// timeout to an exponential backoff with full jitter.
+// deterministic output key → one conditional ledger write; report the finished task
+// messages of jobs to the job engine; then end each message in one action (see
+// [job.Action]): acknowledged, back after a backoff (a batch item failure whose
+// visibility is set to an exponential backoff with full jitter), or sent again after a
+// wait (a job task whose parent is not counted yet).
 //
-// A message is acknowledged when every file in it is SUCCEEDED or FAILED (permanently,
-// with its reason, in the ledger). An unreadable message is recorded as poison and
-// acknowledged. Nothing is retried by re-sending to the own queue; after the queue's
-// maxReceiveCount SQS moves a still-failing message to the dead-letter queue.
+// A message is acknowledged when every file in it is SUCCEEDED, FAILED (permanently,
+// with its reason) or SUPERSEDED in the ledger. An unreadable message is recorded as
+// poison and acknowledged; one unreadable entry of a task message fails on its own.
+// After the queue's maxReceiveCount SQS moves a still-failing message to the
+// dead-letter queue — except a job's task, whose files are then counted failed so the
+// job can finish.
+//
+// # Newest revision wins
+//
+// The ledger keeps one record per key, holding its newest revision (see package
+// ledger). A revision older than the record's is SUPERSEDED without work. If two
+// revisions race and the older one's output lands last, its writer finds its write
+// refused, and restores the output: it processes the newest revision again (or removes
+// its own output if the newest has none), so the output always ends as the newest
+// revision's.
 package worker
 
 import (
@@ -33,11 +47,10 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/fileflow/fileflow/pkg/failure"
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
 	"github.com/fileflow/fileflow/pkg/process"
@@ -51,30 +64,31 @@ import (
 type Objects interface {
 	upload.API
 	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
 }
 
 // Ledger is the part of the ledger store the worker calls.
 type Ledger interface {
-	Lookup(ctx context.Context, keys []ledger.Key) (map[ledger.Key]ledger.Status, error)
-	Commit(ctx context.Context, k ledger.Key, jobID string, res ledger.Result, att ledger.Attempt) error
-	RecordFailure(ctx context.Context, k ledger.Key, jobID string, status ledger.Status, reason string, att ledger.Attempt) error
+	Lookup(ctx context.Context, keys []ledger.Key) (map[ledger.Key]ledger.State, error)
+	Write(ctx context.Context, w ledger.Write) error
+	Get(ctx context.Context, k ledger.Key) (ledger.Record, bool, error)
+	RecordSuperseded(ctx context.Context, k ledger.Key, rev, by ledger.Revision, reason string, att ledger.Attempt) error
+	Advance(ctx context.Context, k ledger.Key, rev ledger.Revision)
 	RecordPoison(ctx context.Context, p ledger.Poison) error
 }
 
 // Queue is the part of the SQS client the worker calls.
 type Queue interface {
+	job.Messenger
 	GetQueueUrl(context.Context, *sqs.GetQueueUrlInput, ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error)
-	ChangeMessageVisibilityBatch(context.Context, *sqs.ChangeMessageVisibilityBatchInput, ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error)
-	SendMessage(context.Context, *sqs.SendMessageInput, ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
 }
 
 // Jobs is the part of the job engine the worker calls for task messages of a job.
 type Jobs interface {
 	Job(ctx context.Context, id string) (ledger.Job, error)
-	WritePart(ctx context.Context, jobID, taskID string, lines []job.Line) error
-	HasPart(ctx context.Context, jobID, taskID string) (bool, error)
-	Settle(ctx context.Context, all []ledger.Settlement) ([]ledger.Outcome, error)
-	Check(ctx context.Context, jobID string) error
+	TaskState(ctx context.Context, jobID, taskID, parent, parentRun string) (job.Verdict, error)
+	Report(ctx context.Context, results []job.TaskResult) []job.Answer
 }
 
 // Deps are the clients the handler needs.
@@ -99,7 +113,8 @@ type Handler struct {
 	metrics  *emf
 }
 
-// New validates cfg against the registry and returns a handler.
+// New applies the config's defaults, validates it against the registry and returns a
+// handler.
 func New(cfg Config, deps Deps) (*Handler, error) {
 	if deps.Objects == nil || deps.Ledger == nil || deps.Queue == nil {
 		return nil, errors.New("worker: Objects, Ledger and Queue are required")
@@ -137,41 +152,56 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	return h, nil
 }
 
+// state is where one file of a message stands.
+type state int
+
+const (
+	pending      state = iota // not finished: comes back (or was never started)
+	succeeded                 // committed now, or before (dup)
+	failed                    // failed for good, recorded FAILED with its reason
+	superseded                // a newer revision of the key holds it, recorded SUPERSEDED
+	deadLettered              // a job's file still failing on its message's last receive: counted failed
+	skipped                   // its job stopped before it started
+)
+
 // item is one file of one message.
 type item struct {
 	msg  *message
 	file task.File
 	key  ledger.Key
+	rev  ledger.Revision
+	over string // the head this revision may replace (confirmed current)
 
-	// outcome
-	status ledger.Status // SUCCEEDED, FAILED, RETRYING, DEAD_LETTERED; "" if not started
-	class  retry.Class   // for a failure
-	err    error
-	dup    bool            // skipped or lost the commit race: already succeeded
-	dupOf  *item           // the same file earlier in this batch, whose outcome this one shares
-	pr     *process.Result // the processing result, once run (names the output)
-	bytes  int64
-	dur    time.Duration
+	state state
+	class retry.Class // of a pending item's error
+	err   error       // why it failed, is pending, or was superseded
+	dup   bool        // it was committed before (or by a concurrent delivery)
+	dupOf *item       // the same file earlier in this batch: this one shares its outcome
+	pr    *process.Result
+	bytes int64
 }
 
 // message is one SQS message of the batch.
 type message struct {
 	rec     events.SQSMessage
 	receive int
-	jobID   string
-	taskID  string
-	parent  string
-	index   int
-	job     ledger.Job // the job's record (cached), for a job's task message
-	skipped bool       // the job is no longer running: acknowledged without work
-	// parentPending: its planning task is not counted yet; it comes back after
-	// ParentWait, not after the error backoff.
-	parentPending bool
-	items         []*item
-	poison        error // decode failure
-	failed        bool  // must come back (batch item failure)
-	class         retry.Class
+	d       task.Decoded
+	bad     []task.BadEntry
+	items   []*item
+	// decided is the message's action when something other than its files decided it
+	// (poison recorded, its job stopped, a counted duplicate, a forward that failed).
+	decided *job.Action
+	answer  *job.Answer // the job engine's, for a job's task
+	poison  bool
 }
+
+func (m *message) decide(a job.Action) {
+	if m.decided == nil {
+		m.decided = &a
+	}
+}
+
+func (m *message) last(maxReceive int) bool { return m.receive >= maxReceive }
 
 // Handle processes one batch. It never returns an error: every problem is either
 // recorded in the ledger or reported as a batch item failure, so SQS redelivers exactly
@@ -182,62 +212,97 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
 		log = log.With("request_id", lc.AwsRequestID)
 	}
-
-	msgs := make([]*message, 0, len(ev.Records))
-	for _, rec := range ev.Records {
-		m := &message{rec: rec, receive: receiveCount(rec)}
-		msgs = append(msgs, m)
-		d, err := task.Decode([]byte(rec.Body))
-		if err == nil && d.JobID != "" && h.deps.Jobs == nil {
-			err = &task.InvalidError{Reason: "task message of job " + d.JobID + ", but this worker runs without a job engine"}
-		}
-		if err != nil {
-			m.poison = err
-			continue
-		}
-		m.jobID, m.taskID, m.parent, m.index = d.JobID, d.TaskID, d.Parent, d.Index
-		if d.Kind == task.KindS3Event && h.cfg.ForwardJobSpecs && h.cfg.JobsQueueURL != "" {
-			d.Files = h.forwardSpecs(ctx, log, m, d.Files)
-		}
-		for _, f := range d.Files {
-			k := ledger.Key{Bucket: f.Bucket, Key: f.LedgerKey(), Revision: f.Revision()}
-			switch {
-			case k.Revision == "latest" && d.JobID != "":
-				// A manifest entry without version or ETag: unique within its job, so a
-				// later job processes the key's content again.
-				k.Revision = "job:" + d.JobID
-			case f.Range != nil:
-				// A split part's output is the job's own (merged at its end): another
-				// job splitting the same file writes its own parts.
-				k.Revision += "@job:" + d.JobID
-			}
-			m.items = append(m.items, &item{msg: m, file: f, key: k})
-		}
-	}
-
-	h.recordPoison(ctx, log, msgs)
+	msgs := h.decode(ctx, log, ev.Records)
 	h.checkJobs(ctx, log, msgs)
 	var items []*item
 	for _, m := range msgs {
-		if !m.skipped && !m.failed {
+		if m.decided == nil {
 			items = append(items, m.items...)
 		}
 	}
-	pending := h.skipCommitted(ctx, log, items)
+	pending := h.skipDone(ctx, log, items)
 	h.processAll(ctx, log, pending)
-	shareDuplicates(msgs)
-	h.settleJobs(ctx, log, msgs)
-	resp := h.respond(ctx, log, msgs)
+	shareDuplicates(items)
+	h.reportJobs(ctx, log, msgs)
+
+	acts := make([]job.Action, len(msgs))
+	for i, m := range msgs {
+		acts[i] = h.action(m)
+		if a := acts[i]; a.Kind != job.Ack {
+			log.InfoContext(ctx, "message comes back", "message_id", m.rec.MessageId, "action", a.Kind, "delay", a.Delay.String(), "why", a.Why)
+		}
+	}
+	resp := h.apply(ctx, log, ev.Records, acts)
 
 	st := summarize(msgs)
 	st.Duration = h.deps.Now().Sub(start)
 	h.metrics.write(st, h.deps.Now())
 	log.InfoContext(ctx, "batch done",
 		"messages", len(msgs), "files", st.Files, "succeeded", st.Succeeded, "duplicates", st.Duplicates,
-		"failed", st.Failed, "retrying", st.Retrying, "poison", st.Poison,
+		"failed", st.Failed, "superseded", st.Superseded, "retrying", st.Retrying, "poison", st.Poison,
 		"batch_item_failures", len(resp.BatchItemFailures), "ms", st.Duration.Milliseconds())
 	return resp, nil
 }
+
+// action is the one place a message's outcome is decided.
+func (h *Handler) action(m *message) job.Action {
+	if m.decided != nil {
+		return *m.decided
+	}
+	if m.d.JobID != "" {
+		if m.answer == nil {
+			// Not finished: a file comes back (a job's files are finished, counted failed,
+			// on their last receive, so this is not the last).
+			return h.backoff(m)
+		}
+		switch a := m.answer; a.Verdict {
+		case job.WaitParent:
+			return job.Again(ParentWait, "its parent "+m.d.Parent+" is not counted yet")
+		case job.NotCounted:
+			if m.last(h.cfg.MaxReceiveCount) {
+				// Its files are done; only counting failed. Sent again rather than to the DLQ.
+				return job.Again(CheckWait, "count: "+a.Err.Error())
+			}
+			return job.Retry(h.cfg.Retry.Delay(m.receive, retry.Classify(a.Err)), "count: "+a.Err.Error())
+		case job.CheckFailed:
+			// Counted: never to the DLQ for what follows (the reconciler checks too).
+			return job.Action{Kind: job.SendAgain, Delay: CheckWait, Why: a.Err.Error(), Else: job.Ack}
+		default:
+			return job.Acknowledge(a.Verdict.String())
+		}
+	}
+	for _, it := range m.items {
+		if it.state == pending {
+			return h.backoff(m)
+		}
+	}
+	return job.Acknowledge("done")
+}
+
+// backoff is the retry of a message with a file still pending, after the backoff of its
+// worst error class.
+func (h *Handler) backoff(m *message) job.Action {
+	class, why := retry.Retryable, "not finished"
+	for _, it := range m.items {
+		if it.state == pending && it.class >= class {
+			class = it.class
+			if it.err != nil {
+				why = it.err.Error()
+			}
+		}
+	}
+	return job.Retry(h.cfg.Retry.Delay(m.receive, class), why)
+}
+
+// The waits of a job's task message.
+const (
+	// ParentWait: a task whose planning task is not counted yet is sent again after this
+	// long (planning tasks send their children first and count themselves last, so the
+	// wait is usually one round). Waiting uses none of the message's receives.
+	ParentWait = 10 * time.Second
+	// CheckWait: a counted task whose job check failed is sent again after this long.
+	CheckWait = 10 * time.Second
+)
 
 func receiveCount(m events.SQSMessage) int {
 	n, err := strconv.Atoi(m.Attributes["ApproximateReceiveCount"])
@@ -247,65 +312,146 @@ func receiveCount(m events.SQSMessage) int {
 	return n
 }
 
-// recordPoison stores each undecodable message; one that can't be stored comes back.
-func (h *Handler) recordPoison(ctx context.Context, log *slog.Logger, msgs []*message) {
-	for _, m := range msgs {
-		if m.poison == nil {
-			continue
+// decode reads every message, records the unreadable ones as poison, forwards job specs,
+// and derives each file's ledger key.
+func (h *Handler) decode(ctx context.Context, log *slog.Logger, recs []events.SQSMessage) []*message {
+	msgs := make([]*message, 0, len(recs))
+	for _, rec := range recs {
+		m := &message{rec: rec, receive: receiveCount(rec)}
+		msgs = append(msgs, m)
+		d, err := task.Decode([]byte(rec.Body))
+		if err == nil && d.JobID != "" && h.deps.Jobs == nil {
+			err = &task.InvalidError{Reason: "task message of job " + d.JobID + ", but this worker runs without a job engine"}
 		}
-		err := h.deps.Ledger.RecordPoison(ctx, ledger.Poison{
-			MessageID: m.rec.MessageId, Queue: m.rec.EventSourceARN, Body: m.rec.Body,
-			Reason: m.poison.Error(), Receive: m.receive, At: h.deps.Now(),
-		})
 		if err != nil {
-			log.ErrorContext(ctx, "cannot record poison message; it will be redelivered",
-				"message_id", m.rec.MessageId, "reason", m.poison.Error(), "error", err)
-			m.failed, m.class = true, retry.Classify(err)
+			h.recordPoison(ctx, log, m, err.Error())
 			continue
 		}
-		log.WarnContext(ctx, "poison message recorded and acknowledged",
-			"message_id", m.rec.MessageId, "reason", m.poison.Error(), "receive", m.receive)
+		m.d, m.bad = d, d.Bad
+		files := d.Files
+		if d.Kind == task.KindS3Event && h.cfg.ForwardJobSpecs && h.cfg.JobsQueueURL != "" {
+			files = h.forwardSpecs(ctx, log, m, files)
+		}
+		if len(m.bad) > 0 && d.JobID == "" {
+			// Not a job's: nothing counts the bad entries, so the message is kept as poison
+			// (naming them) while its good files are processed.
+			var reasons []string
+			for _, b := range m.bad {
+				reasons = append(reasons, b.Err.Error())
+			}
+			h.recordPoison(ctx, log, m, fmt.Sprintf("%d of %d entries are not files: %s", len(m.bad), len(m.bad)+len(files), strings.Join(reasons, "; ")))
+			if m.decided != nil && m.decided.Kind == job.Ack {
+				m.decided = nil // recorded: the good files still run
+			}
+		}
+		for _, f := range files {
+			k, rev := job.FileKey(f, d.JobID)
+			m.items = append(m.items, &item{msg: m, file: f, key: k, rev: rev})
+		}
 	}
+	return msgs
 }
 
-// skipCommitted reads the batch's ledger statuses with one lookup and marks the files
-// already SUCCEEDED as duplicates. If the lookup fails, everything is processed: the
-// conditional commit still stops a second success.
-func (h *Handler) skipCommitted(ctx context.Context, log *slog.Logger, items []*item) []*item {
+// recordPoison stores an undecodable message (or its bad entries) so it is not lost;
+// one that cannot be stored comes back.
+func (h *Handler) recordPoison(ctx context.Context, log *slog.Logger, m *message, reason string) {
+	m.poison = true
+	err := h.deps.Ledger.RecordPoison(ctx, ledger.Poison{
+		MessageID: m.rec.MessageId, Queue: m.rec.EventSourceARN, Body: m.rec.Body,
+		Reason: reason, Receive: m.receive, At: h.deps.Now(),
+	})
+	if err != nil {
+		log.ErrorContext(ctx, "cannot record poison message; it will be redelivered", "message_id", m.rec.MessageId, "reason", reason, "error", err)
+		m.decide(job.Retry(h.cfg.Retry.Delay(m.receive, retry.Classify(err)), "record poison: "+err.Error()))
+		return
+	}
+	log.WarnContext(ctx, "poison message recorded", "message_id", m.rec.MessageId, "reason", reason, "receive", m.receive)
+	m.decide(job.Acknowledge("poison"))
+}
+
+// skipDone reads the batch's ledger records with one lookup and settles, before any
+// work, the files already committed (duplicates) and those a newer revision superseded.
+// If the lookup fails, everything is processed: the conditional write still decides.
+func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item) []*item {
 	if len(items) == 0 {
 		return nil
 	}
 	var keys []ledger.Key
 	for _, it := range items {
 		if h.cfg.DuplicateCheck == DuplicateCheckRedelivery && it.msg.receive <= 1 {
-			continue // first receive: trust the conditional commit to catch a duplicate
+			continue // first receive: trust the conditional write to catch a duplicate
 		}
 		keys = append(keys, it.key)
 	}
-	statuses := map[ledger.Key]ledger.Status{}
-	var err error
+	heads := map[ledger.Key]ledger.State{}
 	if len(keys) > 0 {
-		statuses, err = h.deps.Ledger.Lookup(ctx, keys)
+		var err error
+		if heads, err = h.deps.Ledger.Lookup(ctx, keys); err != nil {
+			log.WarnContext(ctx, "ledger lookup failed; processing the whole batch", "error", err)
+			heads = map[ledger.Key]ledger.State{}
+		}
 	}
-	if err != nil {
-		log.WarnContext(ctx, "ledger lookup failed; processing the whole batch", "error", err)
-		return items
-	}
-	pending := items[:0:0]
-	first := make(map[ledger.Key]*item, len(items))
+	var pending []*item
+	first := make(map[string]*item, len(items))
 	for _, it := range items {
-		if statuses[it.key] == ledger.StatusSucceeded {
-			it.status, it.dup = ledger.StatusSucceeded, true
+		// The same file twice in one batch, for the same job on the same receive: processed
+		// once, the outcome shared. Never across jobs (each counts its own) nor receives.
+		id := it.key.String() + "\x00" + it.rev.String() + "\x00" + it.msg.d.JobID + "\x00" + strconv.Itoa(it.msg.receive)
+		if f, ok := first[id]; ok {
+			it.dupOf = f
 			continue
 		}
-		if f, ok := first[it.key]; ok {
-			it.dupOf = f // the same file twice in one batch: process once, share the outcome
+		first[id] = it
+		head, ok := heads[it.key]
+		switch {
+		case !ok:
+		case it.key.Scope != "" || head.Rev.Same(it.rev):
+			if head.Status == ledger.StatusSucceeded {
+				it.state, it.dup = succeeded, true
+				if head.Rev.Older(it.rev) {
+					h.deps.Ledger.Advance(ctx, it.key, it.rev) // the same content uploaded again
+				}
+				continue
+			}
+		case it.rev.Older(head.Rev):
+			h.supersede(ctx, log, it, head.Rev, false)
 			continue
+		case head.Rev.Older(it.rev):
+		default:
+			// Nothing orders the two revisions: this one goes ahead only if it is still the
+			// object's content.
+			cur, err := h.current(ctx, it.file)
+			switch {
+			case err != nil:
+				log.WarnContext(ctx, "cannot tell whether the revision is current; processing it", "key", it.file.Key, "error", err)
+			case !cur:
+				h.supersede(ctx, log, it, head.Rev, false)
+				continue
+			default:
+				it.over = head.Rev.ETag
+			}
 		}
-		first[it.key] = it
 		pending = append(pending, it)
 	}
 	return pending
+}
+
+// current says whether the revision a file names is still its object's content (for an
+// archive member or a split part: the archive's, the split file's).
+func (h *Handler) current(ctx context.Context, f task.File) (bool, error) {
+	etag := strings.Trim(f.ETag, `"`)
+	if etag == "" {
+		return true, nil // a file that names no content: whatever is there
+	}
+	_, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(f.Bucket), Key: aws.String(f.Key), IfMatch: aws.String(`"` + etag + `"`)})
+	var api smithy.APIError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &api) && (api.ErrorCode() == "PreconditionFailed" || api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey"):
+		return false, nil
+	}
+	return false, fmt.Errorf("head %s: %w", f, err)
 }
 
 // processAll runs the items with bounded concurrency and the invocation deadline.
@@ -323,15 +469,13 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, items []*ite
 		sem <- struct{}{}
 		if h.jobStopped(ctx, it.msg) {
 			<-sem
-			continue // its job was cancelled or failed meanwhile: the rest is skipped
+			it.state = skipped // its job was cancelled or failed meanwhile
+			continue
 		}
 		if hasDeadline && time.Until(deadline) < h.cfg.MinItemTime+margin {
 			<-sem
-			it.status, it.class = ledger.StatusRetrying, retry.Retryable
-			it.err = errors.New("not started: too little of the invocation left")
-			if it.msg.jobID != "" && it.msg.receive >= h.cfg.MaxReceiveCount {
-				// A job's file on its last receive is recorded and counted failed rather
-				// than sent to the DLQ with its message (which would hold the job open).
+			it.state, it.class, it.err = pending, retry.Retryable, errors.New("not started: too little of the invocation left")
+			if it.msg.d.JobID != "" && it.msg.last(h.cfg.MaxReceiveCount) {
 				h.giveUp(ctx, log, it)
 			}
 			continue
@@ -352,105 +496,256 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, items []*ite
 	wg.Wait()
 }
 
+func (h *Handler) attempt(ctx context.Context, it *item, dur time.Duration) ledger.Attempt {
+	att := ledger.Attempt{At: h.deps.Now(), Receive: it.msg.receive, DurationMS: dur.Milliseconds()}
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		att.RequestID = lc.AwsRequestID
+	}
+	return att
+}
+
 // processOne processes one file and records the outcome. ictx bounds the work; ctx (the
 // invocation's) is used for the final ledger write so a timed-out file is still recorded.
 func (h *Handler) processOne(ictx, ctx context.Context, log *slog.Logger, it *item) {
 	began := h.deps.Now()
-	res, err := h.run(ictx, it)
-	it.dur = h.deps.Now().Sub(began)
-	att := ledger.Attempt{At: h.deps.Now(), Receive: it.msg.receive, DurationMS: it.dur.Milliseconds()}
-	if lc, ok := lambdacontext.FromContext(ctx); ok {
-		att.RequestID = lc.AwsRequestID
-	}
-	flog := log.With("bucket", it.file.Bucket, "key", it.file.Key, "revision", it.key.Revision, "receive", it.msg.receive)
+	res, err := h.run(ictx, it, it.file)
+	att := h.attempt(ctx, it, h.deps.Now().Sub(began))
+	flog := log.With("bucket", it.file.Bucket, "key", it.file.Key, "revision", it.rev.String(), "receive", it.msg.receive)
 
 	if err == nil {
-		switch cerr := h.deps.Ledger.Commit(ctx, it.key, it.msg.jobID, res, att); {
-		case cerr == nil:
-			it.status, it.bytes = ledger.StatusSucceeded, res.Size
-		case errors.Is(cerr, ledger.ErrAlreadySucceeded):
-			it.status, it.dup = ledger.StatusSucceeded, true
-			flog.InfoContext(ctx, "duplicate delivery: already committed")
-		default:
-			// The output exists (deterministic key); only the record is missing. Retry:
-			// the rerun overwrites the same output and commits.
-			it.status, it.class, it.err = ledger.StatusRetrying, retry.Classify(cerr), cerr
-			flog.ErrorContext(ctx, "commit failed; will retry", "error", cerr)
-		}
+		h.commit(ctx, flog, it, res, att)
 		return
 	}
-
+	var sup *supersededSource
+	if errors.As(err, &sup) {
+		h.supersede(ctx, flog, it, ledger.Revision{}, false)
+		return
+	}
 	it.err, it.class = err, retry.Classify(err)
-	last := it.msg.receive >= h.cfg.MaxReceiveCount
 	status := ledger.StatusRetrying
 	switch {
 	case it.class == retry.Permanent:
 		status = ledger.StatusFailed
-	case last:
+	case it.msg.last(h.cfg.MaxReceiveCount):
 		status = ledger.StatusDeadLettered
 	}
-	if ferr := h.deps.Ledger.RecordFailure(ctx, it.key, it.msg.jobID, status, err.Error(), withClass(att, it.class)); ferr != nil {
-		if errors.Is(ferr, ledger.ErrAlreadySucceeded) {
-			it.status, it.dup, it.err = ledger.StatusSucceeded, true, nil
+	att.Class = it.class.String()
+	h.record(ctx, flog, it, status, err.Error(), att)
+}
+
+// commit writes a success; a write refused because another revision holds the key is
+// sorted out here.
+func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res ledger.Result, att ledger.Attempt) {
+	w := ledger.Write{Key: it.key, Rev: it.rev, JobID: it.msg.d.JobID, Status: ledger.StatusSucceeded, Result: res, Attempt: att, Over: it.over}
+	for range 3 {
+		err := h.deps.Ledger.Write(ctx, w)
+		var sup *ledger.SupersededError
+		var other *ledger.OtherRevisionError
+		switch {
+		case err == nil:
+			it.state, it.bytes = succeeded, res.Size
+			return
+		case errors.Is(err, ledger.ErrAlreadySucceeded):
+			it.state, it.dup = succeeded, true
+			log.InfoContext(ctx, "duplicate delivery: already committed")
+			return
+		case errors.As(err, &sup):
+			h.supersede(ctx, log, it, sup.Head.Rev, true)
+			return
+		case errors.As(err, &other):
+			cur, cerr := h.current(ctx, it.file)
+			if cerr != nil {
+				it.state, it.class, it.err = pending, retry.Classify(cerr), cerr
+				return
+			}
+			if !cur {
+				h.supersede(ctx, log, it, other.Head.Rev, true)
+				return
+			}
+			w.Over = other.Head.Rev.ETag // still the object's content: it replaces the other
+		default:
+			// The output exists (deterministic key); only the record is missing. Retry: the
+			// rerun overwrites the same output and commits.
+			it.state, it.class, it.err = pending, retry.Classify(err), err
+			log.ErrorContext(ctx, "commit failed; will retry", "error", err)
 			return
 		}
+	}
+	it.state, it.class, it.err = pending, retry.Retryable, errors.New("commit: the key's record kept changing")
+}
+
+// record writes a failure; status is FAILED, RETRYING or DEAD_LETTERED.
+func (h *Handler) record(ctx context.Context, log *slog.Logger, it *item, status ledger.Status, reason string, att ledger.Attempt) {
+	w := ledger.Write{Key: it.key, Rev: it.rev, JobID: it.msg.d.JobID, Status: status, Reason: reason, Attempt: att, Over: it.over}
+	err := h.deps.Ledger.Write(ctx, w)
+	var sup *ledger.SupersededError
+	var other *ledger.OtherRevisionError
+	switch {
+	case err == nil:
+	case errors.Is(err, ledger.ErrAlreadySucceeded):
+		it.state, it.dup, it.err = succeeded, true, nil
+		return
+	case errors.As(err, &sup):
+		h.supersede(ctx, log, it, sup.Head.Rev, false)
+		return
+	case errors.As(err, &other) && status != ledger.StatusRetrying:
+		// Another revision holds the key; this one's failure is kept beside it.
+		h.supersede(ctx, log, it, other.Head.Rev, false)
+		return
+	case errors.As(err, &other):
+		// A transient failure of a revision not yet placed: it comes back and is sorted out
+		// when it succeeds or fails for good.
+	default:
 		// Without a record, a permanent failure must come back rather than vanish.
-		flog.ErrorContext(ctx, "cannot record failure; message will be redelivered", "error", ferr, "failure", err)
-		it.status, it.class = ledger.StatusRetrying, retry.Classify(ferr)
+		log.ErrorContext(ctx, "cannot record failure; message will be redelivered", "error", err, "failure", reason)
+		it.state, it.class = pending, retry.Classify(err)
 		return
 	}
-	it.status = status
+	switch status {
+	case ledger.StatusFailed:
+		it.state = failed
+	case ledger.StatusDeadLettered:
+		it.state = deadLettered
+		if it.msg.d.JobID == "" {
+			it.state = pending // its message goes to the DLQ with it
+		}
+	default:
+		it.state = pending
+	}
 	level := slog.LevelWarn
 	if status != ledger.StatusRetrying {
 		level = slog.LevelError
 	}
-	flog.Log(ctx, level, "file failed", "status", status, "class", it.class.String(), "error", err)
+	log.Log(ctx, level, "file failed", "status", status, "class", it.class.String(), "error", reason)
 }
 
 // giveUp records a job's file that was never started on its message's last receive as
-// DEAD_LETTERED; if that fails it stays RETRYING (and its message goes to the DLQ).
+// DEAD_LETTERED: counted failed, so the job can finish; if that fails it stays pending.
 func (h *Handler) giveUp(ctx context.Context, log *slog.Logger, it *item) {
-	att := ledger.Attempt{At: h.deps.Now(), Receive: it.msg.receive, Class: retry.Retryable.String()}
-	err := h.deps.Ledger.RecordFailure(ctx, it.key, it.msg.jobID, ledger.StatusDeadLettered, it.err.Error(), att)
-	if errors.Is(err, ledger.ErrAlreadySucceeded) {
-		it.status, it.dup, it.err = ledger.StatusSucceeded, true, nil
-		return
-	}
-	if err != nil {
-		log.ErrorContext(ctx, "cannot record an unstarted file on its last receive", "key", it.file.Key, "error", err)
-		return
-	}
-	it.status = ledger.StatusDeadLettered
+	att := h.attempt(ctx, it, 0)
+	att.Class = retry.Retryable.String()
+	h.record(ctx, log, it, ledger.StatusDeadLettered, it.err.Error(), att)
 }
 
-func withClass(a ledger.Attempt, c retry.Class) ledger.Attempt {
-	a.Class = c.String()
-	return a
+// supersededSource: the source changed since its event or listing (the GET's
+// precondition failed): the newer content has its own event.
+type supersededSource struct{ err error }
+
+func (e *supersededSource) Error() string { return e.err.Error() }
+func (e *supersededSource) Unwrap() error { return e.err }
+
+// supersede records a revision that a newer one replaces (by is the newer one, if
+// known). If this invocation wrote the output (wrote) — or an earlier delivery may have,
+// before it died — the output is made the newest revision's again.
+func (h *Handler) supersede(ctx context.Context, log *slog.Logger, it *item, by ledger.Revision, wrote bool) {
+	reason := "superseded: a newer revision of the key was processed instead"
+	if by != (ledger.Revision{}) {
+		reason = "superseded by revision " + by.String() + " of the key"
+	}
+	it.state, it.err = superseded, failure.New(failure.Superseded, errors.New(reason))
+	if err := h.deps.Ledger.RecordSuperseded(ctx, it.key, it.rev, by, reason, h.attempt(ctx, it, 0)); err != nil {
+		log.WarnContext(ctx, "cannot record the superseded revision; it comes back", "key", it.file.Key, "error", err)
+		it.state, it.class, it.err = pending, retry.Classify(err), err
+		return
+	}
+	log.InfoContext(ctx, "revision superseded", "key", it.file.Key, "revision", it.rev.String(), "by", by.String())
+	if wrote || it.msg.receive > 1 {
+		if err := h.restore(ctx, log, it); err != nil {
+			log.ErrorContext(ctx, "cannot restore the newest revision's output; it comes back", "key", it.file.Key, "error", err)
+			it.state, it.class, it.err = pending, retry.Classify(err), err
+		}
+	}
 }
 
-// run does the work for one file: GET, choose the rule, stream through the processors,
-// PUT the output. It returns what the ledger records on success.
-func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err error) {
+// restore makes the output the newest revision's again after a superseded revision may
+// have written it last: if the output holds this (older) revision, the key's newest
+// revision is processed again over it, or the output is removed if the newest has none
+// there. Repeated while the newest changes meanwhile.
+func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error {
+	outKey := h.outputKey(it.file, it.msg.d.JobID, it.pr)
+	for range 3 {
+		head, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
+		var api smithy.APIError
+		if errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey") {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("restore: head s3://%s/%s: %w", h.cfg.OutputBucket, outKey, err)
+		}
+		if head.Metadata[MetaRevision] != asciiHeader(it.rev.String()) {
+			return nil // another revision's output landed last
+		}
+		rec, ok, err := h.deps.Ledger.Get(ctx, it.key)
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		uri := "s3://" + h.cfg.OutputBucket + "/" + outKey
+		newest := rec.Rev()
+		if !ok || rec.Status != ledger.StatusSucceeded || !contains(rec.Outputs, uri) || it.file.Member != nil {
+			// The newest revision has no output here (yet: its own writer puts it): remove
+			// this revision's.
+			if _, err := h.deps.Objects.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)}); err != nil {
+				return fmt.Errorf("restore: delete %s: %w", uri, err)
+			}
+			log.WarnContext(ctx, "superseded revision's output removed", "output", uri)
+			return nil
+		}
+		f := it.file
+		f.VersionID, f.ETag, f.Sequencer = newest.VersionID, newest.ETag, newest.Sequencer
+		if _, err := h.run(ctx, it, f); err != nil {
+			return fmt.Errorf("restore: process newest revision %s: %w", newest, err)
+		}
+		again, _, err := h.deps.Ledger.Get(ctx, it.key)
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		if again.Rev().Same(newest) {
+			log.WarnContext(ctx, "output restored to the newest revision", "output", uri, "revision", newest.String())
+			return nil
+		}
+		it.rev = newest // our restore is now the stale one: look again
+	}
+	return errors.New("restore: the key's newest revision kept changing")
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// run does the work for one file f (it's file, or the newest revision of it when
+// restoring): GET, choose the rule, stream through the processors, PUT the output. It
+// returns what the ledger records on success.
+func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Result, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = retry.MarkPermanent(fmt.Errorf("processor panicked: %v\n%s", p, debug.Stack()))
+			err = failure.New(failure.Internal, fmt.Errorf("processor panicked: %v\n%s", p, debug.Stack()))
 		}
 	}()
-	f := it.file
 	obj, err := source.Open(ctx, h.deps.Objects, f)
 	if err != nil {
 		var api smithy.APIError
-		if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" {
-			return res, retry.MarkPermanent(fmt.Errorf("get %s: superseded: the object changed since this event (ETag %s); the newer content has its own event", f, f.ETag))
-		}
-		var nsk *types.NoSuchKey
-		if errors.As(err, &nsk) && it.msg.receive >= h.cfg.MaxReceiveCount {
-			return res, retry.MarkPermanent(fmt.Errorf("get %s: object not found after %d receives: %w", f, it.msg.receive, err))
+		if errors.As(err, &api) {
+			switch api.ErrorCode() {
+			case "PreconditionFailed":
+				return res, &supersededSource{fmt.Errorf("get %s: the object changed since this event (ETag %s); the newer content has its own event", f, f.ETag)}
+			case "NoSuchKey", "NoSuchVersion":
+				return res, failure.New(failure.NoSuchKey, fmt.Errorf("get %s: the object was deleted before it was processed: %w", f, err))
+			case "AccessDenied":
+				return res, failure.New(failure.AccessDenied, fmt.Errorf("get %s: %w", f, err))
+			}
 		}
 		return res, fmt.Errorf("get %s: %w", f, err)
 	}
 	defer obj.Body.Close()
 	src := &sourceReader{r: obj.Body, want: obj.Size}
+	if it.rev.ETag == "" && it.key.Scope == "" && f.Member == nil {
+		it.rev.ETag = obj.ETag // the content read: the record's identity
+	}
 
 	size := obj.Size
 	srcType := obj.ContentType
@@ -458,11 +753,11 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 	rule, ok := h.cfg.Rules.Match(name, srcType)
 	switch {
 	case !ok:
-		return res, retry.MarkPermanent(fmt.Errorf("no processing rule matches key %q (content type %q)", name, srcType))
+		return res, failure.Newf(failure.NoRule, "no processing rule matches key %q (content type %q)", name, srcType)
 	case rule.Reject != "":
-		return res, retry.MarkPermanent(fmt.Errorf("%s: %s", errRejected, rule.Reject))
+		return res, failure.Newf(failure.Rejected, "rejected by rule: %s", rule.Reject)
 	case rule.MaxSize > 0 && size > rule.MaxSize:
-		return res, retry.MarkPermanent(fmt.Errorf("file is %d bytes, over the rule's max_size of %d", size, rule.MaxSize))
+		return res, failure.Newf(failure.TooLarge, "file is %d bytes, over the rule's max_size of %d", size, rule.MaxSize)
 	}
 
 	pr := &process.Result{Key: name, ContentType: srcType}
@@ -471,12 +766,16 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 		return res, err
 	}
 	it.pr = pr
-	outKey := h.outputKey(f, it.msg.jobID, pr)
+	outKey := h.outputKey(f, it.msg.d.JobID, pr)
+	rev := ledger.Revision{VersionID: f.VersionID, ETag: strings.Trim(f.ETag, `"`)}
+	if rev.ETag == "" {
+		rev.ETag = obj.ETag
+	}
 	up, err := h.uploader.Upload(ctx, upload.Object{
 		Bucket: h.cfg.OutputBucket,
 		Key:    outKey,
 		Describe: func() upload.Description {
-			return upload.Description{ContentType: pr.ContentType, ContentEncoding: pr.ContentEncoding, Metadata: outputMetadata(f, pr)}
+			return upload.Description{ContentType: pr.ContentType, ContentEncoding: pr.ContentEncoding, Metadata: outputMetadata(f, rev, pr)}
 		},
 	}, body)
 	if err != nil {
@@ -489,7 +788,6 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 	return ledger.Result{
 		Size:        size,
 		OutputSize:  up.Size,
-		ETag:        strings.Trim(obj.ETag, `"`),
 		SHA256:      pr.SHA256,
 		CRC32C:      pr.CRC32C,
 		ContentType: pr.ContentType,
@@ -500,7 +798,8 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 
 // sourceReader checks that the source body is as long as S3 said. A body cut short is a
 // retryable error of its own, so no processor mistakes it for corrupt content (a
-// truncated gzip stream) and no truncated output is ever committed.
+// truncated gzip stream) and no truncated output is ever committed. Other read errors
+// keep their chain: a corrupt archive member stays permanent.
 type sourceReader struct {
 	r    io.Reader
 	want int64 // Content-Length, or -1 if unknown
@@ -514,7 +813,7 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	case err == io.EOF && s.want >= 0 && s.n != s.want:
 		return n, fmt.Errorf("source body ended after %d of %d bytes", s.n, s.want)
 	case err != nil && err != io.EOF:
-		return n, fmt.Errorf("source body read failed after %d bytes: %s", s.n, err.Error())
+		return n, fmt.Errorf("source body read failed after %d bytes: %w", s.n, err)
 	}
 	return n, err
 }
@@ -528,7 +827,7 @@ const (
 	MetaContentType = "fileflow-content-type"
 )
 
-func outputMetadata(f task.File, pr *process.Result) map[string]string {
+func outputMetadata(f task.File, rev ledger.Revision, pr *process.Result) map[string]string {
 	source := f.Bucket + "/" + f.Key
 	if len(source) > 256 {
 		// S3 allows 2 KB of user metadata; very long keys are identified by hash here and in
@@ -538,7 +837,7 @@ func outputMetadata(f task.File, pr *process.Result) map[string]string {
 	}
 	m := map[string]string{
 		MetaSource:   source,
-		MetaRevision: f.Revision(),
+		MetaRevision: rev.String(),
 	}
 	if pr.SHA256 != "" {
 		m[MetaSHA256] = pr.SHA256
@@ -572,100 +871,44 @@ func asciiHeader(s string) string {
 	return s
 }
 
-// respond decides which messages come back, sets their visibility to the backoff, and
-// builds the response.
-func (h *Handler) respond(ctx context.Context, log *slog.Logger, msgs []*message) events.SQSEventResponse {
-	var resp events.SQSEventResponse
-	byQueue := map[string][]sqstypes.ChangeMessageVisibilityBatchRequestEntry{}
-	for _, m := range msgs {
-		for _, it := range m.items {
-			if m.skipped || m.jobID != "" && m.failed {
-				break // decided by the job: skipped, or its settlement must come back
-			}
-			// A job's file that exhausted its receives is counted failed in the job (the
-			// message is acknowledged); any other goes to the DLQ with its message.
-			dead := it.status == ledger.StatusDeadLettered && m.jobID == ""
-			if it.status == ledger.StatusRetrying || dead {
-				m.failed = true
-				if it.class > m.class {
-					m.class = it.class
-				}
+// shareDuplicates gives an item that repeated another in the same batch (same file,
+// job and receive) the outcome of the one that was processed: status, error and class.
+// It is a duplicate delivery, not a second file.
+func shareDuplicates(items []*item) {
+	for _, it := range items {
+		if f := it.dupOf; f != nil {
+			it.state, it.class, it.err, it.pr = f.state, f.class, f.err, f.pr
+			it.dup = f.state == succeeded // a repeated failure is not a success
+			if f.state == skipped && it.msg.d.JobID == "" {
+				it.state, it.class = pending, retry.Retryable // never acknowledged undone
 			}
 		}
-		if !m.failed {
-			continue
-		}
-		if m.parentPending && h.waitForParent(ctx, log, m) {
-			continue // sent again with a delay; this copy is acknowledged
-		}
-		resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: m.rec.MessageId})
-		delay := h.cfg.Retry.Delay(m.receive, m.class)
-		if m.parentPending {
-			delay = ParentWait
-		}
-		byQueue[m.rec.EventSourceARN] = append(byQueue[m.rec.EventSourceARN], sqstypes.ChangeMessageVisibilityBatchRequestEntry{
-			Id:                aws.String(strconv.Itoa(len(byQueue[m.rec.EventSourceARN]))),
-			ReceiptHandle:     aws.String(m.rec.ReceiptHandle),
-			VisibilityTimeout: retry.VisibilitySeconds(delay),
-		})
 	}
-	for arn, entries := range byQueue {
-		if err := h.changeVisibility(ctx, arn, entries); err != nil {
-			// Not fatal: the messages come back after the queue's own visibility timeout.
-			log.WarnContext(ctx, "cannot set backoff visibility", "queue", arn, "error", err)
+}
+
+// apply carries out the actions on the batch's queue.
+func (h *Handler) apply(ctx context.Context, log *slog.Logger, recs []events.SQSMessage, acts []job.Action) events.SQSEventResponse {
+	if len(recs) == 0 {
+		return events.SQSEventResponse{}
+	}
+	url, err := h.queueURL(ctx, recs[0].EventSourceARN)
+	if err != nil {
+		// Without the URL nothing can be sent again: what must come back comes back after
+		// the queue's own visibility timeout.
+		log.WarnContext(ctx, "cannot resolve the queue; retries use its visibility timeout", "error", err)
+		var resp events.SQSEventResponse
+		for i, a := range acts {
+			if a.Kind != job.Ack && !(a.Kind == job.SendAgain && a.Else == job.Ack) {
+				resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: recs[i].MessageId})
+			}
 		}
+		return resp
+	}
+	resp, err := job.Apply(ctx, h.deps.Queue, url, recs, acts)
+	if err != nil {
+		log.WarnContext(ctx, "some messages come back later than planned", "error", err)
 	}
 	return resp
-}
-
-// ParentWait is how long a job task whose planning task is not counted yet waits
-// before it comes back. Planning tasks send their children first and count themselves
-// last, so the wait is usually one round.
-const ParentWait = 10 * time.Second
-
-// MaxParentWaits bounds how often a task is sent again to wait for its parent (an hour
-// at ParentWait): waiting does not use up the message's receives, so a long planning
-// task does not push its children into the DLQ.
-const MaxParentWaits = 360
-
-// shareDuplicates gives an item that repeated another in the same batch the outcome of
-// the one that was processed. It is a duplicate delivery, not a second file.
-func shareDuplicates(msgs []*message) {
-	for _, m := range msgs {
-		for _, it := range m.items {
-			if it.dupOf != nil {
-				it.status, it.class = it.dupOf.status, it.dupOf.class
-				it.dup = it.status == ledger.StatusSucceeded // a repeated failure is not a success
-				if it.status == "" {
-					// The copy that was to be processed never started (its job stopped, say):
-					// this one comes back rather than being acknowledged undone.
-					it.status, it.class = ledger.StatusRetrying, retry.Retryable
-				}
-			}
-		}
-	}
-}
-
-func (h *Handler) changeVisibility(ctx context.Context, arn string, entries []sqstypes.ChangeMessageVisibilityBatchRequestEntry) error {
-	url, err := h.queueURL(ctx, arn)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for start := 0; start < len(entries); start += 10 { // every chunk, even after a failed one
-		out, err := h.deps.Queue.ChangeMessageVisibilityBatch(ctx, &sqs.ChangeMessageVisibilityBatchInput{
-			QueueUrl: aws.String(url),
-			Entries:  entries[start:min(start+10, len(entries))],
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("change visibility: %w", err))
-			continue
-		}
-		if len(out.Failed) > 0 {
-			errs = append(errs, fmt.Errorf("change visibility: %d entries failed, first: %s", len(out.Failed), aws.ToString(out.Failed[0].Message)))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // queueURL resolves a queue ARN (arn:aws:sqs:region:account:name) to its URL once per

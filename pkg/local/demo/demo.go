@@ -417,10 +417,7 @@ func readLedger(ctx context.Context, db *dynamodb.Client, table, bucket string, 
 	for start := 0; start < len(files); start += 100 {
 		var keys []map[string]ddbtypes.AttributeValue
 		for _, f := range files[start:min(start+100, len(files))] {
-			keys = append(keys, map[string]ddbtypes.AttributeValue{
-				ledger.AttrPK: &ddbtypes.AttributeValueMemberS{Value: "F#" + bucket + "/" + f.Key},
-				ledger.AttrSK: &ddbtypes.AttributeValueMemberS{Value: task.File{ETag: f.ETag}.Revision()},
-			})
+			keys = append(keys, ledger.Key{Bucket: bucket, Key: f.Key}.Attributes())
 		}
 		req := map[string]ddbtypes.KeysAndAttributes{table: {Keys: keys, ConsistentRead: aws.Bool(true)}}
 		for len(req) > 0 {

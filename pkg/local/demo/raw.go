@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,10 +79,11 @@ func rawOne(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, t
 	}
 	// The very same conditional write the worker commits with.
 	sum := sha256.Sum256(body)
-	err = ledger.New(db, table, 0).Commit(ctx, ledger.Key{Bucket: in, Key: "raw/" + key, Revision: "latest"}, "",
-		ledger.Result{Size: int64(len(body)), OutputSize: int64(len(body)), SHA256: hex.EncodeToString(sum[:]),
+	err = ledger.New(db, table, 0).Write(ctx, ledger.Write{Key: ledger.Key{Bucket: in, Key: "raw/" + key},
+		Rev: ledger.Revision{ETag: strings.Trim(aws.ToString(obj.ETag), `"`)}, Status: ledger.StatusSucceeded,
+		Result: ledger.Result{Size: int64(len(body)), OutputSize: int64(len(body)), SHA256: hex.EncodeToString(sum[:]),
 			Outputs: []string{"s3://" + out + "/raw/" + key}, Processors: []string{"copy"}},
-		ledger.Attempt{At: time.Now(), Receive: 1})
+		Attempt: ledger.Attempt{At: time.Now(), Receive: 1}})
 	if err != nil && !errors.Is(err, ledger.ErrAlreadySucceeded) {
 		return fmt.Errorf("raw: commit %s: %w", key, err)
 	}

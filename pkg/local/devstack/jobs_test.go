@@ -492,7 +492,7 @@ func (e *jobEnv) testDuplicates(t *testing.T) {
 	require.NoError(t, spec.Validate())
 	sb, _ := json.Marshal(spec)
 	require.NoError(t, e.db.CreateJob(ctx, id, string(sb), spec.Shards, time.Now()))
-	msg := task.Message{JobID: id, TaskID: task.ChildID(task.RootTask, "m", 0), Parent: task.RootTask, Index: 0, Files: files}
+	msg := task.Message{JobID: id, TaskID: "m-dup", Parent: task.RootTask, ParentRun: "r1", Files: files}
 	body, err := msg.Encode()
 	require.NoError(t, err)
 	tasksQ, err := e.st.TasksQueue()
@@ -501,7 +501,7 @@ func (e *jobEnv) testDuplicates(t *testing.T) {
 		{Id: aws.String("a"), MessageBody: aws.String(string(body))}, {Id: aws.String("b"), MessageBody: aws.String(string(body))},
 	}})
 	require.NoError(t, err)
-	out, err := e.db.Settle(ctx, time.Now(), []ledger.Settlement{{JobID: id, TaskID: task.RootTask, Shards: spec.Shards, Messages: 1, Listed: 25}})
+	out, err := e.db.Settle(ctx, time.Now(), []ledger.Settlement{{JobID: id, TaskID: task.RootTask, Run: "r1", Shards: spec.Shards, Messages: 1, Listed: 25}})
 	require.NoError(t, err)
 	require.Equal(t, ledger.Counted, out[0])
 	j := e.wait(t, id, time.Minute)

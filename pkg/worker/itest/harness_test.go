@@ -188,9 +188,10 @@ func (st *stack) record(key string) ledger.Record {
 	st.t.Helper()
 	head, err := st.s3.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(st.in), Key: aws.String(key)})
 	require.NoError(st.t, err)
-	rec, ok, err := st.store.Get(context.Background(), ledger.Key{Bucket: st.in, Key: key, Revision: "e:" + strings.Trim(aws.ToString(head.ETag), `"`)})
+	rec, ok, err := st.store.Get(context.Background(), ledger.Key{Bucket: st.in, Key: key})
 	require.NoError(st.t, err)
 	require.True(st.t, ok, "ledger record for %q", key)
+	require.Equal(st.t, strings.Trim(aws.ToString(head.ETag), `"`), rec.ETag, "the record is the object's revision")
 	return rec
 }
 

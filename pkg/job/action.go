@@ -1,0 +1,139 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/fileflow/fileflow/pkg/retry"
+)
+
+// ActionKind is what becomes of one SQS message at the end of a batch.
+type ActionKind int
+
+// The actions.
+const (
+	// Ack: done (processed, counted, a duplicate, an orphan, a skipped task of a stopped
+	// job, recorded poison): the message is deleted.
+	Ack ActionKind = iota
+	// RetryAfter: it comes back after Delay as a batch item failure; this uses one of its
+	// receives, and after maxReceiveCount of them SQS moves it to the dead-letter queue.
+	RetryAfter
+	// SendAgain: a copy is sent to the same queue, delayed by Delay, and this one is
+	// acknowledged: waiting uses none of its receives (a task waiting for its parent, a
+	// counted task whose job check must be repeated). If the copy cannot be sent, or the
+	// message has been sent again MaxSendAgain times, Else applies.
+	SendAgain
+)
+
+// Action is the one outcome of one message, with the reason (for the log).
+type Action struct {
+	Kind  ActionKind
+	Delay time.Duration
+	Why   string
+	// Else is what happens if a SendAgain cannot be carried out: RetryAfter (the
+	// default), or Ack for a counted task that must never go to a dead-letter queue.
+	Else ActionKind
+}
+
+// Acknowledge is an Ack.
+func Acknowledge(why string) Action { return Action{Kind: Ack, Why: why} }
+
+// Retry is a RetryAfter d.
+func Retry(d time.Duration, why string) Action { return Action{Kind: RetryAfter, Delay: d, Why: why} }
+
+// Again is a SendAgain after d, falling back to a retry after d.
+func Again(d time.Duration, why string) Action {
+	return Action{Kind: SendAgain, Delay: d, Why: why, Else: RetryAfter}
+}
+
+// AttrSentAgain counts how often a message was sent again (an SQS message attribute).
+const AttrSentAgain = "fileflow-sent-again"
+
+// MaxSendAgain bounds how often one task is sent again (an hour of 5-second waits).
+const MaxSendAgain = 720
+
+// Messenger is the part of the SQS client [Apply] calls.
+type Messenger interface {
+	SendMessage(context.Context, *sqs.SendMessageInput, ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
+	ChangeMessageVisibilityBatch(context.Context, *sqs.ChangeMessageVisibilityBatchInput, ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error)
+}
+
+// Apply carries out one action per message (recs[i] gets acts[i]) on the queue at
+// queueURL: it sends the copies, sets the visibility of the messages that come back,
+// and returns the batch item failures. The problems it met (a copy or a visibility
+// change that failed) are returned for the log; none loses a message: a message whose
+// copy was not sent comes back, and one whose visibility was not set comes back after
+// the queue's own visibility timeout.
+func Apply(ctx context.Context, q Messenger, queueURL string, recs []events.SQSMessage, acts []Action) (events.SQSEventResponse, error) {
+	var resp events.SQSEventResponse
+	var errs []error
+	var vis []sqstypes.ChangeMessageVisibilityBatchRequestEntry
+	for i, rec := range recs {
+		a := acts[i]
+		if a.Kind == SendAgain {
+			sent, err := sendAgain(ctx, q, queueURL, rec, a.Delay)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("send message %s again: %w", rec.MessageId, err))
+			}
+			if sent {
+				continue
+			}
+			a.Kind = a.Else
+		}
+		if a.Kind == Ack {
+			continue
+		}
+		resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: rec.MessageId})
+		vis = append(vis, sqstypes.ChangeMessageVisibilityBatchRequestEntry{
+			Id: aws.String(strconv.Itoa(len(vis))), ReceiptHandle: aws.String(rec.ReceiptHandle),
+			VisibilityTimeout: retry.VisibilitySeconds(a.Delay),
+		})
+	}
+	for start := 0; start < len(vis); start += 10 {
+		out, err := q.ChangeMessageVisibilityBatch(ctx, &sqs.ChangeMessageVisibilityBatchInput{
+			QueueUrl: aws.String(queueURL), Entries: vis[start:min(start+10, len(vis))],
+		})
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("change visibility: %w", err))
+		case len(out.Failed) > 0:
+			errs = append(errs, fmt.Errorf("change visibility: %d entries failed, first: %s", len(out.Failed), aws.ToString(out.Failed[0].Message)))
+		}
+	}
+	return resp, errors.Join(errs...)
+}
+
+// sendAgain sends a copy of rec delayed by d, counting the copies in a message
+// attribute; it reports false, sending nothing, once the message was sent again
+// MaxSendAgain times.
+func sendAgain(ctx context.Context, q Messenger, queueURL string, rec events.SQSMessage, d time.Duration) (bool, error) {
+	n := SentAgain(rec)
+	if n >= MaxSendAgain {
+		return false, nil
+	}
+	_, err := q.SendMessage(ctx, &sqs.SendMessageInput{
+		QueueUrl: aws.String(queueURL), MessageBody: aws.String(rec.Body), DelaySeconds: min(int32(d/time.Second), 900),
+		MessageAttributes: map[string]sqstypes.MessageAttributeValue{
+			AttrSentAgain: {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(n + 1))},
+		},
+	})
+	return err == nil, err
+}
+
+// SentAgain is how often rec was sent again by [Apply].
+func SentAgain(rec events.SQSMessage) int {
+	a, ok := rec.MessageAttributes[AttrSentAgain]
+	if !ok || a.StringValue == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(*a.StringValue)
+	return n
+}

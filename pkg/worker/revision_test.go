@@ -1,0 +1,140 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"net/url"
+	"testing"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/task"
+)
+
+// versionEvent is an S3 event for one version of a key, with its sequencer.
+func versionEvent(id, bucket, key, version, etag, seq string) events.SQSMessage {
+	body, _ := json.Marshal(map[string]any{"Records": []any{map[string]any{
+		"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+		"s3": map[string]any{"bucket": map[string]any{"name": bucket}, "object": map[string]any{
+			"key": url.QueryEscape(key), "size": 1, "eTag": etag, "versionId": version, "sequencer": seq}},
+	}}})
+	return events.SQSMessage{MessageId: id, ReceiptHandle: "rh-" + id, Body: string(body), EventSourceARN: queueARN,
+		Attributes: map[string]string{"ApproximateReceiveCount": "1"}}
+}
+
+// v1's event is handled after v2 was committed (reordered, backed off, redriven): it is
+// recorded SUPERSEDED without any work and the output stays v2's.
+func TestOlderRevisionAfterNewerIsSuperseded(t *testing.T) {
+	e := newEnv(t, nil)
+	e.s3.overwrite("in", "k.txt", "e2", []byte("version two"))
+	resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{versionEvent("m2", "in", "k.txt", "v2", "e2", "0A0000000000000002")}})
+	require.NoError(t, err)
+	assert.Empty(t, resp.BatchItemFailures)
+	puts := e.s3.puts
+
+	resp, err = e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{versionEvent("m1", "in", "k.txt", "v1", "e1", "0A0000000000000001")}})
+	require.NoError(t, err)
+	assert.Empty(t, resp.BatchItemFailures, "acknowledged")
+	assert.Equal(t, puts, e.s3.puts, "no work for the older revision")
+	k := ledger.Key{Bucket: "in", Key: "k.txt"}
+	assert.Equal(t, ledger.Revision{VersionID: "v2", ETag: "e2", Sequencer: ledger.NormalizeSequencer("0A0000000000000002")}, e.ledger.revs[k])
+	assert.Contains(t, e.ledger.superseded[ledger.SupersededKey(k, ledger.Revision{VersionID: "v1"})], "superseded by revision v:v2")
+	out, meta, _ := e.s3.get("out", "processed/k.txt")
+	assert.Equal(t, "version two", string(out))
+	assert.Equal(t, "v:v2", meta[MetaRevision])
+}
+
+// raceLedger commits the newer revision (and its output) just before the older one's
+// write: the older one's output landed last, over the newer's.
+type raceLedger struct {
+	*fakeLedger
+	s3    *fakeS3
+	newer ledger.Write
+	done  bool
+}
+
+func (r *raceLedger) Write(ctx context.Context, w ledger.Write) error {
+	if !r.done && w.Rev.VersionID == "v1" {
+		r.done = true
+		if err := r.fakeLedger.Write(ctx, r.newer); err != nil {
+			return err
+		}
+	}
+	return r.fakeLedger.Write(ctx, w)
+}
+
+// v1 and v2 race: v2 commits first, v1's output lands last. v1's write is refused
+// (older by sequencer), and v1 restores the output to v2's before it is acknowledged.
+func TestRaceRestoresTheNewestOutput(t *testing.T) {
+	e := newEnv(t, nil)
+	k := ledger.Key{Bucket: "in", Key: "k.txt"}
+	v2 := ledger.Revision{VersionID: "v2", ETag: "e2", Sequencer: ledger.NormalizeSequencer("0B")}
+	e.s3.overwrite("in", "k.txt", "e1", []byte("version one")) // what v1's worker reads
+	rl := &raceLedger{fakeLedger: e.ledger, s3: e.s3, newer: ledger.Write{Key: k, Rev: v2, Status: ledger.StatusSucceeded,
+		Result: ledger.Result{Outputs: []string{"s3://out/processed/k.txt"}}}}
+	e.h.deps.Ledger = rl
+	// Once v1's output is written, the object is v2 (the newest version).
+	e.s3.getErr = nil
+	origPuts := 0
+	e.h.deps.Objects = &afterPut{fakeS3: e.s3, after: func() {
+		if origPuts++; origPuts == 1 {
+			e.s3.overwrite("in", "k.txt", "e2", []byte("version two"))
+		}
+	}}
+	h, err := New(e.h.cfg, e.h.deps)
+	require.NoError(t, err)
+	resp, err := h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{versionEvent("m1", "in", "k.txt", "v1", "e1", "0A")}})
+	require.NoError(t, err)
+	assert.Empty(t, resp.BatchItemFailures)
+	out, meta, _ := e.s3.get("out", "processed/k.txt")
+	assert.Equal(t, "version two", string(out), "the output is the newest revision's again")
+	assert.Equal(t, "v:v2", meta[MetaRevision])
+	assert.Equal(t, v2, e.ledger.revs[k])
+	assert.Contains(t, e.ledger.superseded[ledger.SupersededKey(k, ledger.Revision{VersionID: "v1"})], "superseded by revision v:v2")
+}
+
+// afterPut calls after once each PutObject has landed.
+type afterPut struct {
+	*fakeS3
+	after func()
+}
+
+func (a *afterPut) PutObject(ctx context.Context, in *s3.PutObjectInput, o ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	out, err := a.fakeS3.PutObject(ctx, in, o...)
+	a.after()
+	return out, err
+}
+
+// A job's file (no sequencer) of other content than the key's record: it replaces the
+// record only if it is still the object's content, checked with a conditional HEAD.
+func TestUnorderedRevisionIsCheckedAgainstTheObject(t *testing.T) {
+	e := newEnv(t, nil)
+	k := ledger.Key{Bucket: "in", Key: "k.txt"}
+	e.s3.overwrite("in", "k.txt", "e1", []byte("one"))
+	_, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{versionEvent("m1", "in", "k.txt", "v1", "e1", "0A")}})
+	require.NoError(t, err)
+
+	// The object is now e2, and a task names e2: current, so it replaces e1.
+	e.s3.overwrite("in", "k.txt", "e2", []byte("two"))
+	body, _ := task.Message{Files: []task.File{{Bucket: "in", Key: "k.txt", ETag: "e2"}}}.Encode()
+	resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "t2", Body: string(body), EventSourceARN: queueARN}}})
+	require.NoError(t, err)
+	assert.Empty(t, resp.BatchItemFailures)
+	assert.Equal(t, "e2", e.ledger.revs[k].ETag)
+	out, _, _ := e.s3.get("out", "processed/k.txt")
+	assert.Equal(t, "two", string(out))
+
+	// A task naming e1 again: no longer current, superseded without work.
+	puts := e.s3.puts
+	body, _ = task.Message{Files: []task.File{{Bucket: "in", Key: "k.txt", ETag: "e1"}}}.Encode()
+	resp, err = e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "t1", Body: string(body), EventSourceARN: queueARN}}})
+	require.NoError(t, err)
+	assert.Empty(t, resp.BatchItemFailures)
+	assert.Equal(t, puts, e.s3.puts)
+	assert.Equal(t, "e2", e.ledger.revs[k].ETag)
+	assert.Contains(t, e.ledger.superseded[ledger.SupersededKey(k, ledger.Revision{ETag: "e1"})], "superseded")
+}
