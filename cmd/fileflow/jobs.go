@@ -180,6 +180,15 @@ func statusCmd() *cobra.Command {
 			fmt.Fprintf(out, "job       %s (%s of %s)\nstatus    %s %s\nfiles     listed %d, succeeded %d, failed %d\nbytes     %d\ntasks     %d of %d done\nduration  %s\nreport    %s\n",
 				s.JobID, s.Kind, s.Source, s.Status, s.Reason, s.Counts.Listed, s.Counts.Succeeded, s.Counts.Failed,
 				s.Counts.Bytes, s.Counts.Done, s.Counts.Expected, time.Duration(s.DurationMS)*time.Millisecond, s.Report)
+			if s.ReconciledAt != nil {
+				fmt.Fprintf(out, "checked   by the reconciler %s ago\n", time.Since(*s.ReconciledAt).Round(time.Second))
+			}
+			if s.StuckTasks > 0 {
+				fmt.Fprintf(out, "stuck     %d of its tasks are in a dead-letter queue: the job waits for them (redrive the DLQ; docs/operations.md)\n", s.StuckTasks)
+			}
+			if s.ReportMissing > 0 {
+				fmt.Fprintf(out, "report    %d counted tasks had no report lines when it was written (the manifest names them)\n", s.ReportMissing)
+			}
 			return nil
 		},
 	}

@@ -183,6 +183,13 @@ type Status struct {
 	FinishedAt *time.Time    `json:"finished_at,omitempty"`
 	DurationMS int64         `json:"duration_ms"`
 	Report     string        `json:"report,omitempty"`
+	// What the periodic reconciler last found: when it looked, and how many of the
+	// job's tasks sat in a dead-letter queue then (redrive them to let the job finish).
+	ReconciledAt *time.Time `json:"reconciled_at,omitempty"`
+	StuckTasks   int        `json:"stuck_tasks"`
+	// ReportMissing: counted tasks whose report lines were missing when the report was
+	// written (its manifest names them).
+	ReportMissing int `json:"report_missing,omitempty"`
 }
 
 // Done says whether the job has finished and been reported.
@@ -202,7 +209,11 @@ func (c *Client) Status(ctx context.Context, id string) (Status, error) {
 		return Status{}, err
 	}
 	s := Status{JobID: id, Status: string(j.Status), Reason: j.Reason, Kind: spec.Kind, Source: spec.Source(),
-		Tolerate: spec.Tolerate, CreatedAt: j.CreatedAt, Report: j.Report}
+		Tolerate: spec.Tolerate, CreatedAt: j.CreatedAt, Report: j.Report, StuckTasks: j.StuckTasks, ReportMissing: j.ReportMissing}
+	if !j.ReconciledAt.IsZero() {
+		r := j.ReconciledAt
+		s.ReconciledAt = &r
+	}
 	if j.Status == ledger.JobRunning {
 		if s.Counts, err = c.DB.JobCounts(ctx, id, j.Shards); err != nil {
 			return Status{}, err

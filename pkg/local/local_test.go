@@ -2,6 +2,7 @@ package local_test
 
 import (
 	"context"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -10,7 +11,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/smithy-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fileflow/fileflow/pkg/local/localtest"
@@ -41,5 +44,41 @@ func TestEnvReachesEveryServer(t *testing.T) {
 	require.NotEmpty(t, aws.ToString(q.QueueUrl))
 
 	_, err = dynamodb.NewFromConfig(cfg).ListTables(ctx, &dynamodb.ListTablesInput{})
+	require.NoError(t, err)
+}
+
+// Buckets can be versioned, as the component declares them: every write has its own
+// version id, an older version stays readable by it, and a GET pinned to an ETag that
+// is no longer current fails its precondition.
+func TestVersionedBucket(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := config.LoadDefaultConfig(ctx)
+	require.NoError(t, err)
+	c := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })
+	const b = "local-versioned-test"
+	_, err = c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(b)})
+	require.NoError(t, err)
+	_, err = c.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: aws.String(b),
+		VersioningConfiguration: &s3types.VersioningConfiguration{Status: s3types.BucketVersioningStatusEnabled}})
+	require.NoError(t, err)
+	v1, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(b), Key: aws.String("k.txt"), Body: strings.NewReader("one")})
+	require.NoError(t, err)
+	v2, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(b), Key: aws.String("k.txt"), Body: strings.NewReader("two")})
+	require.NoError(t, err)
+	require.NotEmpty(t, aws.ToString(v1.VersionId))
+	require.NotEqual(t, aws.ToString(v1.VersionId), aws.ToString(v2.VersionId))
+
+	old, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b), Key: aws.String("k.txt"), VersionId: v1.VersionId})
+	require.NoError(t, err)
+	body, _ := io.ReadAll(old.Body)
+	old.Body.Close()
+	require.Equal(t, "one", string(body))
+	require.Equal(t, aws.ToString(v1.ETag), aws.ToString(old.ETag))
+
+	_, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b), Key: aws.String("k.txt"), IfMatch: v1.ETag})
+	var api smithy.APIError
+	require.ErrorAs(t, err, &api)
+	require.Equal(t, "PreconditionFailed", api.ErrorCode(), "the code the worker reads")
+	_, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b), Key: aws.String("k.txt"), IfMatch: v2.ETag})
 	require.NoError(t, err)
 }

@@ -95,7 +95,13 @@ func Start(ctx context.Context, opts Options) (_ *Servers, err error) {
 	if opts.S3EventWebhook != "" {
 		gwArgs = append(gwArgs, "--event-webhook-url", opts.S3EventWebhook)
 	}
-	gwArgs = append(gwArgs, "posix", data)
+	// With a versioning directory, buckets can be versioned (PutBucketVersioning), as the
+	// component declares them.
+	versions := filepath.Join(dir, "s3-versions")
+	if err := os.MkdirAll(versions, 0o755); err != nil {
+		return nil, fmt.Errorf("local: s3 versions dir: %w", err)
+	}
+	gwArgs = append(gwArgs, "posix", "--versioning-dir", versions, data)
 	classpath := filepath.Join(in.DynamoDir, "DynamoDBLocal.jar") + string(os.PathListSeparator) +
 		filepath.Join(in.DynamoDir, "DynamoDBLocal_lib", "*") + string(os.PathListSeparator) +
 		filepath.Join(in.DynamoDir, "classes")

@@ -25,8 +25,9 @@ type Proxy struct {
 	// DelayBody is Delay for requests told apart by their body (JSON protocols): the
 	// body is buffered for it.
 	DelayBody func(r *http.Request, body []byte) time.Duration
-	// After, if set, is called once the server has answered, with its status code.
-	After func(r *http.Request, status int)
+	// After, if set, is called once the server has answered, with its status code and
+	// response headers.
+	After func(r *http.Request, status int, header http.Header)
 
 	srv *http.Server
 	URL string // the proxy's endpoint, http://127.0.0.1:PORT
@@ -79,7 +80,7 @@ func StartProxy(service, target string, calls *Calls) (*Proxy, error) {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		rp.ServeHTTP(sw, r)
 		if p.After != nil {
-			p.After(r, sw.status)
+			p.After(r, sw.status, sw.Header())
 		}
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = p.srv.Serve(l) }()

@@ -475,7 +475,7 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, items []*ite
 		if hasDeadline && time.Until(deadline) < h.cfg.MinItemTime+margin {
 			<-sem
 			it.state, it.class, it.err = pending, retry.Retryable, errors.New("not started: too little of the invocation left")
-			if it.msg.d.JobID != "" && it.msg.last(h.cfg.MaxReceiveCount) {
+			if it.msg.last(h.cfg.MaxReceiveCount) {
 				h.giveUp(ctx, log, it)
 			}
 			continue
@@ -619,8 +619,9 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, it *item, status
 	log.Log(ctx, level, "file failed", "status", status, "class", it.class.String(), "error", reason)
 }
 
-// giveUp records a job's file that was never started on its message's last receive as
-// DEAD_LETTERED: counted failed, so the job can finish; if that fails it stays pending.
+// giveUp records a file never started on its message's last receive as DEAD_LETTERED
+// with the reason: a job's is counted failed, so the job can finish; any other goes to
+// the dead-letter queue with its message, its record saying why.
 func (h *Handler) giveUp(ctx context.Context, log *slog.Logger, it *item) {
 	att := h.attempt(ctx, it, 0)
 	att.Class = retry.Retryable.String()

@@ -264,6 +264,14 @@ func TestDeadlineLeavesItemsForLater(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"m"}, failedIDs(resp), "not started, reported, not lost")
 	assert.Zero(t, e.s3.puts)
+	assert.NotContains(t, e.ledger.status, ledger.Key{Bucket: "in", Key: "a.txt"}, "nothing to record before the last receive")
+
+	// On the last receive it is recorded DEAD_LETTERED, and its message goes to the DLQ.
+	resp, err = e.h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{s3Message("m", 3, "in", "a.txt")}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"m"}, failedIDs(resp))
+	assert.Equal(t, ledger.StatusDeadLettered, e.ledger.status[ledger.Key{Bucket: "in", Key: "a.txt"}])
+	assert.Contains(t, e.ledger.reasons[ledger.Key{Bucket: "in", Key: "a.txt"}], "not started")
 }
 
 func TestTaskMessageWithManyFiles(t *testing.T) {

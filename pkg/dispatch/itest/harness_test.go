@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
@@ -59,6 +60,9 @@ type queues struct {
 	q    map[string][]*msg
 	dlq  map[string][]*msg
 	sent atomic.Int64
+	// dropAgain loses every copy a function sends again (a send that failed).
+	dropAgain atomic.Bool
+	dropped   atomic.Int64
 }
 
 func newQueues() *queues {
@@ -97,13 +101,17 @@ func (f *queues) requeue(url string, m *msg) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if m.receive >= maxReceive {
-		f.dlq[url] = append(f.dlq[url], m)
+		f.dlq[url+"-dlq"] = append(f.dlq[url+"-dlq"], m)
 		return
 	}
 	f.q[url] = append(f.q[url], m)
 }
 
 func (f *queues) SendMessage(_ context.Context, in *sqs.SendMessageInput, _ ...func(*sqs.Options)) (*sqs.SendMessageOutput, error) {
+	if _, again := in.MessageAttributes[job.AttrSentAgain]; again && f.dropAgain.Load() {
+		f.dropped.Add(1)
+		return nil, errors.New("injected: the copy was never sent")
+	}
 	f.push(aws.ToString(in.QueueUrl), aws.ToString(in.MessageBody), in.MessageAttributes)
 	return &sqs.SendMessageOutput{MessageId: aws.String("x")}, nil
 }
@@ -125,8 +133,15 @@ func (f *queues) ChangeMessageVisibilityBatch(context.Context, *sqs.ChangeMessag
 	return &sqs.ChangeMessageVisibilityBatchOutput{}, nil
 }
 
-func (f *queues) ReceiveMessage(context.Context, *sqs.ReceiveMessageInput, ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
-	return &sqs.ReceiveMessageOutput{}, nil
+// ReceiveMessage reads a dead-letter queue (as the reconciler peeks at it).
+func (f *queues) ReceiveMessage(_ context.Context, in *sqs.ReceiveMessageInput, _ ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := &sqs.ReceiveMessageOutput{}
+	for _, m := range f.dlq[aws.ToString(in.QueueUrl)] {
+		out.Messages = append(out.Messages, sqstypes.Message{MessageId: aws.String(m.id), Body: aws.String(m.body), ReceiptHandle: aws.String(m.id)})
+	}
+	return out, nil
 }
 
 func (f *queues) GetQueueUrl(_ context.Context, in *sqs.GetQueueUrlInput, _ ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error) {
@@ -183,14 +198,29 @@ func newStack(t *testing.T) *stack {
 	table := "rerun-" + suffix
 	require.NoError(t, ledger.CreateTable(ctx, s.db.Client, table))
 	s.store = ledger.New(s.db, table, 0)
+	s.rewire(t)
+	return s
+}
+
+// rewire builds the engine and both handlers over the stack's store.
+func (s *stack) rewire(t *testing.T) {
+	var err error
 	s.engine = &job.Engine{Ledger: s.store, Objects: s.s3, OutputBucket: s.out, Queue: s.q, JobsQueueURL: jobsQueue}
-	s.dispatch, err = dispatch.New(dispatch.Config{TasksQueueURL: tasksQueue, JobsQueueURL: jobsQueue, MaxReceiveCount: maxReceive},
+	s.dispatch, err = dispatch.New(dispatch.Config{TasksQueueURL: tasksQueue, JobsQueueURL: jobsQueue, MaxReceiveCount: maxReceive,
+		DeadLetterQueues: []string{tasksQueue + "-dlq", jobsQueue + "-dlq"}},
 		dispatch.Deps{Objects: s.s3, Queue: s.q, Ledger: s.store, Jobs: s.engine})
 	require.NoError(t, err)
-	s.worker, err = worker.New(worker.Config{Table: table, OutputBucket: s.out, MaxReceiveCount: maxReceive, MinItemTime: time.Millisecond},
+	s.worker, err = worker.New(worker.Config{Table: s.store.Table(), OutputBucket: s.out, MaxReceiveCount: maxReceive, MinItemTime: time.Millisecond},
 		worker.Deps{Objects: s.s3, Ledger: s.store, Queue: s.q, Jobs: s.engine, Metrics: io.Discard})
 	require.NoError(t, err)
-	return s
+}
+
+func ledgerText(v types.AttributeValue) string {
+	s, _ := v.(*types.AttributeValueMemberS)
+	if s == nil {
+		return ""
+	}
+	return s.Value
 }
 
 func (s *stack) put(key, body string) {

@@ -35,6 +35,7 @@ import (
 
 	"github.com/fileflow/fileflow/pkg/build"
 	"github.com/fileflow/fileflow/pkg/fnenv"
+	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/jobctl"
 	"github.com/fileflow/fileflow/pkg/local"
 	"github.com/fileflow/fileflow/pkg/local/bridge"
@@ -72,6 +73,10 @@ type Options struct {
 	// Paused leaves the event source mappings stopped until [Stack.Resume]: messages
 	// queue up (a burst), then are drained.
 	Paused bool
+	// ReconcileEvery is how often the reconcile message (fnenv.ReconcileBody) is sent to
+	// the jobs queue, as the component's schedule does in AWS; default the schedule's
+	// rate (job.ReconcileEvery). Negative: never.
+	ReconcileEvery time.Duration
 }
 
 // Stack is the running local pipeline.
@@ -318,6 +323,28 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 				}
 			}()
 		}
+	}
+	if jobs, err := st.JobsQueue(); err == nil && o.ReconcileEvery >= 0 {
+		every := o.ReconcileEvery
+		if every == 0 {
+			every = job.ReconcileEvery
+		}
+		st.wg.Add(1)
+		go func() {
+			defer st.wg.Done()
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for {
+				select {
+				case <-mctx.Done():
+					return
+				case <-t.C:
+					if _, err := st.SQS.SendMessage(mctx, &sqs.SendMessageInput{QueueUrl: aws.String(jobs.URL), MessageBody: aws.String(fnenv.ReconcileBody)}); err != nil && mctx.Err() == nil {
+						st.log.Warn("devstack: cannot send the reconcile message", "error", err)
+					}
+				}
+			}
+		}()
 	}
 	return st, nil
 }

@@ -5,15 +5,20 @@
 // mappings and notifications, with every mock ARN and URL translated to the local one,
 // so the local pipeline cannot drift from what `pulumi up` would create.
 //
+// Buckets are versioned where the component versions them (the local S3 server runs
+// with a versioning directory), so overwrites behave as in AWS: events carry version
+// ids, and an older version stays readable by its id.
+//
 // Not reproduced locally (the servers have no such features, or they don't change
 // behaviour): IAM, bucket policies, public access blocks, encryption settings, alarms,
-// dashboards, autoscaling, bucket versioning.
+// dashboards, autoscaling.
 package provision
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
@@ -84,6 +90,7 @@ type Function struct {
 // Stack is what was created.
 type Stack struct {
 	Buckets       []string
+	Versioned     []string // buckets with versioning enabled
 	IngestBucket  string
 	OutputBucket  string
 	Table         string
@@ -110,6 +117,22 @@ func Apply(ctx context.Context, c Clients, g *plan.Graph) (*Stack, error) {
 		case strings.HasSuffix(b.Name, "-output"):
 			st.OutputBucket = name
 		}
+	}
+
+	for _, v := range g.OfType("aws:s3/bucketVersioningV2:BucketVersioningV2") {
+		bucket := fmt.Sprint(v.Inputs["bucket"])
+		if !slices.Contains(st.Buckets, bucket) {
+			return nil, fmt.Errorf("provision: versioning of undeclared bucket %q", bucket)
+		}
+		conf, _ := v.Inputs["versioningConfiguration"].(map[string]any)
+		if conf["status"] != "Enabled" {
+			continue
+		}
+		if _, err := c.S3.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: aws.String(bucket),
+			VersioningConfiguration: &s3types.VersioningConfiguration{Status: s3types.BucketVersioningStatusEnabled}}); err != nil {
+			return nil, fmt.Errorf("provision: versioning of bucket %s: %w", bucket, err)
+		}
+		st.Versioned = append(st.Versioned, bucket)
 	}
 
 	// Queues: dead-letter targets first, so redrive policies can name them.
