@@ -513,7 +513,9 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF && s.want >= 0 && s.n != s.want:
 		return n, fmt.Errorf("source body ended after %d of %d bytes", s.n, s.want)
-	case err != nil && err != io.EOF:
+	case err != nil && err != io.EOF && retry.Classify(err) == retry.Permanent: // a corrupt archive member stays permanent
+		return n, fmt.Errorf("source body read failed after %d bytes: %w", s.n, err)
+	case err != nil && err != io.EOF: // %s, not %w: gunzip must not see a dropped connection's io.ErrUnexpectedEOF
 		return n, fmt.Errorf("source body read failed after %d bytes: %s", s.n, err.Error())
 	}
 	return n, err

@@ -1,0 +1,151 @@
+package worker
+
+import (
+	"archive/zip"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"testing"
+	"testing/iotest"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/retry"
+	"github.com/fileflow/fileflow/pkg/task"
+)
+
+// rangedS3 serves ranged GETs (archive members are read through them) from the fake
+// bucket store.
+type rangedS3 struct{ *fakeS3 }
+
+func (r rangedS3) GetObject(ctx context.Context, in *s3.GetObjectInput, o ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	out, err := r.fakeS3.GetObject(ctx, in, o...)
+	if err != nil || in.Range == nil {
+		return out, err
+	}
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		return nil, err
+	}
+	var start, end int64
+	if _, err := fmt.Sscanf(aws.ToString(in.Range), "bytes=%d-%d", &start, &end); err != nil {
+		return nil, fmt.Errorf("fake: bad range %q: %w", aws.ToString(in.Range), err)
+	}
+	end = min(end, int64(len(b))-1)
+	out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(b[start:end+1])), aws.Int64(end+1-start)
+	return out, nil
+}
+
+// archiveMember stores a one-entry zip as in/a.zip and returns the entry as ListZip
+// describes it.
+func archiveMember(t *testing.T, e *env, name string, method uint16, data []byte) task.Member {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: method})
+	require.NoError(t, err)
+	_, err = w.Write(data)
+	require.NoError(t, err)
+	require.NoError(t, zw.Close())
+	e.s3.put("in", "a.zip", buf.Bytes())
+	zr, err := zip.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	require.NoError(t, err)
+	zf := zr.File[0]
+	off, err := zf.DataOffset()
+	require.NoError(t, err)
+	return task.Member{Name: zf.Name, Offset: off, CompressedSize: int64(zf.CompressedSize64), Size: int64(zf.UncompressedSize64), Method: zf.Method, CRC32: zf.CRC32}
+}
+
+func memberMessage(t *testing.T, id string, m task.Member) events.SQSMessage {
+	t.Helper()
+	body, err := task.Message{Files: []task.File{{Bucket: "in", Key: "a.zip", ETag: "etag", Size: m.Size, Member: &m}}}.Encode()
+	require.NoError(t, err)
+	return events.SQSMessage{MessageId: id, ReceiptHandle: "rh-" + id, Body: string(body), EventSourceARN: queueARN,
+		Attributes: map[string]string{"ApproximateReceiveCount": "1"}}
+}
+
+func memberKey(m task.Member) ledger.Key {
+	f := task.File{Bucket: "in", Key: "a.zip", ETag: "etag", Member: &m}
+	return ledger.Key{Bucket: "in", Key: f.LedgerKey(), Revision: f.Revision()}
+}
+
+// A corrupt archive member — a CRC-32 or a length that does not match the directory, or
+// bytes that do not inflate — fails permanently through the whole read path (source →
+// the worker's source reader → processors → upload): it is recorded FAILED with the
+// reason and acknowledged, not retried, and nothing is written.
+func TestCorruptArchiveMemberIsPermanent(t *testing.T) {
+	data := bytes.Repeat([]byte("member bytes\n"), 400)
+	for _, tc := range []struct {
+		name    string
+		method  uint16
+		corrupt func(*task.Member)
+		want    string
+	}{
+		{"bad CRC", zip.Deflate, func(m *task.Member) { m.CRC32++ }, "CRC-32"},
+		{"shorter than the directory says", zip.Deflate, func(m *task.Member) { m.Size++ }, "not the"},
+		{"stored, bad CRC", zip.Store, func(m *task.Member) { m.CRC32 ^= 1 }, "CRC-32"},
+		{"bad deflate data", zip.Store, func(m *task.Member) { m.Method = zip.Deflate }, "flate: corrupt input"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(_ *Config, d *Deps) { d.Objects = rangedS3{d.Objects.(*fakeS3)} })
+			m := archiveMember(t, e, "dir/x.txt", tc.method, data)
+			tc.corrupt(&m)
+			resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{memberMessage(t, "m", m)}})
+			require.NoError(t, err)
+			assert.Empty(t, resp.BatchItemFailures, "a corrupt member burns no retries")
+			assert.Empty(t, e.queue.visibility)
+			k := memberKey(m)
+			assert.Equal(t, ledger.StatusFailed, e.ledger.status[k])
+			assert.Contains(t, e.ledger.reasons[k], "corrupt archive member")
+			assert.Contains(t, e.ledger.reasons[k], tc.want)
+			assert.Zero(t, e.s3.puts, "no output")
+
+			// The error run returns, as the worker classifies it.
+			_, err = e.h.run(context.Background(), &item{msg: &message{receive: 1}, file: task.File{Bucket: "in", Key: "a.zip", ETag: "etag", Member: &m}})
+			require.ErrorContains(t, err, tc.want)
+			assert.Equal(t, retry.Permanent, retry.Classify(err), "%v", err)
+		})
+	}
+}
+
+// cutBodies end every body after half its bytes with io.ErrUnexpectedEOF, as net/http
+// does when a connection drops mid-body.
+type cutBodies struct{ *fakeS3 }
+
+func (c cutBodies) GetObject(ctx context.Context, in *s3.GetObjectInput, o ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	out, err := c.fakeS3.GetObject(ctx, in, o...)
+	if err == nil {
+		b, _ := io.ReadAll(out.Body)
+		out.Body = io.NopCloser(io.MultiReader(bytes.NewReader(b[:len(b)/2]), iotest.ErrReader(io.ErrUnexpectedEOF)))
+	}
+	return out, err
+}
+
+// Keeping a corrupt member's permanence must not make a dropped connection permanent:
+// a source body that fails with io.ErrUnexpectedEOF is still retried, also for a gzip
+// file (whose processor calls an unexpected end of its stream corrupt).
+func TestSourceBodyCutShortIsRetried(t *testing.T) {
+	e := newEnv(t, func(_ *Config, d *Deps) { d.Objects = cutBodies{d.Objects.(*fakeS3)} })
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(bytes.Repeat([]byte("gzip me\n"), 1000))
+	require.NoError(t, zw.Close())
+	e.s3.put("in", "cut.gz", gz.Bytes())
+	e.s3.put("in", "cut.txt", bytes.Repeat([]byte("t"), 1000))
+	resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{s3Message("m", 1, "in", "cut.gz", "cut.txt")}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"m"}, failedIDs(resp))
+	for _, key := range []string{"cut.gz", "cut.txt"} {
+		k := ledger.Key{Bucket: "in", Key: key, Revision: "e:e-" + key}
+		assert.Equal(t, ledger.StatusRetrying, e.ledger.status[k], key)
+		assert.Contains(t, e.ledger.reasons[k], "source body read failed", key)
+	}
+	assert.Zero(t, e.s3.puts)
+}
