@@ -92,6 +92,8 @@ func TestCorruptArchiveMemberIsPermanent(t *testing.T) {
 		{"shorter than the directory says", zip.Deflate, func(m *task.Member) { m.Size++ }, "not the"},
 		{"stored, bad CRC", zip.Store, func(m *task.Member) { m.CRC32 ^= 1 }, "CRC-32"},
 		{"bad deflate data", zip.Store, func(m *task.Member) { m.Method = zip.Deflate }, "flate: corrupt input"},
+		{"deflate stream cut short", zip.Deflate, func(m *task.Member) { m.CompressedSize -= 5 }, "deflate stream ends before its last block"},
+		{"longer than the directory says", zip.Deflate, func(m *task.Member) { m.Size -= 100 }, "inflates past the"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(_ *Config, d *Deps) { d.Objects = rangedS3{d.Objects.(*fakeS3)} })
@@ -148,4 +150,36 @@ func TestSourceBodyCutShortIsRetried(t *testing.T) {
 		assert.Contains(t, e.ledger.reasons[k], "source body read failed", key)
 	}
 	assert.Zero(t, e.s3.puts)
+}
+
+// The worker's Archive limits bound what a member may expand to, whatever the task
+// message says: one over them fails permanently, naming the limit, before any GET.
+func TestArchiveMemberOverTheWorkersLimits(t *testing.T) {
+	data := bytes.Repeat([]byte("x"), 3<<20) // deflates ~1000:1
+	for _, tc := range []struct {
+		name   string
+		limits ArchiveLimits
+		want   string
+	}{
+		{"max member bytes", ArchiveLimits{MaxMemberBytes: 1 << 20}, "over the limit of 1048576 bytes per member (max_member_bytes)"},
+		{"default ratio", ArchiveLimits{}, "over the limit of 200 (max_ratio)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gets := 0
+			e := newEnv(t, func(c *Config, d *Deps) {
+				c.Archive = tc.limits
+				f := d.Objects.(*fakeS3)
+				f.getErr = func(string) error { gets++; return nil }
+				d.Objects = rangedS3{f}
+			})
+			m := archiveMember(t, e, "big.txt", zip.Deflate, data)
+			resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{memberMessage(t, "m", m)}})
+			require.NoError(t, err)
+			assert.Empty(t, resp.BatchItemFailures)
+			k := memberKey(m)
+			assert.Equal(t, ledger.StatusFailed, e.ledger.status[k])
+			assert.Contains(t, e.ledger.reasons[k], tc.want)
+			assert.Zero(t, gets, "nothing read")
+		})
+	}
 }

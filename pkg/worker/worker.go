@@ -437,7 +437,7 @@ func (h *Handler) run(ctx context.Context, it *item) (res ledger.Result, err err
 		}
 	}()
 	f := it.file
-	obj, err := source.Open(ctx, h.deps.Objects, f)
+	obj, err := source.Open(ctx, h.deps.Objects, f, source.Options{Limits: source.Limits{MaxMemberBytes: h.cfg.Archive.MaxMemberBytes, MaxRatio: h.cfg.Archive.MaxRatio}})
 	if err != nil {
 		var api smithy.APIError
 		if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" {

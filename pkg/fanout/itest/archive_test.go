@@ -118,7 +118,7 @@ func TestZipMembersThroughRangedGets(t *testing.T) {
 		data, ok := want[f.Member.Name]
 		require.True(t, ok, f.Member.Name)
 		assert.Equal(t, etag, f.ETag)
-		obj, err := source.Open(ctx, c, f)
+		obj, err := source.Open(ctx, c, f, source.Options{})
 		require.NoError(t, err, f.String())
 		got, err := io.ReadAll(obj.Body)
 		require.NoError(t, err, f.String())
@@ -130,7 +130,7 @@ func TestZipMembersThroughRangedGets(t *testing.T) {
 
 	// A member pinned to an older revision of the archive is not read from a newer one.
 	put(t, c, bucket, "in/archive.zip", append(archive, 0))
-	_, err = source.Open(ctx, c, files[0])
+	_, err = source.Open(ctx, c, files[0], source.Options{})
 	var api smithy.APIError
 	require.ErrorAs(t, err, &api)
 	assert.Equal(t, "PreconditionFailed", api.ErrorCode())
@@ -157,7 +157,7 @@ func TestSplitJSONLines(t *testing.T) {
 	require.Len(t, ranges, 7)
 	var joined []byte
 	for i, r := range ranges {
-		o, err := source.Open(ctx, c, task.File{Bucket: bucket, Key: "m.jsonl", ETag: etag, Range: &r})
+		o, err := source.Open(ctx, c, task.File{Bucket: bucket, Key: "m.jsonl", ETag: etag, Range: &r}, source.Options{})
 		require.NoError(t, err)
 		b, err := io.ReadAll(o.Body)
 		require.NoError(t, err)
