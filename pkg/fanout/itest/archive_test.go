@@ -96,7 +96,7 @@ func TestZipMembersThroughRangedGets(t *testing.T) {
 
 	var files []task.File
 	var bad []*fanout.EntryError
-	err := fanout.ListZip(ctx, c, bucket, "in/archive.zip", etag, int64(len(archive)),
+	err := fanout.ListZip(ctx, c, bucket, "in/archive.zip", etag, int64(len(archive)), fanout.ZipOptions{},
 		func(f task.File) error { files = append(files, f); return nil },
 		func(e *fanout.EntryError) error { bad = append(bad, e); return nil })
 	require.NoError(t, err)
