@@ -9,6 +9,10 @@
 //   - a fileflow task message: {"v":1,"files":[…]}, which may name many files.
 //
 // Anything else is an [*InvalidError]: a permanent failure, never a reason to retry.
+//
+// A zip archive's member is named "<archive key>!/<entry name>" ([File.Name]), so its
+// output goes beside the archive's own output, not under it: S3-API servers that store
+// objects as files (versitygw, MinIO) cannot hold both "a.zip" and "a.zip/x".
 package task
 
 import (
@@ -57,10 +61,17 @@ type Member struct {
 }
 
 // Name is the file's logical key: the object key, or for an archive member
-// "<archive key>/<entry name>". Rules match it, and outputs are named after it.
+// "<archive key>!/<entry name>". Rules match it (a suffix rule sees the entry's
+// suffix), outputs are named after it, and the ledger records it.
+//
+// Not "<archive key>/<entry name>": the archive is usually processed as a file too, its
+// output named after its key, and a POSIX-backed S3 server cannot hold the object
+// "a.zip" and objects under "a.zip/" (409 ObjectParentIsFile). Under "a.zip!/" only an
+// object named exactly "a.zip!" could collide. '!' is one of the characters S3's key
+// naming guidelines call safe, and "!/" is the jar-URL notation [File.String] uses.
 func (f File) Name() string {
 	if f.Member != nil {
-		return f.Key + "/" + f.Member.Name
+		return f.Key + "!/" + f.Member.Name
 	}
 	return f.Key
 }

@@ -183,3 +183,24 @@ func TestArchiveMemberOverTheWorkersLimits(t *testing.T) {
 		})
 	}
 }
+
+// A member's output is named beside the archive's own output, "<zip key>!/<entry>",
+// so an archive processed as a file and then as an archive job writes both.
+func TestArchiveMemberOutputBesideTheArchive(t *testing.T) {
+	e := newEnv(t, func(_ *Config, d *Deps) { d.Objects = rangedS3{d.Objects.(*fakeS3)} })
+	data := []byte("a member\n")
+	m := archiveMember(t, e, "dir/x.txt", zip.Deflate, data)
+	resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{
+		s3Message("zip", 1, "in", "a.zip"), memberMessage(t, "member", m),
+	}})
+	require.NoError(t, err)
+	assert.Empty(t, resp.BatchItemFailures)
+	zipOut, _, ok := e.s3.get("out", "processed/a.zip")
+	require.True(t, ok, "the archive's own output")
+	zipIn, _, _ := e.s3.get("in", "a.zip")
+	assert.Equal(t, zipIn, zipOut)
+	out, _, ok := e.s3.get("out", "processed/a.zip!/dir/x.txt")
+	require.True(t, ok, "the member's output")
+	assert.Equal(t, data, out)
+	assert.Equal(t, ledger.StatusSucceeded, e.ledger.status[memberKey(m)])
+}
