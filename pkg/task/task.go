@@ -35,6 +35,10 @@ type File struct {
 	VersionID string `json:"version_id,omitempty"`
 	ETag      string `json:"etag,omitempty"`
 	Size      int64  `json:"size,omitempty"`
+	// Sequencer is the S3 event's sequencer, if the file came from one: of two events
+	// of the same key, the one with the greater sequencer (the shorter right-padded with
+	// zeros, then compared as strings) is the later.
+	Sequencer string `json:"sequencer,omitempty"`
 	// Range, if set, limits the file to bytes [Start, End) of the object: one part of a
 	// split job, processed on its own and merged in order at the job's end.
 	Range *Range `json:"range,omitempty"`
@@ -207,6 +211,7 @@ type s3Record struct {
 			Size      int64  `json:"size"`
 			ETag      string `json:"eTag"`
 			VersionID string `json:"versionId"`
+			Sequencer string `json:"sequencer"`
 		} `json:"object"`
 	} `json:"s3"`
 }
@@ -266,6 +271,7 @@ func decodeS3(records []s3Record) (Decoded, error) {
 			VersionID: r.S3.Object.VersionID,
 			ETag:      strings.Trim(r.S3.Object.ETag, `"`),
 			Size:      r.S3.Object.Size,
+			Sequencer: r.S3.Object.Sequencer,
 		})
 	}
 	return d, nil

@@ -31,8 +31,8 @@ func TestDecode(t *testing.T) {
 			file: "s3-put-two-records.json",
 			kind: KindS3Event,
 			files: []File{
-				{Bucket: "fileflow-dev-ingest", Key: "uploads/Quarterly Report (2026).pdf", VersionID: "096fKKXTRTtl3on89fVO.nfljtsv6qko", ETag: "b21b84d653bb07b05b1e6b33684dc11b", Size: 1305107},
-				{Bucket: "fileflow-dev-ingest", Key: "uploads/café/résumé 1+1.txt", ETag: "9b2cf535f27731c974343645a3985328-9", Size: 73400320},
+				{Bucket: "fileflow-dev-ingest", Key: "uploads/Quarterly Report (2026).pdf", VersionID: "096fKKXTRTtl3on89fVO.nfljtsv6qko", ETag: "b21b84d653bb07b05b1e6b33684dc11b", Size: 1305107, Sequencer: "0055AED6DCD90281E5"},
+				{Bucket: "fileflow-dev-ingest", Key: "uploads/café/résumé 1+1.txt", ETag: "9b2cf535f27731c974343645a3985328-9", Size: 73400320, Sequencer: "0055AED6DCD90281E6"},
 			},
 		},
 		{name: "removal is not a file", file: "s3-removed.json", kind: KindS3Event},
@@ -74,6 +74,7 @@ func TestDecodeSQSEventBodies(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, d.Files, 1)
 	assert.Equal(t, "uploads/hello world.txt", d.Files[0].Key)
+	assert.Equal(t, "0055AED6DCD90281E5", d.Files[0].Sequencer)
 
 	_, err = Decode([]byte(ev.Records[1].Body))
 	var inv *InvalidError
