@@ -6,6 +6,9 @@
 //   - an S3 event notification (AWS's shape: {"Records":[…]}); keys are URL-encoded with
 //     '+' for a space, and one message may carry several records;
 //   - the s3:TestEvent S3 sends when a notification configuration is created: not a file;
+//   - either of them wrapped in an SNS notification (S3 → SNS → SQS, raw delivery off);
+//   - an EventBridge event from S3 (S3 → EventBridge → SQS): "Object Created" names a
+//     file, whose key is not URL-encoded; other S3 object events name none;
 //   - a fileflow task message: {"v":1,"files":[…]}, which may name many files.
 //
 // Anything else is an [*InvalidError]: a permanent failure, never a reason to retry.
@@ -197,6 +200,7 @@ type envelope struct {
 	Parent  string          `json:"parent"`
 	Index   int             `json:"index"`
 	Files   json.RawMessage `json:"files"`
+	wrapperFields
 }
 
 type s3Record struct {
@@ -241,8 +245,12 @@ func Decode(body []byte) (Decoded, error) {
 		}
 		d.TaskID, d.Parent, d.Index = env.TaskID, env.Parent, env.Index
 		return d, err
+	case env.SNSType != "":
+		return decodeSNS(body)
+	case env.Source != "" || env.DetailType != "":
+		return decodeEventBridge(body)
 	default:
-		return Decoded{}, invalid("neither an S3 event notification nor a fileflow task message (no \"Records\", \"Event\" or \"v\")", nil)
+		return Decoded{}, unknownShape(body)
 	}
 }
 
@@ -264,6 +272,9 @@ func decodeS3(records []s3Record) (Decoded, error) {
 		}
 		if key == "" {
 			return Decoded{}, invalid(fmt.Sprintf("record %d: empty object key", i), nil)
+		}
+		if r.S3.Object.Size < 0 {
+			return Decoded{}, invalid(fmt.Sprintf("record %d: negative object size %d", i, r.S3.Object.Size), nil)
 		}
 		d.Files = append(d.Files, File{
 			Bucket:    r.S3.Bucket.Name,
