@@ -118,7 +118,7 @@ func (h *Handler) archive(ctx context.Context, out *output, spec job.Spec) error
 	if err != nil {
 		return err
 	}
-	return fanout.ListZip(ctx, h.s3, spec.Bucket, spec.Key, etag, size, out.packer.Add, func(e *fanout.EntryError) error {
+	return fanout.ListZip(ctx, h.s3, spec.Bucket, spec.Key, etag, size, fanout.ZipOptions{Limits: spec.ArchiveLimits()}, out.packer.Add, func(e *fanout.EntryError) error {
 		out.badEntry(spec.Bucket, spec.Key, fmt.Sprintf("%s: zip %s", spec.Source(), e.Error()))
 		return nil
 	})

@@ -67,11 +67,20 @@ func StatusOf(code string) int {
 	return 500
 }
 
-// CodeOf is err's code and status: the outermost [*Error] in its chain, else def.
+// Coder is an error of another package that knows its code (so that package need not
+// import this one).
+type Coder interface{ FailureCode() string }
+
+// CodeOf is err's code and status: of the outermost [*Error] or [Coder] in its chain,
+// else def.
 func CodeOf(err error, def string) (string, int) {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code, StatusOf(e.Code)
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		switch c := e.(type) {
+		case *Error:
+			return c.Code, StatusOf(c.Code)
+		case Coder:
+			return c.FailureCode(), StatusOf(c.FailureCode())
+		}
 	}
 	return def, StatusOf(def)
 }

@@ -29,3 +29,13 @@ func TestCodes(t *testing.T) {
 		assert.NotZero(t, StatusOf(c), c)
 	}
 }
+
+type coded struct{ error }
+
+func (coded) FailureCode() string { return TooLarge }
+
+func TestCoderOfAnotherPackage(t *testing.T) {
+	code, st := CodeOf(fmt.Errorf("open: %w", coded{errors.New("too big")}), ProcessorFailed)
+	assert.Equal(t, TooLarge, code)
+	assert.Equal(t, 413, st)
+}

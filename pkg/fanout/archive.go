@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/fileflow/fileflow/pkg/retry"
+	"github.com/fileflow/fileflow/pkg/source"
 	"github.com/fileflow/fileflow/pkg/task"
 )
 
@@ -195,15 +196,25 @@ func getRange(ctx context.Context, api RangeGetter, bucket, key, etag string, st
 	return buf, nil
 }
 
+// ZipOptions tune [ListZip].
+type ZipOptions struct {
+	// Limits bound each entry (zip bombs): an entry whose uncompressed size, or whose
+	// uncompressed size over its compressed size, is over them goes to bad, never to fn.
+	// Zero fields: [source.DefaultLimits]. The worker checks its own limits again when it
+	// opens a member, and enforces the declared size while inflating (headers can lie).
+	Limits source.Limits
+}
+
 // ListZip streams the entries of the zip archive s3://bucket/key (size bytes, pinned to
 // etag) to fn as archive members, reading only its central directory and the entries'
 // local headers through ranged GETs, never the whole archive. Directories are skipped.
 // An entry that must not be extracted — an unsafe or malformed name, encryption, a
-// compression method other than stored or deflated — goes to bad with its 1-based
-// index in the archive as Line; bad may stop the listing by returning an error.
+// compression method other than stored or deflated, a size or expansion ratio over
+// opts.Limits — goes to bad with its 1-based index in the archive as Line; bad may stop
+// the listing by returning an error.
 //
 // An archive that is not a zip is a permanent error (see [retry.MarkPermanent]).
-func ListZip(ctx context.Context, api RangeGetter, bucket, key, etag string, size int64, fn func(task.File) error, bad func(*EntryError) error) error {
+func ListZip(ctx context.Context, api RangeGetter, bucket, key, etag string, size int64, opts ZipOptions, fn func(task.File) error, bad func(*EntryError) error) error {
 	rd := NewObjectReader(ctx, api, bucket, key, etag, size)
 	zr, err := zip.NewReader(rd, size)
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) { // insecure names are checked below
@@ -230,6 +241,8 @@ func ListZip(ctx context.Context, api RangeGetter, bucket, key, etag string, siz
 			continue // a directory
 		case checkEntry(f) != "":
 			reasons[i] = checkEntry(f)
+		case overLimits(f, opts.Limits) != "":
+			reasons[i] = overLimits(f, opts.Limits)
 		case count[f.Name] > 1:
 			reasons[i] = fmt.Sprintf("entry %q appears %d times in the archive", f.Name, count[f.Name])
 		}
@@ -327,6 +340,15 @@ func checkEntry(f *zip.File) string {
 		return fmt.Sprintf("entry %q: compression method %d is not supported (only stored and deflated)", f.Name, f.Method)
 	case f.UncompressedSize64 > math.MaxInt64:
 		return fmt.Sprintf("entry %q: size %d is too large", f.Name, f.UncompressedSize64)
+	}
+	return ""
+}
+
+// overLimits says why the entry's sizes are over the limits, from the central
+// directory (before any of its data is read), or "".
+func overLimits(f *zip.File, l source.Limits) string {
+	if err := l.Check(int64(f.UncompressedSize64), int64(min(f.CompressedSize64, math.MaxInt64))); err != nil {
+		return fmt.Sprintf("entry %q: %v", f.Name, err)
 	}
 	return ""
 }

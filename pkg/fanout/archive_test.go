@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fileflow/fileflow/pkg/retry"
+	"github.com/fileflow/fileflow/pkg/source"
 	"github.com/fileflow/fileflow/pkg/task"
 )
 
@@ -181,7 +182,7 @@ func TestListZip(t *testing.T) {
 
 	var files []task.File
 	var bad []*EntryError
-	err := ListZip(context.Background(), obj, "bkt", "in/x.zip", `"e1"`, int64(len(data)),
+	err := ListZip(context.Background(), obj, "bkt", "in/x.zip", `"e1"`, int64(len(data)), ZipOptions{},
 		func(f task.File) error { files = append(files, f); return nil },
 		func(e *EntryError) error { bad = append(bad, e); return nil })
 	require.NoError(t, err)
@@ -236,11 +237,11 @@ func TestListZipStops(t *testing.T) {
 	obj := &fakeObject{data: data, etag: "e"}
 	stop := errors.New("stop")
 
-	err := ListZip(context.Background(), obj, "b", "k", "e", int64(len(data)), func(task.File) error { return nil }, func(*EntryError) error { return stop })
+	err := ListZip(context.Background(), obj, "b", "k", "e", int64(len(data)), ZipOptions{}, func(task.File) error { return nil }, func(*EntryError) error { return stop })
 	assert.ErrorIs(t, err, stop, "bad can stop the listing")
 
 	n := 0
-	err = ListZip(context.Background(), obj, "b", "k", "e", int64(len(data)), func(task.File) error { n++; return stop }, func(*EntryError) error { return nil })
+	err = ListZip(context.Background(), obj, "b", "k", "e", int64(len(data)), ZipOptions{}, func(task.File) error { n++; return stop }, func(*EntryError) error { return nil })
 	assert.ErrorIs(t, err, stop, "fn can stop the listing")
 	assert.Equal(t, 1, n)
 }
@@ -251,14 +252,14 @@ func TestListZipErrors(t *testing.T) {
 	nopBad := func(*EntryError) error { return nil }
 
 	notZip := &fakeObject{data: bytes.Repeat([]byte("not a zip\n"), 100), etag: "e"}
-	err := ListZip(ctx, notZip, "b", "k.zip", "e", int64(len(notZip.data)), nop, nopBad)
+	err := ListZip(ctx, notZip, "b", "k.zip", "e", int64(len(notZip.data)), ZipOptions{}, nop, nopBad)
 	require.ErrorIs(t, err, zip.ErrFormat)
 	assert.Equal(t, retry.Permanent, retry.Classify(err), "a corrupt archive is not retried")
 	assert.Contains(t, err.Error(), "s3://b/k.zip")
 
 	data := buildZip(t, []zipEntry{{name: "a", data: []byte("a")}})
 	changed := &fakeObject{data: data, etag: "new"}
-	err = ListZip(ctx, changed, "b", "k.zip", "old", int64(len(data)), nop, nopBad)
+	err = ListZip(ctx, changed, "b", "k.zip", "old", int64(len(data)), ZipOptions{}, nop, nopBad)
 	var api smithy.APIError
 	require.ErrorAs(t, err, &api, "the GET's error is wrapped")
 	assert.Equal(t, "PreconditionFailed", api.ErrorCode())
@@ -275,7 +276,7 @@ func TestListZipLargeEntriesReadsLittle(t *testing.T) {
 	data := buildZip(t, entries)
 	obj := &fakeObject{data: data, etag: "e"}
 	var files []task.File
-	require.NoError(t, ListZip(context.Background(), obj, "b", "k.zip", "e", int64(len(data)),
+	require.NoError(t, ListZip(context.Background(), obj, "b", "k.zip", "e", int64(len(data)), ZipOptions{},
 		func(f task.File) error { files = append(files, f); return nil },
 		func(e *EntryError) error { t.Errorf("bad entry: %v", e); return nil }))
 	require.Len(t, files, 60)
@@ -317,10 +318,75 @@ func TestListZipEntryOffsetPastEnd(t *testing.T) {
 	obj := &fakeObject{data: data, etag: "e"}
 	var good []string
 	var bad []*EntryError
-	require.NoError(t, ListZip(context.Background(), obj, "b", "k.zip", "e", int64(len(data)),
+	require.NoError(t, ListZip(context.Background(), obj, "b", "k.zip", "e", int64(len(data)), ZipOptions{},
 		func(f task.File) error { good = append(good, f.Member.Name); return nil },
 		func(e *EntryError) error { bad = append(bad, e); return nil }))
 	assert.Equal(t, []string{"a.txt"}, good)
 	require.Len(t, bad, 1)
 	assert.Contains(t, bad[0].Reason, `"b.txt"`)
+}
+
+// Entries over the limits — by their central directory sizes, before any of their data
+// is read — are bad entries with the limit in the reason, never tasks; the defaults
+// apply when no limits are given.
+func TestListZipLimits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	entries := []zipEntry{
+		{name: "ok.txt", data: []byte("fine\n"), method: zip.Deflate},
+		{name: "zeros.bin", data: make([]byte, 4<<20), method: zip.Deflate},         // ~1000:1
+		{name: "small-zeros.bin", data: make([]byte, 512<<10), method: zip.Deflate}, // as high a ratio, but small
+		{name: "random.bin", data: randomBytes(rng, 3<<20), method: zip.Store},
+		{name: "text.log", data: logLines(rng, 60_000), method: zip.Deflate}, // ~5:1
+	}
+	data := buildZip(t, entries)
+	obj := &fakeObject{data: data, etag: "e"}
+	for _, tc := range []struct {
+		name   string
+		opts   ZipOptions
+		listed []string
+		bad    map[string]string // entry -> reason
+	}{
+		{
+			name:   "defaults",
+			listed: []string{"ok.txt", "small-zeros.bin", "random.bin", "text.log"},
+			bad:    map[string]string{"zeros.bin": `entry "zeros.bin": expands`},
+		},
+		{
+			name:   "max member bytes",
+			opts:   ZipOptions{Limits: source.Limits{MaxMemberBytes: 2 << 20, MaxRatio: 5000}},
+			listed: []string{"ok.txt", "small-zeros.bin"},
+			bad: map[string]string{
+				"zeros.bin":  `entry "zeros.bin": uncompressed size 4194304 bytes is over the limit of 2097152 bytes per member (max_member_bytes)`,
+				"random.bin": `entry "random.bin": uncompressed size 3145728 bytes is over the limit`,
+				"text.log":   "(max_member_bytes)",
+			},
+		},
+		{
+			name:   "a low ratio",
+			opts:   ZipOptions{Limits: source.Limits{MaxRatio: 2}},
+			listed: []string{"ok.txt", "small-zeros.bin", "random.bin"},
+			bad:    map[string]string{"zeros.bin": "(max_ratio)", "text.log": "over the limit of 2 (max_ratio)"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var listed []string
+			bad := map[string]string{}
+			require.NoError(t, ListZip(context.Background(), obj, "b", "k.zip", "e", int64(len(data)), tc.opts,
+				func(f task.File) error { listed = append(listed, f.Member.Name); return nil },
+				func(e *EntryError) error { bad[entries[e.Line-1].name] = e.Reason; return nil }))
+			assert.Equal(t, tc.listed, listed)
+			require.Len(t, bad, len(tc.bad))
+			for name, want := range tc.bad {
+				assert.Contains(t, bad[name], want, name)
+			}
+		})
+	}
+}
+
+func logLines(rng *rand.Rand, n int) []byte {
+	var b []byte
+	for i := range n {
+		b = fmt.Appendf(b, "2026-11-26T10:%02d:%02d.%03dZ INFO request %d served in %dms\n", i/3600%60, i/60%60, rng.IntN(1000), i, rng.IntN(900))
+	}
+	return b
 }

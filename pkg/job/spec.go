@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fileflow/fileflow/pkg/source"
 )
 
 // The job kinds.
@@ -48,6 +50,14 @@ type Spec struct {
 	FilesPerTask int `json:"files_per_task,omitempty"`
 	// ChunkBytes: manifests larger than this are read as byte-range chunks in parallel.
 	ChunkBytes int64 `json:"chunk_bytes,omitempty"`
+	// MaxMemberBytes and MaxRatio bound an archive job's entries (zip bombs): an entry
+	// whose uncompressed size, or uncompressed size over compressed size, is over them is
+	// reported as an invalid entry with the reason, never processed. Defaults: the
+	// worker's, source.DefaultLimits (4 GiB, 200). Workers check their own limits
+	// (FILEFLOW_ARCHIVE_MAX_MEMBER_BYTES, FILEFLOW_ARCHIVE_MAX_RATIO) again when they
+	// open a member: raising these past them fails those members there instead.
+	MaxMemberBytes int64   `json:"max_member_bytes,omitempty"`
+	MaxRatio       float64 `json:"max_ratio,omitempty"`
 }
 
 // SpecPrefix is where job specs are uploaded in the ingest bucket (as <name>.json).
@@ -129,6 +139,22 @@ func (s *Spec) Validate() error {
 	if s.ChunkBytes < 1024 {
 		errs = append(errs, fmt.Sprintf("chunk_bytes = %d: at least 1024", s.ChunkBytes))
 	}
+	if s.Kind == KindArchive {
+		if s.MaxMemberBytes == 0 {
+			s.MaxMemberBytes = source.DefaultLimits.MaxMemberBytes
+		}
+		if s.MaxRatio == 0 {
+			s.MaxRatio = source.DefaultLimits.MaxRatio
+		}
+		if s.MaxMemberBytes < 1 {
+			errs = append(errs, fmt.Sprintf("max_member_bytes = %d: must be at least 1", s.MaxMemberBytes))
+		}
+		if !(s.MaxRatio >= 1) {
+			errs = append(errs, fmt.Sprintf("max_ratio = %g: must be at least 1", s.MaxRatio))
+		}
+	} else if s.MaxMemberBytes != 0 || s.MaxRatio != 0 {
+		errs = append(errs, "max_member_bytes, max_ratio: only for archive jobs")
+	}
 	if s.ID != "" && (len(s.ID) > 100 || strings.ContainsAny(s.ID, "#/ \t\n")) {
 		errs = append(errs, fmt.Sprintf("id %q: at most 100 characters, no '#', '/' or spaces", s.ID))
 	}
@@ -147,6 +173,11 @@ func ParseSpec(b []byte) (Spec, error) {
 		return s, fmt.Errorf("job spec: %w", err)
 	}
 	return s, s.Validate()
+}
+
+// ArchiveLimits are the limits an archive job lists its entries with.
+func (s Spec) ArchiveLimits() source.Limits {
+	return source.Limits{MaxMemberBytes: s.MaxMemberBytes, MaxRatio: s.MaxRatio}
 }
 
 // Source is the spec's object as s3://bucket/key.

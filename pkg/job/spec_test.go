@@ -5,6 +5,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fileflow/fileflow/pkg/source"
 )
 
 func TestParseSpecReportsEveryProblem(t *testing.T) {
@@ -63,4 +65,22 @@ func TestPartOutputKeyRoundTrip(t *testing.T) {
 	assert.Equal(t, "logs/big.jsonl.gz.parts/j1/00012", PartOutputKey("logs/big.jsonl.gz", "j1", 12))
 	_, ok = parsePartOutput("s3://out/plain.txt")
 	assert.False(t, ok)
+}
+
+func TestArchiveLimits(t *testing.T) {
+	s, err := ParseSpec([]byte(`{"kind":"archive","bucket":"b","key":"a.zip"}`))
+	require.NoError(t, err)
+	assert.Equal(t, source.DefaultLimits, s.ArchiveLimits(), "the worker's defaults")
+	s, err = ParseSpec([]byte(`{"kind":"archive","bucket":"b","key":"a.zip","max_member_bytes":1048576,"max_ratio":50}`))
+	require.NoError(t, err)
+	assert.Equal(t, source.Limits{MaxMemberBytes: 1 << 20, MaxRatio: 50}, s.ArchiveLimits())
+
+	for body, want := range map[string]string{
+		`{"kind":"archive","bucket":"b","key":"a.zip","max_member_bytes":-1}`: "max_member_bytes = -1: must be at least 1",
+		`{"kind":"archive","bucket":"b","key":"a.zip","max_ratio":0.5}`:       "max_ratio = 0.5: must be at least 1",
+		`{"kind":"prefix","bucket":"b","max_ratio":10}`:                       "max_member_bytes, max_ratio: only for archive jobs",
+	} {
+		_, err := ParseSpec([]byte(body))
+		assert.ErrorContains(t, err, want, body)
+	}
 }

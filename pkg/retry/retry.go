@@ -76,10 +76,51 @@ var permanentCodes = map[string]bool{
 	"EntityTooLarge": true, "ValidationException": true, "ResourceNotFoundException": true,
 }
 
+// Conflict says how a write's key collides with other keys on an S3-API server that
+// stores objects as files of a POSIX file system — versitygw's posix backend, MinIO —
+// and so cannot hold a key that is both an object and a prefix of other keys ("a.zip"
+// and "a.zip/x"). AWS S3 holds both. Such a write fails the same way until one of the
+// keys is removed: [Classify] calls it Permanent.
+type Conflict int
+
+// The conflicts [KeyConflict] reports.
+const (
+	NoConflict Conflict = iota
+	// ParentIsObject: an object exists at a prefix of the written key (writing "a.zip/x"
+	// when "a.zip" exists).
+	ParentIsObject
+	// KeyIsPrefix: objects exist under the written key (writing "a.zip" when "a.zip/x"
+	// exists).
+	KeyIsPrefix
+)
+
+// conflictCodes are the API error codes of key conflicts, as the servers send them:
+// versitygw v1.8.0 answers PutObject, CopyObject and CompleteMultipartUpload with 409
+// ObjectParentIsFile, and PutObject and CopyObject with 409 ExistingObjectIsDirectory
+// (seen against a running versitygw; its CompleteMultipartUpload onto a key with objects
+// under it answers 500 InternalError, which stays Retryable); MinIO's are in its
+// cmd/api-errors.go.
+var conflictCodes = map[string]Conflict{
+	"ObjectParentIsFile":            ParentIsObject, // versitygw, 409
+	"XMinioParentIsObject":          ParentIsObject, // MinIO, 400
+	"ExistingObjectIsDirectory":     KeyIsPrefix,    // versitygw, 409
+	"XMinioObjectExistsAsDirectory": KeyIsPrefix,    // MinIO, 409
+}
+
+// KeyConflict says whether err is an API error of a key conflict, and which.
+func KeyConflict(err error) Conflict {
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		return conflictCodes[api.ErrorCode()]
+	}
+	return NoConflict
+}
+
 // Classify decides by behaviour, not by concrete type:
 //   - an error with a Permanent() bool method that says true (anywhere in its chain) is
 //     Permanent;
-//   - an AWS API error is Throttled or Permanent by its code;
+//   - an AWS API error is Throttled or Permanent by its code (a key conflict, see
+//     [KeyConflict], is Permanent);
 //   - an error with a RetryableError() bool method that says false is Permanent;
 //   - everything else (timeouts, connection resets, 5xx) is Retryable.
 func Classify(err error) Class {
@@ -99,7 +140,7 @@ func Classify(err error) Class {
 		switch {
 		case throttleCodes[code]:
 			return Throttled
-		case permanentCodes[code]:
+		case permanentCodes[code], conflictCodes[code] != NoConflict:
 			return Permanent
 		}
 	}

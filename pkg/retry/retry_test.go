@@ -30,6 +30,10 @@ func TestClassify(t *testing.T) {
 		{"access denied", &smithy.GenericAPIError{Code: "AccessDenied"}, Permanent},
 		{"no such bucket", &smithy.GenericAPIError{Code: "NoSuchBucket"}, Permanent},
 		{"5xx", &smithy.GenericAPIError{Code: "InternalError"}, Retryable},
+		{"versitygw: parent is a file", fmt.Errorf("put: %w", &smithy.GenericAPIError{Code: "ObjectParentIsFile"}), Permanent},
+		{"versitygw: key is a directory", &smithy.GenericAPIError{Code: "ExistingObjectIsDirectory"}, Permanent},
+		{"MinIO: parent is an object", &smithy.GenericAPIError{Code: "XMinioParentIsObject"}, Permanent},
+		{"MinIO: key is a directory", &smithy.GenericAPIError{Code: "XMinioObjectExistsAsDirectory"}, Permanent},
 		{"SDK says not retryable", retryableErr{retry: false}, Permanent},
 		{"SDK says retryable", retryableErr{retry: true}, Retryable},
 	}
@@ -74,4 +78,21 @@ func TestVisibilitySeconds(t *testing.T) {
 	assert.Equal(t, int32(1), VisibilitySeconds(time.Millisecond))
 	assert.Equal(t, int32(2), VisibilitySeconds(1500*time.Millisecond))
 	assert.Equal(t, int32(43200), VisibilitySeconds(48*time.Hour))
+}
+
+func TestKeyConflict(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want Conflict
+	}{
+		{fmt.Errorf("upload: %w", &smithy.GenericAPIError{Code: "ObjectParentIsFile", Message: "Object parent already exists as a file."}), ParentIsObject},
+		{&smithy.GenericAPIError{Code: "XMinioParentIsObject"}, ParentIsObject},
+		{&smithy.GenericAPIError{Code: "ExistingObjectIsDirectory"}, KeyIsPrefix},
+		{&smithy.GenericAPIError{Code: "XMinioObjectExistsAsDirectory"}, KeyIsPrefix},
+		{&smithy.GenericAPIError{Code: "InternalError"}, NoConflict},
+		{errors.New("ObjectParentIsFile"), NoConflict}, // by code, never by message text
+		{nil, NoConflict},
+	} {
+		assert.Equal(t, tt.want, KeyConflict(tt.err), "%v", tt.err)
+	}
 }

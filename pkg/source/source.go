@@ -1,6 +1,17 @@
 // Package source opens the bytes a task file names: a whole S3 object, a byte range of
 // one, or one member of a zip archive, read through a ranged GET of its compressed bytes
 // and checked against its size and CRC-32 as it is read.
+//
+// # Zip bombs
+//
+// An archive member is bounded twice. Before any GET, its declared (central directory)
+// size must be within [Limits]: at most MaxMemberBytes, and — above [RatioExemptBytes] —
+// at most MaxRatio times its compressed size. The compressed size cannot lie (the ranged
+// GET returns exactly that many bytes), but the declared size can, so while inflating the
+// reader never produces more than the declared size plus one byte: a member that claims
+// 10 bytes and would inflate to a gigabyte is cut off after 11, with the inflater's
+// window as the only memory. Exceeding either limit while inflating therefore means
+// exceeding the declared size first, and fails as a corrupt member that names it.
 package source
 
 import (
@@ -17,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/fileflow/fileflow/pkg/failure"
 	"github.com/fileflow/fileflow/pkg/retry"
 	"github.com/fileflow/fileflow/pkg/task"
 )
@@ -24,6 +36,80 @@ import (
 // Getter is the part of the S3 client Open calls.
 type Getter interface {
 	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+}
+
+// Limits bound what one archive member may expand to. Zero fields take the values of
+// [DefaultLimits].
+type Limits struct {
+	MaxMemberBytes int64   // uncompressed size of one member
+	MaxRatio       float64 // uncompressed size / compressed size, above RatioExemptBytes
+}
+
+// DefaultLimits: a member may be up to 4 GiB, and expand up to 200 times.
+var DefaultLimits = Limits{MaxMemberBytes: 4 << 30, MaxRatio: 200}
+
+// RatioExemptBytes: a member of at most this many uncompressed bytes is never refused
+// for its ratio. Small members of repetitive text compress far beyond any sensible
+// ratio (64 KiB of spaces is ~100 bytes deflated), yet cannot expand to anything harmful.
+const RatioExemptBytes = 1 << 20
+
+// The names of the limits, as [LimitError] reports them (they are the job spec's field
+// names too).
+const (
+	LimitMemberBytes = "max_member_bytes"
+	LimitRatio       = "max_ratio"
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxMemberBytes == 0 {
+		l.MaxMemberBytes = DefaultLimits.MaxMemberBytes
+	}
+	if l.MaxRatio == 0 {
+		l.MaxRatio = DefaultLimits.MaxRatio
+	}
+	return l
+}
+
+// Check says whether a member of size uncompressed bytes, stored in compressed bytes, is
+// within the limits (zero fields are the defaults): nil, or a [*LimitError].
+func (l Limits) Check(size, compressed int64) error {
+	l = l.withDefaults()
+	switch {
+	case size > l.MaxMemberBytes:
+		return &LimitError{Limit: LimitMemberBytes, Size: size, Compressed: compressed, Limits: l}
+	case size > RatioExemptBytes && float64(size) > l.MaxRatio*float64(compressed):
+		return &LimitError{Limit: LimitRatio, Size: size, Compressed: compressed, Limits: l}
+	}
+	return nil
+}
+
+// LimitError says which limit an archive member is over. It is permanent: the member
+// will never fit.
+type LimitError struct {
+	Limit            string // LimitMemberBytes or LimitRatio
+	Size, Compressed int64  // the member's declared and compressed sizes
+	Limits           Limits
+}
+
+func (e *LimitError) Error() string {
+	if e.Limit == LimitRatio {
+		return fmt.Sprintf("expands %.0f times (%d bytes from %d compressed), over the limit of %g (%s): a possible zip bomb",
+			float64(e.Size)/max(float64(e.Compressed), 1), e.Size, e.Compressed, e.Limits.MaxRatio, LimitRatio)
+	}
+	return fmt.Sprintf("uncompressed size %d bytes is over the limit of %d bytes per member (%s)", e.Size, e.Limits.MaxMemberBytes, LimitMemberBytes)
+}
+
+// Permanent marks the error as one that retrying cannot fix.
+func (e *LimitError) Permanent() bool { return true }
+
+// FailureCode is the report's code for the member (pkg/failure).
+func (e *LimitError) FailureCode() string { return failure.TooLarge }
+
+// Options tune [Open].
+type Options struct {
+	// Limits bound an archive member: one whose declared size is over them fails before
+	// it is read. Zero fields: [DefaultLimits].
+	Limits Limits
 }
 
 // Object is an opened file.
@@ -39,8 +125,8 @@ type Object struct {
 // %w, so callers can still tell a missing key or a failed precondition by errors.As.
 // Errors that retrying cannot fix — a bad range, an unsupported compression method, a
 // corrupt member — are marked with [retry.MarkPermanent], also when Body's Read returns
-// them.
-func Open(ctx context.Context, api Getter, f task.File) (*Object, error) {
+// them. An archive member over opts.Limits fails with a [*LimitError] before any GET.
+func Open(ctx context.Context, api Getter, f task.File, opts Options) (*Object, error) {
 	in := &s3.GetObjectInput{Bucket: aws.String(f.Bucket), Key: aws.String(f.Key)}
 	switch {
 	case f.VersionID != "":
@@ -54,7 +140,7 @@ func Open(ctx context.Context, api Getter, f task.File) (*Object, error) {
 	case f.Range != nil:
 		return openRange(ctx, api, in, f)
 	case f.Member != nil:
-		return openMember(ctx, api, in, f)
+		return openMember(ctx, api, in, f, opts.Limits)
 	}
 	out, err := api.GetObject(ctx, in)
 	if err != nil {
@@ -93,8 +179,11 @@ func openRange(ctx context.Context, api Getter, in *s3.GetObjectInput, f task.Fi
 }
 
 // openMember GETs the member's compressed bytes and decompresses them.
-func openMember(ctx context.Context, api Getter, in *s3.GetObjectInput, f task.File) (*Object, error) {
+func openMember(ctx context.Context, api Getter, in *s3.GetObjectInput, f task.File, limits Limits) (*Object, error) {
 	m := f.Member
+	if err := limits.Check(m.Size, m.CompressedSize); err != nil {
+		return nil, fmt.Errorf("source: open %s: %w", f, err)
+	}
 	switch {
 	case m.Offset < 0 || m.CompressedSize < 0 || m.Size < 0:
 		return nil, retry.MarkPermanent(fmt.Errorf("source: open %s: bad member offset or size", f))
@@ -115,11 +204,15 @@ func openMember(ctx context.Context, api Getter, in *s3.GetObjectInput, f task.F
 			return nil, retry.MarkPermanent(fmt.Errorf("source: get %s: got %d of %d compressed bytes: the member runs past the end of the archive", f, n, m.CompressedSize))
 		}
 	}
-	mr := &memberReader{f: f, body: out.Body, r: out.Body, crc: crc32.NewIEEE()}
+	body := &bodyReader{r: out.Body}
+	mr := &memberReader{f: f, body: out.Body, compressed: body, r: body, crc: crc32.NewIEEE()}
 	if m.Method == 8 {
-		mr.inflate = flate.NewReader(out.Body)
+		mr.inflate = flate.NewReader(body)
 		mr.r = mr.inflate
 	}
+	// One byte past the declared size shows the header lied; inflating further is the
+	// zip bomb's work, never done.
+	mr.r = io.LimitReader(mr.r, m.Size+1)
 	obj := object(out, mr, m.Size)
 	obj.ContentType = ""
 	return obj, nil
@@ -128,13 +221,30 @@ func openMember(ctx context.Context, api Getter, in *s3.GetObjectInput, f task.F
 // memberReader yields a member's uncompressed bytes and checks, at the end, that there
 // were as many as the archive says and that their CRC-32 matches.
 type memberReader struct {
-	f       task.File
-	body    io.ReadCloser // the ranged GET's body
-	inflate io.ReadCloser // nil for a stored member
-	r       io.Reader     // inflate or body
-	crc     hash.Hash32
-	n       int64
-	err     error
+	f          task.File
+	body       io.ReadCloser // the ranged GET's body
+	compressed *bodyReader   // reads body, noting its end
+	inflate    io.ReadCloser // nil for a stored member
+	r          io.Reader     // inflate or compressed, limited to the declared size + 1
+	crc        hash.Hash32
+	n          int64
+	err        error
+}
+
+// bodyReader notes whether the body has been read to its end (io.EOF), so an inflater's
+// io.ErrUnexpectedEOF can be told apart: a deflate stream cut short inside the member's
+// compressed bytes (corrupt), or a body cut short by the connection (retryable).
+type bodyReader struct {
+	r   io.Reader
+	eof bool
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
 }
 
 func (m *memberReader) Read(p []byte) (int, error) {
@@ -145,7 +255,7 @@ func (m *memberReader) Read(p []byte) (int, error) {
 	m.n += int64(n)
 	m.crc.Write(p[:n])
 	if bad := m.corrupt(err); bad != nil {
-		m.err = retry.MarkPermanent(fmt.Errorf("source: read %s: corrupt archive member: %w", m.f, bad))
+		m.err = failure.New(failure.Corrupt, fmt.Errorf("source: read %s: corrupt archive member: %w", m.f, bad))
 		return n, m.err
 	}
 	switch {
@@ -164,9 +274,11 @@ func (m *memberReader) corrupt(err error) error {
 	var inflate flate.CorruptInputError
 	switch {
 	case m.n > want.Size:
-		return fmt.Errorf("longer than the %d bytes the archive says", want.Size)
+		return fmt.Errorf("inflates past the %d bytes the archive says: cut off there (the declared size is what %s and %s were checked against)", want.Size, LimitMemberBytes, LimitRatio)
 	case errors.As(err, &inflate):
 		return err
+	case errors.Is(err, io.ErrUnexpectedEOF) && m.compressed.eof:
+		return fmt.Errorf("the deflate stream ends before its last block, after all %d compressed bytes", want.CompressedSize)
 	case !errors.Is(err, io.EOF):
 		return nil
 	case m.n < want.Size:

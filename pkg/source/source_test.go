@@ -64,7 +64,7 @@ func TestOpenWhole(t *testing.T) {
 	ctx := context.Background()
 	api := &fakeS3{key: "k", data: []byte("0123456789"), etag: "e1"}
 
-	o, err := Open(ctx, api, task.File{Bucket: "b", Key: "k", ETag: "e1"})
+	o, err := Open(ctx, api, task.File{Bucket: "b", Key: "k", ETag: "e1"}, Options{})
 	require.NoError(t, err)
 	assert.Equal(t, "0123456789", string(readAll(t, o)))
 	assert.Equal(t, "e1", o.ETag)
@@ -72,18 +72,18 @@ func TestOpenWhole(t *testing.T) {
 	assert.Equal(t, `"e1"`, aws.ToString(api.ins[0].IfMatch), "pinned to the ETag")
 	assert.Nil(t, api.ins[0].Range)
 
-	_, err = Open(ctx, api, task.File{Bucket: "b", Key: "k", VersionID: "v7", ETag: "e1"})
+	_, err = Open(ctx, api, task.File{Bucket: "b", Key: "k", VersionID: "v7", ETag: "e1"}, Options{})
 	require.NoError(t, err)
 	assert.Equal(t, "v7", aws.ToString(api.ins[1].VersionId), "pinned to the version")
 	assert.Nil(t, api.ins[1].IfMatch)
 
-	_, err = Open(ctx, api, task.File{Bucket: "b", Key: "k", ETag: "old"})
+	_, err = Open(ctx, api, task.File{Bucket: "b", Key: "k", ETag: "old"}, Options{})
 	var apiErr smithy.APIError
 	require.ErrorAs(t, err, &apiErr)
 	assert.Equal(t, "PreconditionFailed", apiErr.ErrorCode())
 	assert.Contains(t, err.Error(), "s3://b/k")
 
-	_, err = Open(ctx, api, task.File{Bucket: "b", Key: "missing"})
+	_, err = Open(ctx, api, task.File{Bucket: "b", Key: "missing"}, Options{})
 	var nsk *types.NoSuchKey
 	assert.ErrorAs(t, err, &nsk)
 }
@@ -109,7 +109,7 @@ func TestOpenRange(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			api.ins = nil
-			o, err := Open(ctx, api, task.File{Bucket: "b", Key: "k", ETag: "e1", Range: &task.Range{Start: tc.start, End: tc.end}})
+			o, err := Open(ctx, api, task.File{Bucket: "b", Key: "k", ETag: "e1", Range: &task.Range{Start: tc.start, End: tc.end}}, Options{})
 			if tc.wantNoCalls {
 				assert.Empty(t, api.ins)
 			} else {
@@ -175,7 +175,7 @@ func TestOpenMember(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			api.ins = nil
 			m := mb.m
-			o, err := Open(ctx, api, task.File{Bucket: "b", Key: "x.zip", ETag: "z", Member: &m})
+			o, err := Open(ctx, api, task.File{Bucket: "b", Key: "x.zip", ETag: "z", Member: &m}, Options{})
 			require.NoError(t, err)
 			assert.Equal(t, m.Size, o.Size)
 			assert.Empty(t, o.ContentType)
@@ -201,12 +201,13 @@ func TestOpenMember(t *testing.T) {
 	}{
 		{"wrong CRC", corrupt(deflated, func(m *task.Member) { m.CRC32++ }), "CRC-32"},
 		{"shorter than said", corrupt(deflated, func(m *task.Member) { m.Size++ }), "not the"},
-		{"longer than said", corrupt(deflated, func(m *task.Member) { m.Size-- }), "longer than"},
+		{"longer than said", corrupt(deflated, func(m *task.Member) { m.Size-- }), "inflates past the"},
+		{"deflate stream cut short", corrupt(deflated, func(m *task.Member) { m.CompressedSize -= 20 }), "deflate stream ends before its last block"},
 		{"stored, wrong CRC", corrupt(stored, func(m *task.Member) { m.CRC32 ^= 1 }), "CRC-32"},
 		{"not deflate data", corrupt(stored, func(m *task.Member) { m.Method = 8 }), "flate: corrupt input"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o, err := Open(ctx, api, task.File{Bucket: "b", Key: "x.zip", ETag: "z", Member: tc.m})
+			o, err := Open(ctx, api, task.File{Bucket: "b", Key: "x.zip", ETag: "z", Member: tc.m}, Options{})
 			require.NoError(t, err)
 			defer o.Body.Close()
 			_, err = io.Copy(io.Discard, o.Body)
@@ -228,19 +229,19 @@ func TestOpenMember(t *testing.T) {
 		{"past the end", corrupt(deflated, func(m *task.Member) { m.Offset = int64(len(archive)) - 10 }), "past the end of the archive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Open(ctx, api, task.File{Bucket: "b", Key: "x.zip", ETag: "z", Member: tc.m})
+			_, err := Open(ctx, api, task.File{Bucket: "b", Key: "x.zip", ETag: "z", Member: tc.m}, Options{})
 			require.ErrorContains(t, err, tc.wantErr)
 			assert.Equal(t, retry.Permanent, retry.Classify(err))
 		})
 	}
 
 	m := deflated
-	_, err := Open(ctx, api, task.File{Bucket: "b", Key: "x.zip", ETag: "changed", Member: &m})
+	_, err := Open(ctx, api, task.File{Bucket: "b", Key: "x.zip", ETag: "changed", Member: &m}, Options{})
 	var apiErr smithy.APIError
 	require.ErrorAs(t, err, &apiErr)
 	assert.Equal(t, "PreconditionFailed", apiErr.ErrorCode())
 
-	_, err = Open(ctx, api, task.File{Bucket: "b", Key: "x.zip", Member: &m, Range: &task.Range{End: 1}})
+	_, err = Open(ctx, api, task.File{Bucket: "b", Key: "x.zip", Member: &m, Range: &task.Range{End: 1}}, Options{})
 	assert.ErrorContains(t, err, "not both")
 
 }

@@ -6,9 +6,16 @@
 //   - an S3 event notification (AWS's shape: {"Records":[…]}); keys are URL-encoded with
 //     '+' for a space, and one message may carry several records;
 //   - the s3:TestEvent S3 sends when a notification configuration is created: not a file;
+//   - either of them wrapped in an SNS notification (S3 → SNS → SQS, raw delivery off);
+//   - an EventBridge event from S3 (S3 → EventBridge → SQS): "Object Created" names a
+//     file, whose key is not URL-encoded; other S3 object events name none;
 //   - a fileflow task message: {"v":1,"files":[…]}, which may name many files.
 //
 // Anything else is an [*InvalidError]: a permanent failure, never a reason to retry.
+//
+// A zip archive's member is named "<archive key>!/<entry name>" ([File.Name]), so its
+// output goes beside the archive's own output, not under it: S3-API servers that store
+// objects as files (versitygw, MinIO) cannot hold both "a.zip" and "a.zip/x".
 package task
 
 import (
@@ -31,8 +38,9 @@ type File struct {
 	VersionID string `json:"version_id,omitempty"`
 	ETag      string `json:"etag,omitempty"`
 	Size      int64  `json:"size,omitempty"`
-	// Sequencer is the S3 event's sequencer: for events of one key, the greater one is
-	// the later event (AWS documents comparing them right-padded with zeros).
+	// Sequencer is the S3 event's sequencer, if the file came from one: of two events
+	// of the same key, the one with the greater sequencer (the shorter right-padded with
+	// zeros, then compared as strings) is the later.
 	Sequencer string `json:"sequencer,omitempty"`
 	// Range, if set, limits the file to bytes [Start, End) of the object: one part of a
 	// split job, processed on its own and merged in order at the job's end.
@@ -60,10 +68,17 @@ type Member struct {
 }
 
 // Name is the file's logical key: the object key, or for an archive member
-// "<archive key>/<entry name>". Rules match it, and outputs are named after it.
+// "<archive key>!/<entry name>". Rules match it (a suffix rule sees the entry's
+// suffix), outputs are named after it, and the ledger records it.
+//
+// Not "<archive key>/<entry name>": the archive is usually processed as a file too, its
+// output named after its key, and a POSIX-backed S3 server cannot hold the object
+// "a.zip" and objects under "a.zip/" (409 ObjectParentIsFile). Under "a.zip!/" only an
+// object named exactly "a.zip!" could collide. '!' is one of the characters S3's key
+// naming guidelines call safe, and "!/" is the jar-URL notation [File.String] uses.
 func (f File) Name() string {
 	if f.Member != nil {
-		return f.Key + "/" + f.Member.Name
+		return f.Key + "!/" + f.Member.Name
 	}
 	return f.Key
 }
@@ -184,6 +199,7 @@ type envelope struct {
 	Parent    string          `json:"parent"`
 	ParentRun string          `json:"parent_run"`
 	Files     json.RawMessage `json:"files"`
+	wrapperFields
 }
 
 type s3Record struct {
@@ -228,8 +244,12 @@ func Decode(body []byte) (Decoded, error) {
 		}
 		d.TaskID, d.Parent, d.ParentRun = env.TaskID, env.Parent, env.ParentRun
 		return d, err
+	case env.SNSType != "":
+		return decodeSNS(body)
+	case env.Source != "" || env.DetailType != "":
+		return decodeEventBridge(body)
 	default:
-		return Decoded{}, invalid("neither an S3 event notification nor a fileflow task message (no \"Records\", \"Event\" or \"v\")", nil)
+		return Decoded{}, unknownShape(body)
 	}
 }
 
@@ -251,6 +271,9 @@ func decodeS3(records []s3Record) (Decoded, error) {
 		}
 		if key == "" {
 			return Decoded{}, invalid(fmt.Sprintf("record %d: empty object key", i), nil)
+		}
+		if r.S3.Object.Size < 0 {
+			return Decoded{}, invalid(fmt.Sprintf("record %d: negative object size %d", i, r.S3.Object.Size), nil)
 		}
 		d.Files = append(d.Files, File{
 			Bucket:    r.S3.Bucket.Name,

@@ -74,6 +74,7 @@ func TestDecodeSQSEventBodies(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, d.Files, 1)
 	assert.Equal(t, "uploads/hello world.txt", d.Files[0].Key)
+	assert.Equal(t, "0055AED6DCD90281E5", d.Files[0].Sequencer)
 
 	_, err = Decode([]byte(ev.Records[1].Body))
 	var inv *InvalidError
@@ -87,16 +88,17 @@ func TestDecodeInvalid(t *testing.T) {
 		body string
 		want string
 	}{
-		"empty":             {"", "empty body"},
-		"array":             {"[1,2]", "not a JSON object"},
-		"truncated":         {`{"Records":[`, "malformed JSON"},
-		"unknown object":    {`{"hello":"world"}`, "neither an S3 event"},
-		"future version":    {`{"v":9,"files":[]}`, "version 9 is not supported"},
-		"no files":          {`{"v":1}`, `no "files"`},
-		"files not a list":  {`{"v":1,"files":"a"}`, `"files" is not a list`},
-		"bad key encoding":  {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"a%zz"}}}]}`, "not URL-encoded"},
-		"not from S3":       {`{"Records":[{"eventSource":"aws:sqs"}]}`, `eventSource "aws:sqs"`},
-		"created no bucket": {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"object":{"key":"k"}}}]}`, "no bucket name"},
+		"empty":                {"", "empty body"},
+		"array":                {"[1,2]", "not a JSON object"},
+		"truncated":            {`{"Records":[`, "malformed JSON"},
+		"unknown object":       {`{"hello":"world"}`, `unknown message shape: a JSON object with the keys "hello"`},
+		"future version":       {`{"v":9,"files":[]}`, "version 9 is not supported"},
+		"no files":             {`{"v":1}`, `no "files"`},
+		"files not a list":     {`{"v":1,"files":"a"}`, `"files" is not a list`},
+		"bad key encoding":     {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"a%zz"}}}]}`, "not URL-encoded"},
+		"not from S3":          {`{"Records":[{"eventSource":"aws:sqs"}]}`, `eventSource "aws:sqs"`},
+		"negative record size": {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"k","size":-1}}}]}`, "record 0: negative object size -1"},
+		"created no bucket":    {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"object":{"key":"k"}}}]}`, "no bucket name"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -171,11 +173,34 @@ func TestDecodeSequencer(t *testing.T) {
 	}
 }
 
+// testdataFiles are the JSON payloads in testdata/.
+func testdataFiles(t testing.TB) []string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join("testdata", "*.json"))
+	require.NoError(t, err)
+	require.NotEmpty(t, names)
+	for i, n := range names {
+		names[i] = filepath.Base(n)
+	}
+	return names
+}
+
 // FuzzDecode: any body either decodes into files with a bucket and a valid key, or fails
-// with an InvalidError. It never panics.
+// with an InvalidError. It never panics. Seeds: every payload in testdata/ (S3
+// notifications, SNS-wrapped and EventBridge events, task messages) and the bodies of
+// the SQS event there.
 func FuzzDecode(f *testing.F) {
-	for _, name := range []string{"s3-put-two-records.json", "s3-removed.json", "s3-test-event.json", "task-v1.json"} {
+	for _, name := range testdataFiles(f) {
 		f.Add(readTestdata(f, name))
+	}
+	var ev struct {
+		Records []struct {
+			Body string `json:"body"`
+		} `json:"Records"`
+	}
+	require.NoError(f, json.Unmarshal(readTestdata(f, "sqs-event-s3.json"), &ev))
+	for _, r := range ev.Records {
+		f.Add([]byte(r.Body))
 	}
 	f.Add([]byte(`{"v":1,"files":[{"bucket":"b","key":"%"}]}`))
 	f.Add([]byte(`{"Records":null}`))
@@ -187,6 +212,12 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("error is not an InvalidError: %v", err)
 			}
 			return
+		}
+		if d.Kind < KindS3Event || d.Kind > KindTask {
+			t.Fatalf("decoded an unknown kind %d", d.Kind)
+		}
+		if d.Kind == KindTestEvent && len(d.Files) > 0 {
+			t.Fatalf("a test event with files: %+v", d.Files)
 		}
 		for _, file := range d.Files {
 			if file.Bucket == "" || file.Key == "" {

@@ -5,6 +5,10 @@
 // stream becomes a multipart upload, one part buffer at a time; its late metadata is then
 // set with one server-side CopyObject onto itself (no bytes pass through the caller).
 // Memory per upload is one part buffer, whatever the object's size.
+//
+// A write that an S3-API server over a POSIX file system refuses because its key
+// collides with another object's (one is a prefix of the other: see [retry.KeyConflict])
+// fails with a [*ConflictError] naming the key: a permanent failure.
 package upload
 
 import (
@@ -20,6 +24,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/fileflow/fileflow/pkg/failure"
+	"github.com/fileflow/fileflow/pkg/retry"
 )
 
 // API is the part of the S3 client the uploader calls.
@@ -85,6 +92,40 @@ func (o Object) describe() Description {
 	return o.Describe()
 }
 
+// ConflictError is a write refused because its key and an existing object's cannot
+// both exist on the server (one is a prefix of the other's "directory"). It is
+// permanent: the same write fails until one of the objects is removed.
+type ConflictError struct {
+	Key      string // the key written
+	Conflict retry.Conflict
+	Err      error // the API error
+}
+
+func (e *ConflictError) Error() string {
+	const why = "(a POSIX-backed S3 server cannot hold both)"
+	if e.Conflict == retry.KeyIsPrefix {
+		return fmt.Sprintf("output key %q conflicts with existing objects under %q %s: %v", e.Key, e.Key+"/", why, e.Err)
+	}
+	return fmt.Sprintf("output key %q conflicts with an existing object that is a prefix of it %s: %v", e.Key, why, e.Err)
+}
+
+func (e *ConflictError) Unwrap() error { return e.Err }
+
+// Permanent marks the error as one that retrying cannot fix.
+func (e *ConflictError) Permanent() bool { return true }
+
+// FailureCode is the report's code for the file (pkg/failure).
+func (e *ConflictError) FailureCode() string { return failure.OutputConflict }
+
+// writeError wraps the error of a write of key: a key conflict becomes a
+// [*ConflictError].
+func writeError(key, step string, err error) error {
+	if c := retry.KeyConflict(err); c != retry.NoConflict {
+		err = &ConflictError{Key: key, Conflict: c, Err: err}
+	}
+	return fmt.Errorf("upload %s: %s: %w", key, step, err)
+}
+
 // Result says what was written.
 type Result struct {
 	ETag  string
@@ -131,7 +172,7 @@ func (u *Uploader) putSingle(ctx context.Context, obj Object, data []byte) (Resu
 	in.Metadata = d.Metadata
 	out, err := u.api.PutObject(ctx, in)
 	if err != nil {
-		return Result{}, fmt.Errorf("upload %s: put: %w", obj.Key, err)
+		return Result{}, writeError(obj.Key, "put", err)
 	}
 	return Result{ETag: aws.ToString(out.ETag), Size: int64(len(data)), MetadataSet: true}, nil
 }
@@ -142,7 +183,7 @@ func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, r
 	setHeaders(obj.describe(), &create.ContentType, &create.ContentEncoding)
 	mpu, err := u.api.CreateMultipartUpload(ctx, create)
 	if err != nil {
-		return Result{}, fmt.Errorf("upload %s: create multipart upload: %w", obj.Key, err)
+		return Result{}, writeError(obj.Key, "create multipart upload", err)
 	}
 	defer func() {
 		if err != nil {
@@ -185,7 +226,7 @@ func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, r
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	})
 	if err != nil {
-		return Result{}, fmt.Errorf("upload %s: complete multipart upload: %w", obj.Key, err)
+		return Result{}, writeError(obj.Key, "complete multipart upload", err)
 	}
 	res := Result{ETag: aws.ToString(done.ETag), Size: size, Parts: len(parts)}
 	d := obj.describe()

@@ -11,8 +11,11 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fileflow/fileflow/pkg/retry"
 )
 
 type fakeAPI struct {
@@ -21,15 +24,22 @@ type fakeAPI struct {
 	meta                                            map[string]string
 	ctype                                           string
 	failPart                                        int
+	putErr, createErr, completeErr                  error
 }
 
 func (f *fakeAPI) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	if f.putErr != nil {
+		return nil, f.putErr
+	}
 	f.puts++
 	f.meta, f.ctype = in.Metadata, aws.ToString(in.ContentType)
 	_, _ = io.Copy(io.Discard, in.Body)
 	return &s3.PutObjectOutput{ETag: aws.String("e")}, nil
 }
 func (f *fakeAPI) CreateMultipartUpload(_ context.Context, in *s3.CreateMultipartUploadInput, _ ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error) {
+	if f.createErr != nil {
+		return nil, f.createErr
+	}
 	f.creates++
 	f.ctype = aws.ToString(in.ContentType)
 	return &s3.CreateMultipartUploadOutput{UploadId: aws.String("u")}, nil
@@ -44,6 +54,9 @@ func (f *fakeAPI) UploadPart(_ context.Context, in *s3.UploadPartInput, _ ...fun
 	return &s3.UploadPartOutput{ETag: aws.String("p")}, nil
 }
 func (f *fakeAPI) CompleteMultipartUpload(context.Context, *s3.CompleteMultipartUploadInput, ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
+	if f.completeErr != nil {
+		return nil, f.completeErr
+	}
 	f.completes++
 	return &s3.CompleteMultipartUploadOutput{ETag: aws.String("m")}, nil
 }
@@ -136,4 +149,45 @@ func TestTruncatedBodyIsAnError(t *testing.T) {
 		require.ErrorIs(t, err, io.ErrUnexpectedEOF, "size %d", size)
 		assert.Zero(t, api.puts+api.completes, "nothing written for size %d", size)
 	}
+}
+
+// A write refused because its key collides with another object's on a POSIX-backed
+// server — by API error code, on each request that writes the key — is a permanent
+// ConflictError naming the key; the multipart upload is aborted.
+func TestKeyConflictIsPermanent(t *testing.T) {
+	parentIsFile := &smithy.GenericAPIError{Code: "ObjectParentIsFile", Message: "Object parent already exists as a file."}
+	isDirectory := &smithy.GenericAPIError{Code: "ExistingObjectIsDirectory", Message: "Existing Object is a directory."}
+	for _, tt := range []struct {
+		name string
+		api  *fakeAPI
+		size int
+		want string
+	}{
+		{"put under an object", &fakeAPI{putErr: parentIsFile}, 10, `output key "a.zip/x" conflicts with an existing object that is a prefix of it (a POSIX-backed S3 server cannot hold both)`},
+		{"put over a directory", &fakeAPI{putErr: isDirectory}, 10, `output key "a.zip/x" conflicts with existing objects under "a.zip/x/" (a POSIX-backed S3 server cannot hold both)`},
+		{"create multipart upload", &fakeAPI{createErr: parentIsFile}, MinPartSize + 1, "prefix of it"},
+		{"complete multipart upload", &fakeAPI{completeErr: parentIsFile}, MinPartSize + 1, "prefix of it"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u, err := New(tt.api, MinPartSize)
+			require.NoError(t, err)
+			_, err = u.Upload(context.Background(), Object{Bucket: "b", Key: "a.zip/x"}, bytes.NewReader(make([]byte, tt.size)))
+			require.ErrorContains(t, err, tt.want)
+			var ce *ConflictError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, "a.zip/x", ce.Key)
+			assert.Equal(t, retry.Permanent, retry.Classify(err))
+			var api smithy.APIError
+			require.ErrorAs(t, err, &api, "the API error is kept")
+			if tt.size > MinPartSize && tt.api.createErr == nil {
+				assert.Equal(t, 1, tt.api.aborts)
+			}
+		})
+	}
+
+	// Any other write error keeps its own class.
+	_, err := (&Uploader{api: &fakeAPI{putErr: &smithy.GenericAPIError{Code: "InternalError"}}, partSize: MinPartSize}).putSingle(context.Background(), Object{Bucket: "b", Key: "k"}, nil)
+	var ce *ConflictError
+	assert.False(t, errors.As(err, &ce))
+	assert.Equal(t, retry.Retryable, retry.Classify(err))
 }

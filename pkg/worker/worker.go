@@ -727,7 +727,7 @@ func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Re
 			err = failure.New(failure.Internal, fmt.Errorf("processor panicked: %v\n%s", p, debug.Stack()))
 		}
 	}()
-	obj, err := source.Open(ctx, h.deps.Objects, f)
+	obj, err := source.Open(ctx, h.deps.Objects, f, source.Options{Limits: source.Limits{MaxMemberBytes: h.cfg.Archive.MaxMemberBytes, MaxRatio: h.cfg.Archive.MaxRatio}})
 	if err != nil {
 		var api smithy.APIError
 		if errors.As(err, &api) {
@@ -799,8 +799,9 @@ func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Re
 
 // sourceReader checks that the source body is as long as S3 said. A body cut short is a
 // retryable error of its own, so no processor mistakes it for corrupt content (a
-// truncated gzip stream) and no truncated output is ever committed. Other read errors
-// keep their chain: a corrupt archive member stays permanent.
+// truncated gzip stream) and no truncated output is ever committed. A permanent read
+// error (a corrupt archive member) keeps its chain; any other is flattened, so that a
+// dropped connection's io.ErrUnexpectedEOF is not read as a truncated gzip stream.
 type sourceReader struct {
 	r    io.Reader
 	want int64 // Content-Length, or -1 if unknown
@@ -813,8 +814,10 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF && s.want >= 0 && s.n != s.want:
 		return n, fmt.Errorf("source body ended after %d of %d bytes", s.n, s.want)
-	case err != nil && err != io.EOF:
+	case err != nil && err != io.EOF && retry.Classify(err) == retry.Permanent: // a corrupt archive member stays permanent
 		return n, fmt.Errorf("source body read failed after %d bytes: %w", s.n, err)
+	case err != nil && err != io.EOF: // %s, not %w: gunzip must not see a dropped connection's io.ErrUnexpectedEOF
+		return n, fmt.Errorf("source body read failed after %d bytes: %s", s.n, err.Error())
 	}
 	return n, err
 }

@@ -15,12 +15,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fileflow/fileflow/pkg/fanout"
+	"github.com/fileflow/fileflow/pkg/retry"
 	"github.com/fileflow/fileflow/pkg/source"
 	"github.com/fileflow/fileflow/pkg/task"
+	"github.com/fileflow/fileflow/pkg/upload"
 )
 
 // countingS3 counts the GETs made through it.
@@ -96,7 +99,7 @@ func TestZipMembersThroughRangedGets(t *testing.T) {
 
 	var files []task.File
 	var bad []*fanout.EntryError
-	err := fanout.ListZip(ctx, c, bucket, "in/archive.zip", etag, int64(len(archive)),
+	err := fanout.ListZip(ctx, c, bucket, "in/archive.zip", etag, int64(len(archive)), fanout.ZipOptions{},
 		func(f task.File) error { files = append(files, f); return nil },
 		func(e *fanout.EntryError) error { bad = append(bad, e); return nil })
 	require.NoError(t, err)
@@ -118,7 +121,7 @@ func TestZipMembersThroughRangedGets(t *testing.T) {
 		data, ok := want[f.Member.Name]
 		require.True(t, ok, f.Member.Name)
 		assert.Equal(t, etag, f.ETag)
-		obj, err := source.Open(ctx, c, f)
+		obj, err := source.Open(ctx, c, f, source.Options{})
 		require.NoError(t, err, f.String())
 		got, err := io.ReadAll(obj.Body)
 		require.NoError(t, err, f.String())
@@ -130,7 +133,7 @@ func TestZipMembersThroughRangedGets(t *testing.T) {
 
 	// A member pinned to an older revision of the archive is not read from a newer one.
 	put(t, c, bucket, "in/archive.zip", append(archive, 0))
-	_, err = source.Open(ctx, c, files[0])
+	_, err = source.Open(ctx, c, files[0], source.Options{})
 	var api smithy.APIError
 	require.ErrorAs(t, err, &api)
 	assert.Equal(t, "PreconditionFailed", api.ErrorCode())
@@ -157,7 +160,7 @@ func TestSplitJSONLines(t *testing.T) {
 	require.Len(t, ranges, 7)
 	var joined []byte
 	for i, r := range ranges {
-		o, err := source.Open(ctx, c, task.File{Bucket: bucket, Key: "m.jsonl", ETag: etag, Range: &r})
+		o, err := source.Open(ctx, c, task.File{Bucket: bucket, Key: "m.jsonl", ETag: etag, Range: &r}, source.Options{})
 		require.NoError(t, err)
 		b, err := io.ReadAll(o.Body)
 		require.NoError(t, err)
@@ -183,4 +186,149 @@ func TestSplitJSONLines(t *testing.T) {
 		joined = append(joined, b...)
 	}
 	assert.True(t, bytes.Equal(obj, joined), "nominal chunks read each line once")
+}
+
+// member is one listed archive member and its bytes.
+type member struct {
+	f    task.File
+	data []byte
+}
+
+// writeOutput streams a file's bytes (a whole object, or an archive member through a
+// ranged GET) to the output key, as the worker does.
+func writeOutput(ctx context.Context, c *countingS3, u *upload.Uploader, bucket string, f task.File, key string) error {
+	obj, err := source.Open(ctx, c, f, source.Options{})
+	if err != nil {
+		return err
+	}
+	defer obj.Body.Close()
+	_, err = u.Upload(ctx, upload.Object{Bucket: bucket, Key: key}, obj.Body)
+	return err
+}
+
+// An archive uploaded normally is processed as a file (its output named after its key)
+// and then submitted as an archive job. With members named "<zip key>/<entry>" (the old
+// layout) the outputs collide on versitygw, a POSIX-backed server — whichever is written
+// second fails, with 409 ObjectParentIsFile or 409 ExistingObjectIsDirectory — and the
+// failure is a permanent ConflictError naming the key. With the layout task.File.Name
+// uses, "<zip key>!/<entry>", both orders succeed.
+func TestMemberOutputsBesideTheArchive(t *testing.T) {
+	ctx := context.Background()
+	const bucket = "fanout-layout-test"
+	c := newBucket(t, bucket)
+
+	rng := rand.New(rand.NewPCG(11, 12))
+	big := make([]byte, 6<<20) // over a part: written with a multipart upload
+	for i := range big {
+		big[i] = byte(rng.Uint32())
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, e := range []struct {
+		name   string
+		method uint16
+		data   []byte
+	}{
+		{"readme.txt", zip.Deflate, []byte(strings.Repeat("read me\n", 100))},
+		{"data/rows.csv", zip.Deflate, []byte("a,b\n1,2\n")},
+		{"data/big.bin", zip.Store, big},
+	} {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: e.name, Method: e.method})
+		require.NoError(t, err)
+		_, err = w.Write(e.data)
+		require.NoError(t, err)
+	}
+	require.NoError(t, zw.Close())
+	archive := buf.Bytes()
+	const key = "in/bundle.zip"
+	etag := put(t, c, bucket, key, archive)
+	zipFile := task.File{Bucket: bucket, Key: key, ETag: etag}
+
+	var members []member
+	require.NoError(t, fanout.ListZip(ctx, c, bucket, key, etag, int64(len(archive)), fanout.ZipOptions{},
+		func(f task.File) error {
+			o, err := source.Open(ctx, c, f, source.Options{})
+			if err != nil {
+				return err
+			}
+			defer o.Body.Close()
+			b, err := io.ReadAll(o.Body)
+			members = append(members, member{f, b})
+			return err
+		},
+		func(e *fanout.EntryError) error { return e }))
+	require.Len(t, members, 3)
+
+	// Members with 5 MiB parts (big.bin is a multipart upload); the archive, of 6 MiB,
+	// with a single PUT: versitygw answers a CompleteMultipartUpload onto a key that has
+	// objects under it with a 500 InternalError, not a conflict code.
+	u, err := upload.New(c, upload.MinPartSize)
+	require.NoError(t, err)
+	uZip, err := upload.New(c, 16<<20)
+	require.NoError(t, err)
+	oldName := func(f task.File) string { return f.Key + "/" + f.Member.Name }
+
+	conflict := func(t *testing.T, err error, key string, want retry.Conflict, code string) {
+		t.Helper()
+		var ce *upload.ConflictError
+		require.ErrorAs(t, err, &ce)
+		assert.Equal(t, key, ce.Key)
+		assert.Equal(t, want, ce.Conflict)
+		assert.Equal(t, retry.Permanent, retry.Classify(err), "not retried")
+		var api smithy.APIError
+		require.ErrorAs(t, err, &api)
+		assert.Equal(t, code, api.ErrorCode())
+		var re *smithyhttp.ResponseError
+		require.ErrorAs(t, err, &re)
+		assert.Equal(t, 409, re.HTTPStatusCode())
+		assert.Contains(t, err.Error(), fmt.Sprintf("output key %q conflicts with", key))
+		assert.Contains(t, err.Error(), "(a POSIX-backed S3 server cannot hold both)")
+	}
+
+	t.Run("old layout, archive first", func(t *testing.T) {
+		require.NoError(t, writeOutput(ctx, c, uZip, bucket, zipFile, "a/"+key))
+		for _, m := range members {
+			out := "a/" + oldName(m.f)
+			err := writeOutput(ctx, c, u, bucket, m.f, out)
+			conflict(t, err, out, retry.ParentIsObject, "ObjectParentIsFile")
+			assert.Contains(t, err.Error(), "conflicts with an existing object that is a prefix of it")
+		}
+	})
+	t.Run("old layout, members first", func(t *testing.T) {
+		for _, m := range members {
+			require.NoError(t, writeOutput(ctx, c, u, bucket, m.f, "b/"+oldName(m.f)))
+		}
+		err := writeOutput(ctx, c, uZip, bucket, zipFile, "b/"+key)
+		conflict(t, err, "b/"+key, retry.KeyIsPrefix, "ExistingObjectIsDirectory")
+		assert.Contains(t, err.Error(), fmt.Sprintf("conflicts with existing objects under %q", "b/"+key+"/"))
+	})
+	for _, archiveFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("new layout, archive first %v", archiveFirst), func(t *testing.T) {
+			prefix := fmt.Sprintf("new-%v/", archiveFirst)
+			if archiveFirst {
+				require.NoError(t, writeOutput(ctx, c, uZip, bucket, zipFile, prefix+zipFile.Name()))
+			}
+			for _, m := range members {
+				assert.Equal(t, key+"!/"+m.f.Member.Name, m.f.Name())
+				require.NoError(t, writeOutput(ctx, c, u, bucket, m.f, prefix+m.f.Name()))
+			}
+			if !archiveFirst {
+				require.NoError(t, writeOutput(ctx, c, uZip, bucket, zipFile, prefix+zipFile.Name()))
+			}
+			assert.Equal(t, archive, get(t, c, bucket, prefix+key))
+			for _, m := range members {
+				assert.True(t, bytes.Equal(m.data, get(t, c, bucket, prefix+m.f.Name())), m.f.Name())
+			}
+		})
+	}
+}
+
+func get(t *testing.T, c *countingS3, bucket, key string) []byte {
+	t.Helper()
+	out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	require.NoError(t, err, key)
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	require.NoError(t, err)
+	return b
 }

@@ -370,8 +370,11 @@ func (e *jobEnv) testManifestChunks(t *testing.T) {
 	t.Logf("manifest of %d bytes in %d chunks: %d tasks", body.Len(), chunks, j.Final.Expected)
 }
 
-// A zip with nested folders, a path-traversal entry and an absolute path: the bad
-// entries are rejected with their reason, the rest processed from ranged GETs.
+// A zip with nested folders, a path-traversal entry, an absolute path and a zip bomb
+// entry, uploaded normally (so it is processed as a file first: its output is named
+// after its key) and then submitted as an archive job: the bad entries are rejected with
+// their reason, the rest processed from ranged GETs, their outputs beside the zip's own
+// ("<zip key>!/<entry>"), which a POSIX-backed S3 server can hold together.
 func (e *jobEnv) testArchive(t *testing.T) {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
@@ -393,22 +396,35 @@ func (e *jobEnv) testArchive(t *testing.T) {
 		require.NoError(t, err)
 		_, _ = w.Write([]byte("should never be written"))
 	}
+	w, err := zw.CreateHeader(&zip.FileHeader{Name: "top/zeros.bin", Method: zip.Deflate})
+	require.NoError(t, err)
+	_, err = w.Write(make([]byte, 8<<20)) // expands ~1000 times
+	require.NoError(t, err)
 	require.NoError(t, zw.Close())
-	e.upload(t, map[string][]byte{"archives/bundle.zip": buf.Bytes()})
+	ctx := context.Background()
+	_, err = e.st.S3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(e.ingest), Key: aws.String("archives/bundle.zip"), Body: bytes.NewReader(buf.Bytes())})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := e.st.S3Direct.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(e.st.Resources.OutputBucket), Key: aws.String("archives/bundle.zip")})
+		return err == nil
+	}, time.Minute, 100*time.Millisecond, "the zip is processed as a file first")
 
 	id := e.submit(t, job.Spec{Kind: job.KindArchive, Bucket: e.ingest, Key: "archives/bundle.zip"})
 	j := e.wait(t, id, time.Minute)
 	assert.Equal(t, ledger.JobComplete, j.Status, j.Reason)
 	assert.EqualValues(t, 40, j.Final.Succeeded)
-	assert.EqualValues(t, 2, j.Final.Failed)
+	assert.EqualValues(t, 3, j.Final.Failed)
+	assert.Equal(t, buf.Bytes(), e.output(t, "archives/bundle.zip"), "the zip's own output")
 	for name, b := range want {
-		assert.Equal(t, b, e.output(t, "archives/bundle.zip/"+name), name)
+		assert.Equal(t, b, e.output(t, "archives/bundle.zip!/"+name), name)
 	}
 	_, _, failed := e.report(t, j)
-	require.Len(t, failed, 2)
-	reasons := failed[0][6] + " | " + failed[1][6]
+	require.Len(t, failed, 3)
+	reasons := failed[0][6] + " | " + failed[1][6] + " | " + failed[2][6]
 	assert.Contains(t, reasons, "..")
 	assert.Contains(t, reasons, "/abs/path.txt")
+	assert.Contains(t, reasons, `entry "top/zeros.bin": expands`)
+	assert.Contains(t, reasons, "(max_ratio)")
 	keys, err := listAll(context.Background(), e.st.S3Direct, e.st.Resources.OutputBucket)
 	require.NoError(t, err)
 	for _, k := range keys {
