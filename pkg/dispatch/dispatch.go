@@ -1,11 +1,11 @@
 // Package dispatch is the job dispatcher: the Lambda handler on the jobs queue that
 // turns a job into file tasks.
 //
-// A message on the jobs queue is a planning task (see [job.Plan]), a finished job's
+// A message on the jobs queue is a fan-out task (see [job.FanoutTask]), a finished job's
 // finalize task, the reconcile message the component's schedule sends, or the S3 event
 // of a job spec dropped under the ingest bucket's jobs/ prefix (which submits the job).
-// A planning task lists one page of a prefix (its sub-prefixes and next page become
-// child planning tasks: a parallel breadth-first listing), reads one byte-range chunk of
+// A fan-out task lists one page of a prefix (its sub-prefixes and next page become
+// child fan-out tasks: a parallel breadth-first listing), reads one byte-range chunk of
 // a manifest, reads an archive's central directory through ranged GETs, or splits one
 // large file into line-aligned byte ranges. The files it finds are packed into task
 // messages (many files each, within the SQS message size) sent with SendMessageBatch
@@ -13,7 +13,7 @@
 // after everything is sent is the task reported to the job engine ([job.Engine.Report]),
 // which counts it with its children, so a job never completes while fan-out goes on.
 //
-// Each delivery of a planning task is a run with its own id, which its children carry;
+// Each delivery of a fan-out task is a run with its own id, which its children carry;
 // their ids are their content. If a run dies before it is counted and a later run over a
 // changed listing is counted instead, the dead run's children are orphans, never counted.
 package dispatch
@@ -45,6 +45,7 @@ import (
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
 	"github.com/fileflow/fileflow/pkg/retry"
+	"github.com/fileflow/fileflow/pkg/source"
 	"github.com/fileflow/fileflow/pkg/task"
 )
 
@@ -82,17 +83,17 @@ type Ledger interface {
 // Config configures the dispatcher. [New] applies the defaults once, then validates.
 type Config struct {
 	TasksQueueURL string // file task messages go here; required
-	JobsQueueURL  string // child planning tasks go here (the dispatcher's own queue); required
+	JobsQueueURL  string // child fan-out tasks go here (the dispatcher's own queue); required
 	PageSize      int32  // keys per listing page; default 1000
 	MaxTaskBytes  int    // task message size bound; default fanout.DefaultMaxBytes
-	Concurrency   int    // planning tasks of one batch run at once; default 4
-	// MaxReceiveCount is the jobs queue's (default 5): a planning task still failing on
+	Concurrency   int    // fan-out tasks of one batch run at once; default 4
+	// MaxReceiveCount is the jobs queue's (default 5): a fan-out task still failing on
 	// its last receive fails its job (with the error as the reason) instead of hanging it.
 	MaxReceiveCount int
 	// DeadLetterQueues are the URLs of the tasks' and the jobs' dead-letter queues: the
 	// reconciler reports the job tasks it finds there.
 	DeadLetterQueues []string
-	Retry            retry.Policy // backoff of failed planning tasks; default retry.DefaultPolicy
+	Retry            retry.Policy // backoff of failed fan-out tasks; default retry.DefaultPolicy
 }
 
 func (c Config) withDefaults() Config {
@@ -116,23 +117,24 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	var errs []error
+	bad := func(field string, v any, want string) { errs = append(errs, fmt.Errorf("%s = %v: %s", field, v, want)) }
 	if c.TasksQueueURL == "" {
-		errs = append(errs, errors.New("TasksQueueURL is required"))
+		bad("TasksQueueURL", `""`, "required")
 	}
 	if c.JobsQueueURL == "" {
-		errs = append(errs, errors.New("JobsQueueURL is required"))
+		bad("JobsQueueURL", `""`, "required")
 	}
 	if c.PageSize < 1 || c.PageSize > 1000 {
-		errs = append(errs, fmt.Errorf("PageSize = %d: must be in 1..1000", c.PageSize))
+		bad("PageSize", c.PageSize, "must be in 1..1000")
 	}
 	if c.MaxTaskBytes < 1024 {
-		errs = append(errs, fmt.Errorf("MaxTaskBytes = %d: must be at least 1024", c.MaxTaskBytes))
+		bad("MaxTaskBytes", c.MaxTaskBytes, "must be at least 1024")
 	}
 	if c.Concurrency < 1 {
-		errs = append(errs, fmt.Errorf("Concurrency = %d: must be at least 1", c.Concurrency))
+		bad("Concurrency", c.Concurrency, "must be at least 1")
 	}
 	if c.MaxReceiveCount < 1 {
-		errs = append(errs, fmt.Errorf("MaxReceiveCount = %d: must be at least 1", c.MaxReceiveCount))
+		bad("MaxReceiveCount", c.MaxReceiveCount, "must be at least 1")
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("dispatch: invalid configuration: %w", errors.Join(errs...))
@@ -198,7 +200,7 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	return &Handler{cfg: cfg, s3: deps.Objects, sqs: deps.Queue, jobs: deps.Jobs, ledger: deps.Ledger, log: deps.Logger, now: deps.Now}, nil
 }
 
-// The waits of a planning task.
+// The waits of a fan-out task.
 const (
 	// ParentWait: a task whose parent is not counted yet is sent again after this long.
 	ParentWait = 5 * time.Second
@@ -223,7 +225,7 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 			defer func() { <-sem }()
 			acts[i] = h.handleOne(ctx, rec)
 			if a := acts[i]; a.Kind != job.Ack {
-				h.log.WarnContext(ctx, "planning task comes back", "message_id", rec.MessageId, "action", a.Kind, "delay", a.Delay.String(), "why", a.Why)
+				h.log.WarnContext(ctx, "fan-out task comes back", "message_id", rec.MessageId, "action", a.Kind, "delay", a.Delay.String(), "why", a.Why)
 			}
 		}()
 	}
@@ -263,7 +265,7 @@ func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) job.Acti
 		}
 		return job.Acknowledge("job spec event")
 	}
-	p, err := job.DecodePlan(body)
+	p, err := job.DecodeFanoutTask(body)
 	if err != nil {
 		return h.poison(ctx, rec, err.Error())
 	}
@@ -279,20 +281,20 @@ func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) job.Acti
 		return h.retryAfter(rec, err)
 	case state == job.Duplicate:
 		// Counted before; check again (the counted delivery's check may have failed).
-		h.log.InfoContext(ctx, "planning task counted before: duplicate delivery", "job_id", p.JobID, "task_id", p.TaskID)
+		h.log.InfoContext(ctx, "fan-out task counted before: duplicate delivery", "job_id", p.JobID, "task_id", p.TaskID)
 		if err := h.jobs.Check(ctx, p.JobID); err != nil {
 			return job.Action{Kind: job.SendAgain, Delay: CheckWait, Why: "check job: " + err.Error(), Else: job.Ack}
 		}
 		return job.Acknowledge("duplicate")
 	case state == job.Orphan:
-		h.log.WarnContext(ctx, "orphan planning task dropped: a run of its parent that was not counted sent it", "job_id", p.JobID, "task_id", p.TaskID)
+		h.log.WarnContext(ctx, "orphan fan-out task dropped: a run of its parent that was not counted sent it", "job_id", p.JobID, "task_id", p.TaskID)
 		return job.Acknowledge("orphan")
 	case state == job.WaitParent:
 		return job.Again(ParentWait, "its parent "+p.Parent+" is not counted yet")
 	}
 	j, err := h.jobs.Job(ctx, p.JobID)
 	if errors.Is(err, job.ErrUnknownJob) {
-		h.log.WarnContext(ctx, "planning task of an unknown job dropped", "job_id", p.JobID, "task_id", p.TaskID)
+		h.log.WarnContext(ctx, "fan-out task of an unknown job dropped", "job_id", p.JobID, "task_id", p.TaskID)
 		return job.Acknowledge("unknown job")
 	}
 	if err != nil {
@@ -305,22 +307,22 @@ func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) job.Acti
 	if err != nil {
 		return h.retryAfter(rec, err)
 	}
-	result, err := h.plan(ctx, j, spec, p)
+	result, err := h.fanOut(ctx, j, spec, p)
 	if err != nil {
 		if permanent(err) || receive >= h.cfg.MaxReceiveCount {
 			// It can never succeed (or has had its last chance): the job fails with the
 			// reason, rather than hang with a task in the DLQ.
-			reason := fmt.Sprintf("planning task %s (%s) failed on receive %d: %v", p.TaskID, p.Step, receive, err)
+			reason := fmt.Sprintf("fan-out task %s (%s) failed on receive %d: %v", p.TaskID, p.Step, receive, err)
 			if ferr := h.jobs.Fail(ctx, j.ID, reason); ferr != nil {
 				return h.retryAfter(rec, errors.Join(err, ferr))
 			}
-			h.log.ErrorContext(ctx, "job failed by its planning task", "job_id", j.ID, "reason", reason)
+			h.log.ErrorContext(ctx, "job failed by its fan-out task", "job_id", j.ID, "reason", reason)
 			return job.Acknowledge("job failed")
 		}
 		return h.retryAfter(rec, err)
 	}
 	ans := h.jobs.Report(ctx, []job.TaskResult{result})[0]
-	h.log.InfoContext(ctx, "planning task done", "job_id", j.ID, "task_id", p.TaskID, "step", p.Step, "run", result.Run,
+	h.log.InfoContext(ctx, "fan-out task done", "job_id", j.ID, "task_id", p.TaskID, "step", p.Step, "run", result.Run,
 		"verdict", ans.Verdict.String(), "files", result.Listed-int64(len(result.Lines)), "task_messages", result.Messages,
 		"child_tasks", result.Plans, "bad_entries", len(result.Lines))
 	return h.act(rec, ans)
@@ -340,7 +342,7 @@ func (h *Handler) act(rec events.SQSMessage, ans job.Answer) job.Action {
 	return job.Acknowledge(ans.Verdict.String())
 }
 
-// permanent: errors a planning task cannot get past by trying again.
+// permanent: errors a fan-out task cannot get past by trying again.
 func permanent(err error) bool {
 	if retry.Classify(err) == retry.Permanent {
 		return true
@@ -358,7 +360,7 @@ func permanent(err error) bool {
 // finalize runs a finished job's finalize task: report lines still missing bring it
 // back (on its last receive it reports what there is); a finalizer already at work
 // sends it again for after that finalizer's lease.
-func (h *Handler) finalize(ctx context.Context, rec events.SQSMessage, p job.Plan, receive int) job.Action {
+func (h *Handler) finalize(ctx context.Context, rec events.SQSMessage, p job.FanoutTask, receive int) job.Action {
 	err := h.jobs.FinalizeJob(ctx, p.JobID, receive >= h.cfg.MaxReceiveCount)
 	switch {
 	case err == nil:
@@ -407,14 +409,7 @@ func (h *Handler) submitFromS3(ctx context.Context, rec events.SQSMessage, f tas
 		h.poison(ctx, rec, "job spec "+where+": not a .json file")
 		return nil
 	}
-	in := &s3.GetObjectInput{Bucket: aws.String(f.Bucket), Key: aws.String(f.Key)}
-	switch {
-	case f.VersionID != "":
-		in.VersionId = aws.String(f.VersionID)
-	case f.ETag != "":
-		in.IfMatch = aws.String(`"` + strings.Trim(f.ETag, `"`) + `"`)
-	}
-	out, err := h.s3.GetObject(ctx, in)
+	out, err := source.Open(ctx, h.s3, f, source.Options{}) // at the event's version (or ETag)
 	if err != nil {
 		var api smithy.APIError
 		if errors.As(err, &api) && (api.ErrorCode() == "PreconditionFailed" || api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NoSuchVersion") {
@@ -451,16 +446,16 @@ func (h *Handler) submitFromS3(ctx context.Context, rec events.SQSMessage, f tas
 	return nil
 }
 
-// newRun is a run id: one delivery's attempt at a planning task.
+// newRun is a run id: one delivery's attempt at a fan-out task.
 func newRun() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
-// plan runs one planning task: find files, send their task messages and the child
-// planning tasks, and return the result to report (with the bad entries' lines).
-func (h *Handler) plan(ctx context.Context, j ledger.Job, spec job.Spec, p job.Plan) (job.TaskResult, error) {
+// fanOut runs one fan-out task: find files, send their task messages and the child
+// fan-out tasks, and return the result to report (with the bad entries' lines).
+func (h *Handler) fanOut(ctx context.Context, j ledger.Job, spec job.Spec, p job.FanoutTask) (job.TaskResult, error) {
 	out := h.newOutput(ctx, j.ID, p.TaskID, newRun(), spec.FilesPerTask)
 	var err error
 	switch {
@@ -492,7 +487,7 @@ func (h *Handler) plan(ctx context.Context, j ledger.Job, spec job.Spec, p job.P
 	}, nil
 }
 
-// output collects what one run of a planning task sends.
+// output collects what one run of a fan-out task sends.
 type output struct {
 	ctx    context.Context
 	jobID  string
@@ -515,8 +510,8 @@ func (h *Handler) newOutput(ctx context.Context, jobID, taskID, run string, file
 	return o
 }
 
-// child sends a child planning task; its id is its content.
-func (o *output) child(ctx context.Context, p job.Plan) error {
+// child sends a child fan-out task; its id is its content.
+func (o *output) child(ctx context.Context, p job.FanoutTask) error {
 	p.V, p.JobID, p.Parent, p.ParentRun = 1, o.jobID, o.taskID, o.run
 	sum := p.ContentSum()
 	p.TaskID = task.ContentID(o.taskID, "l", sum, o.seen[string(sum)])

@@ -21,7 +21,7 @@ func jsonMarshal(v any) (string, error) {
 }
 
 // list lists one page: its files become tasks, its sub-prefixes and next page child
-// planning tasks.
+// fan-out tasks.
 func (h *Handler) list(ctx context.Context, out *output, t fanout.ListTask) error {
 	files, children, err := fanout.ListPage(ctx, h.s3, t, h.cfg.PageSize)
 	if err != nil {
@@ -33,7 +33,7 @@ func (h *Handler) list(ctx context.Context, out *output, t fanout.ListTask) erro
 		}
 	}
 	for _, c := range children {
-		if err := out.child(ctx, job.Plan{Step: job.StepList, List: &c}); err != nil {
+		if err := out.child(ctx, job.FanoutTask{Step: job.StepList, List: &c}); err != nil {
 			return err
 		}
 	}
@@ -76,7 +76,7 @@ func (h *Handler) manifest(ctx context.Context, out *output, spec job.Spec) erro
 	}
 	if size > spec.ChunkBytes && format != fanout.FormatJSONArray {
 		for _, r := range fanout.ManifestChunks(size, spec.ChunkBytes) {
-			if err := out.child(ctx, job.Plan{Step: job.StepChunk, Chunk: &r, Format: format, ETag: etag}); err != nil {
+			if err := out.child(ctx, job.FanoutTask{Step: job.StepChunk, Chunk: &r, Format: format, ETag: etag}); err != nil {
 				return err
 			}
 		}

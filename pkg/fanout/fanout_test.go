@@ -130,7 +130,7 @@ func planManifest(t testing.TB, n int) (files, messages int) {
 	return p.Files, p.Messages
 }
 
-// Planning a 1,000,000-key manifest stays in bounded memory (the target is
+// Reading a 1,000,000-key manifest into task messages stays in bounded memory (the target is
 // <= 100 MB); its time is measured by BenchmarkPlanManifest1M, not asserted.
 func TestPlanManifestMemory(t *testing.T) {
 	start := time.Now()

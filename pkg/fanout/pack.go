@@ -21,7 +21,7 @@ const DefaultMaxBytes = 240 << 10
 // "files":[…],"task_id":…}.
 type Packer struct {
 	JobID     string
-	Parent    string // the planning task sending the messages
+	Parent    string // the fan-out task sending the messages
 	ParentRun string // its run: the job counts the messages only if that run is counted
 	MaxBytes  int    // default DefaultMaxBytes
 	MaxFiles  int    // default 1000

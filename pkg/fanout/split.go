@@ -71,7 +71,7 @@ func lineStart(ctx context.Context, api RangeGetter, bucket, key, etag string, s
 }
 
 // ManifestChunks splits [0, size) into nominal ranges of chunk bytes (the last may be
-// shorter), numbered from 0, for [LineChunk] to read line-aligned without planning GETs.
+// shorter), numbered from 0, for [LineChunk] to read line-aligned without extra GETs.
 // A chunk below 1 means one range of the whole object; size 0 gives none.
 func ManifestChunks(size, chunk int64) []task.Range {
 	if chunk < 1 {

@@ -24,7 +24,7 @@ const (
 	LedgerTTLDays   = "FILEFLOW_LEDGER_TTL_DAYS"      // 0: ledger records never expire
 	CompletionTopic = "FILEFLOW_COMPLETION_TOPIC_ARN" // SNS topic a finished job is announced on
 	TasksQueueURL   = "FILEFLOW_TASKS_QUEUE_URL"      // the worker's queue: task messages of files
-	JobsQueueURL    = "FILEFLOW_JOBS_QUEUE_URL"       // the dispatcher's queue: planning and finalize tasks
+	JobsQueueURL    = "FILEFLOW_JOBS_QUEUE_URL"       // the dispatcher's queue: fan-out and finalize tasks
 	// ForwardJobSpecs ("true"): S3 events of job specs (jobs/*.json) reach the worker
 	// (the ingest notification covers jobs/), which forwards them to the jobs queue.
 	ForwardJobSpecs = "FILEFLOW_FORWARD_JOB_SPECS"

@@ -231,7 +231,7 @@ func (e *Engine) Cancel(ctx context.Context, id, reason string) (ledger.Job, err
 	return j, err
 }
 
-// Fail stops a running job as FAILED with the reason (a planning task that can never
+// Fail stops a running job as FAILED with the reason (a fan-out task that can never
 // succeed: the manifest is gone, the archive is not a zip).
 func (e *Engine) Fail(ctx context.Context, id, reason string) error {
 	j, found, err := e.Ledger.GetJob(ctx, id)
@@ -263,7 +263,7 @@ func (e *Engine) requestFinalize(ctx context.Context, id string) error {
 	if e.Queue == nil || e.JobsQueueURL == "" {
 		return e.FinalizeJob(ctx, id, false)
 	}
-	body, err := json.Marshal(Plan{V: 1, JobID: id, TaskID: StepFinalize, Step: StepFinalize})
+	body, err := json.Marshal(FanoutTask{V: 1, JobID: id, TaskID: StepFinalize, Step: StepFinalize})
 	if err != nil {
 		return err
 	}

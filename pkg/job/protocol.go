@@ -9,7 +9,7 @@ import (
 )
 
 // The accounting protocol. Every handler that finishes a task of a job — the worker a
-// task message of files, the dispatcher a planning task — reports it with
+// task message of files, the dispatcher a fan-out task — reports it with
 // [Engine.Report] and acts only on the answer. Report, in this order:
 //
 //  1. writes the task's report lines (its part, keyed by the task id, so a second
@@ -28,13 +28,13 @@ import (
 type TaskResult struct {
 	JobID  string
 	TaskID string
-	// Parent is the planning task that sent this one, and ParentRun that task's run.
+	// Parent is the fan-out task that sent this one, and ParentRun that task's run.
 	Parent, ParentRun string
-	// Run is this delivery's run id: the children it sent carry it (planning tasks).
+	// Run is this delivery's run id: the children it sent carry it (fan-out tasks).
 	Run string
-	// Messages and Plans are the children it sent: task messages, planning tasks.
+	// Messages and Plans are the children it sent: task messages, fan-out tasks.
 	Messages, Plans int64
-	Listed          int64 // files it found (planning tasks)
+	Listed          int64 // files it found (fan-out tasks)
 	// The files it finished, and their source bytes.
 	Succeeded, Failed, Bytes int64
 	Lines                    []Line // one per file it finished, and per bad entry

@@ -313,25 +313,6 @@ func (e *Engine) fetchParts(ctx context.Context, keys []string) (next func(i int
 	}
 }
 
-func (e *Engine) list(ctx context.Context, prefix string) ([]string, error) {
-	var keys []string
-	in := &s3.ListObjectsV2Input{Bucket: aws.String(e.OutputBucket), Prefix: aws.String(prefix)}
-	for {
-		out, err := e.Objects.ListObjectsV2(ctx, in)
-		if err != nil {
-			return nil, fmt.Errorf("list s3://%s/%s: %w", e.OutputBucket, prefix, err)
-		}
-		for _, o := range out.Contents {
-			keys = append(keys, aws.ToString(o.Key))
-		}
-		if !aws.ToBool(out.IsTruncated) {
-			sort.Strings(keys)
-			return keys, nil
-		}
-		in.ContinuationToken = out.NextContinuationToken
-	}
-}
-
 // Split parts' outputs are named <merged key>.parts/<job>/<part, 5 digits>.
 type splitPart struct {
 	n           int

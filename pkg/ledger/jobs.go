@@ -22,7 +22,7 @@ import (
 //	                       succeeded, failed; bytes
 //	J#<job id>   t#<task>  marker: task <task> was counted (its children with it)
 //
-// Termination detection: every task (a planning task, a task message of files) is
+// Termination detection: every task (a fan-out task, a task message of files) is
 // counted in "expected" before it can be counted "done": a task adds its children to
 // "expected" in the same transaction that counts itself "done", and a child's
 // transaction requires its parent's marker. So at every instant sum(expected) -
@@ -104,7 +104,7 @@ type Settlement struct {
 	// Messages and Plans are the children it enqueued, by kind.
 	Messages, Plans int64
 	Children        int64 // other children (tests; counted in expected)
-	Listed          int64 // files it found (planning) or carried (a task message: 0)
+	Listed          int64 // files it found (fan-out) or carried (a task message: 0)
 	// The files it finished.
 	Succeeded, Failed, Bytes int64
 	// Lines is how many report lines the task wrote (its part, written before it is
@@ -707,7 +707,7 @@ func (s *Store) PeekCounts(ctx context.Context, id string, shards int) (Counts, 
 	return c, nil
 }
 
-// TaskState tells a planning task, before it does any work, whether it may: it was
+// TaskState tells a fan-out task, before it does any work, whether it may: it was
 // counted already (Duplicate), its parent is not counted yet (ParentPending), its parent
 // was counted by another run (Orphan), or 0: go ahead. A root task has parent "".
 func (s *Store) TaskState(ctx context.Context, jobID, taskID, parent, parentRun string) (Outcome, error) {
@@ -785,23 +785,16 @@ const openJobs = "JOBS#OPEN"
 // oldest first, from the sparse index.
 func (s *Store) OpenJobs(ctx context.Context) ([]string, error) {
 	var ids []string
-	p := dynamodb.NewQueryPaginator(s.api, &dynamodb.QueryInput{
-		TableName:                 aws.String(s.table),
-		IndexName:                 aws.String(IndexFailed),
-		KeyConditionExpression:    aws.String("#g = :g"),
-		ExpressionAttributeNames:  map[string]string{"#g": AttrGSI1PK},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":g": str(openJobs)},
-	})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("ledger: open jobs: %w", err)
-		}
-		for _, it := range page.Items {
+	err := s.index(ctx, openJobs, func(items []map[string]types.AttributeValue) error {
+		for _, it := range items {
 			if id, ok := strings.CutPrefix(text(it[AttrPK]), "J#"); ok {
 				ids = append(ids, id)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open jobs: %w", err)
 	}
 	return ids, nil
 }

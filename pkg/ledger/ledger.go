@@ -441,25 +441,39 @@ type Failure struct {
 // first, from the sparse failure index.
 func (s *Store) Failures(ctx context.Context, day time.Time) ([]Failure, error) {
 	var out []Failure
+	err := s.index(ctx, failedPartition(day), func(items []map[string]types.AttributeValue) error {
+		var fs []Failure
+		if err := attributevalue.UnmarshalListOfMaps(items, &fs); err != nil {
+			return err
+		}
+		out = append(out, fs...)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: failures: %w", err)
+	}
+	return out, nil
+}
+
+// index reads one partition of the sparse index (gsi1), a page at a time, oldest first.
+func (s *Store) index(ctx context.Context, partition string, page func([]map[string]types.AttributeValue) error) error {
 	p := dynamodb.NewQueryPaginator(s.api, &dynamodb.QueryInput{
 		TableName:                 aws.String(s.table),
 		IndexName:                 aws.String(IndexFailed),
 		KeyConditionExpression:    aws.String("#g = :g"),
 		ExpressionAttributeNames:  map[string]string{"#g": AttrGSI1PK},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":g": &types.AttributeValueMemberS{Value: failedPartition(day)}},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":g": &types.AttributeValueMemberS{Value: partition}},
 	})
 	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
+		out, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("ledger: failures: %w", err)
+			return err
 		}
-		var fs []Failure
-		if err := attributevalue.UnmarshalListOfMaps(page.Items, &fs); err != nil {
-			return nil, fmt.Errorf("ledger: failures: %w", err)
+		if err := page(out.Items); err != nil {
+			return err
 		}
-		out = append(out, fs...)
 	}
-	return out, nil
+	return nil
 }
 
 func nonNil(s []string) []string {

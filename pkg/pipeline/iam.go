@@ -65,7 +65,7 @@ func FunctionPolicy(fn string, r resourceARNs, tracing bool) PolicyDocument {
 			allow("Ledger", []string{"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem",
 				"dynamodb:ConditionCheckItem"}, r.Table),
 			allow("NotifyCompletion", []string{"sns:Publish"}, r.CompletionTopic),
-			// A job task waiting for its planning task is sent again, delayed.
+			// A job task waiting for its fan-out task is sent again, delayed.
 			allow("ResendWaitingTasks", []string{"sqs:SendMessage"}, r.Queue),
 			logs,
 		}

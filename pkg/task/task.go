@@ -99,8 +99,8 @@ type Message struct {
 	V     int    `json:"v"`
 	JobID string `json:"job_id,omitempty"`
 	// TaskID names the message within its job: a hash of its content (see [ContentID]),
-	// so a duplicate delivery finds its marker and a re-run of its planning task over a
-	// changed listing never gives other work the same id. Parent is the planning task
+	// so a duplicate delivery finds its marker and a re-run of its fan-out task over a
+	// changed listing never gives other work the same id. Parent is the fan-out task
 	// that sent it and ParentRun the run of that task (one delivery's attempt): the job
 	// counts the task once, only after its parent, and only if the parent was counted by
 	// that run (so a job cannot complete while fan-out is still sending, nor count work a
@@ -121,11 +121,11 @@ func (m Message) Encode() ([]byte, error) {
 	return b, nil
 }
 
-// RootTask is the id of a job's first planning task.
+// RootTask is the id of a job's first fan-out task.
 const RootTask = "root"
 
 // ContentID is the id of a child of task parent: kind ("m" a task message of files, "l"
-// a planning task), then a hash of the parent, the kind, the child's content (sum: a
+// a fan-out task), then a hash of the parent, the kind, the child's content (sum: a
 // hash of what it carries — its files, or its prefix, token or byte range) and
 // occurrence, the number of earlier children of the same parent run with the same
 // content (a manifest may name the same files twice). The id never depends on the

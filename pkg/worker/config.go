@@ -127,7 +127,7 @@ func (c Config) validate(reg process.Registry) error {
 		bad("Archive", fmt.Sprintf("%+v", c.Archive), "MaxMemberBytes and MaxRatio must be at least 1")
 	}
 	if err := c.Rules.Validate(reg); err != nil {
-		errs = append(errs, fmt.Errorf("Rules: %w", err))
+		errs = append(errs, fmt.Errorf("rules: %w", err))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("worker: invalid configuration: %w", errors.Join(errs...))

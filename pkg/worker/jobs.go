@@ -145,7 +145,7 @@ func (h *Handler) reportJobs(ctx context.Context, log *slog.Logger, msgs []*mess
 		m.answer = &a
 		switch a.Verdict {
 		case job.Orphan:
-			log.WarnContext(ctx, "orphan task dropped uncounted: a run of its planning task that was not counted sent it",
+			log.WarnContext(ctx, "orphan task dropped uncounted: a run of its fan-out task that was not counted sent it",
 				"job_id", m.d.JobID, "task_id", m.d.TaskID, "parent", m.d.Parent)
 		case job.NotCounted, job.CheckFailed:
 			log.WarnContext(ctx, "job task: "+a.Verdict.String(), "job_id", m.d.JobID, "task_id", m.d.TaskID, "error", a.Err)

@@ -296,8 +296,8 @@ func (h *Handler) backoff(m *message) job.Action {
 
 // The waits of a job's task message.
 const (
-	// ParentWait: a task whose planning task is not counted yet is sent again after this
-	// long (planning tasks send their children first and count themselves last, so the
+	// ParentWait: a task whose fan-out task is not counted yet is sent again after this
+	// long (fan-out tasks send their children first and count themselves last, so the
 	// wait is usually one round). Waiting uses none of the message's receives.
 	ParentWait = 10 * time.Second
 	// CheckWait: a counted task whose job check failed is sent again after this long.

@@ -1,6 +1,6 @@
 // Package itest runs the dispatcher and the worker together against the real local S3
 // and DynamoDB servers, with an in-memory queue whose delivery order the test controls:
-// the interleavings a real queue produces only by chance (a planning task that died
+// the interleavings a real queue produces only by chance (a fan-out task that died
 // before it was counted, its re-run over a changed listing, children of both runs
 // delivered in any order) are replayed exactly.
 package itest

@@ -13,7 +13,7 @@ import (
 	"github.com/fileflow/fileflow/pkg/ledger"
 )
 
-// A planning task runs (run A), sends its children and dies before it is counted; the
+// A fan-out task runs (run A), sends its children and dies before it is counted; the
 // listing changes; it runs again (run B) and is counted. Then the children of both runs
 // are delivered, run A's first. Whatever changed, every file of run B's listing is
 // reported exactly once and the job completes once: a child's id is its content, and
@@ -130,7 +130,7 @@ type msgInQueue struct {
 	m     *msg
 }
 
-// queueOf tells a task message of files from a planning task by its body.
+// queueOf tells a task message of files from a fan-out task by its body.
 func queueOf(m *msg) string {
 	if strings.Contains(m.body, `"files"`) {
 		return tasksQueue

@@ -54,7 +54,7 @@ func TestSpecIsReadAtItsEventsVersion(t *testing.T) {
 	assert.Contains(t, reason, "exists with another spec")
 }
 
-// flakyParts fails the first write of a planning task's report part.
+// flakyParts fails the first write of a fan-out task's report part.
 type flakyParts struct {
 	job.Objects
 	fail atomic.Int32
@@ -68,10 +68,10 @@ func (f *flakyParts) PutObject(ctx context.Context, in *s3.PutObjectInput, o ...
 	return f.Objects.PutObject(ctx, in, o...)
 }
 
-// A manifest's bad rows are the planning task's report lines. If writing them fails,
+// A manifest's bad rows are the fan-out task's report lines. If writing them fails,
 // the task is not counted (lines come first), runs again and writes them: the report
 // has each bad row once, whatever failed.
-func TestBadEntryLinesOfAPlanningTaskAreNeverLost(t *testing.T) {
+func TestBadEntryLinesOfAFanoutTaskAreNeverLost(t *testing.T) {
 	s := newStack(t)
 	s.put("m/a.txt", "a")
 	s.put("m/b.txt", "b")

@@ -18,10 +18,10 @@ import (
 	"github.com/fileflow/fileflow/pkg/local/devstack"
 )
 
-// The dispatcher is stopped (its 3 s timeout) between sending a planning task's children
+// The dispatcher is stopped (its 3 s timeout) between sending a fan-out task's children
 // and counting the task: its counting transaction is held at the DynamoDB endpoint until
 // the function is gone, so it never lands. The children run meanwhile and wait for their
-// parent; the planning task comes back after the jobs queue's visibility timeout, runs
+// parent; the fan-out task comes back after the jobs queue's visibility timeout, runs
 // again, sends the same children again and is counted. The job still completes once, with
 // every file counted once.
 func TestJobSurvivesDispatcherStoppedBeforeCounting(t *testing.T) {

@@ -225,7 +225,7 @@ func TestJobs(t *testing.T) {
 	t.Run("OverToleranceFailsEarly", e.testTolerance)
 	t.Run("CancelStops", e.testCancel)
 	t.Run("SpecUploadedUnderJobsPrefix", e.testSpecUpload)
-	t.Run("PlanningThatCannotSucceedFailsTheJob", e.testPlanningFails)
+	t.Run("FanoutThatCannotSucceedFailsTheJob", e.testFanoutFails)
 }
 
 // A prefix of 10,000 keys in nested directories: listed as a parallel breadth-first
@@ -339,7 +339,7 @@ func (e *jobEnv) testManifest(t *testing.T) {
 }
 
 // A JSON-lines manifest larger than the chunk size is read as byte-range chunks by
-// parallel planning tasks: every entry exactly once, bad lines reported with the
+// parallel fan-out tasks: every entry exactly once, bad lines reported with the
 // chunk they were in.
 func (e *jobEnv) testManifestChunks(t *testing.T) {
 	objects := map[string][]byte{}
@@ -475,9 +475,9 @@ func (e *jobEnv) testSplitMergeByCopy(t *testing.T) {
 	assert.EqualValues(t, 2, e.st.Calls.Count("S3.UploadPartCopy")-before, "one copy per part")
 }
 
-// A planning task that can never succeed — the archive is not a zip, the manifest does
+// A fan-out task that can never succeed — the archive is not a zip, the manifest does
 // not exist — fails its job with the reason instead of leaving it running.
-func (e *jobEnv) testPlanningFails(t *testing.T) {
+func (e *jobEnv) testFanoutFails(t *testing.T) {
 	e.upload(t, map[string][]byte{"archives/not-a.zip": []byte("this is not a zip archive, just text")})
 	id := e.submit(t, job.Spec{Kind: job.KindArchive, Bucket: e.ingest, Key: "archives/not-a.zip"})
 	j := e.wait(t, id, time.Minute)

@@ -16,7 +16,7 @@ import (
 	"github.com/fileflow/fileflow/pkg/task"
 )
 
-// The planning steps a dispatcher runs.
+// The steps of fan-out tasks a dispatcher runs.
 const (
 	StepRoot  = "root"  // the job's first task: decides how to fan out
 	StepList  = "list"  // one page of a prefix listing
@@ -29,12 +29,12 @@ const (
 	StepReconcile = "reconcile"
 )
 
-// Plan is a planning task message on the jobs queue.
-type Plan struct {
+// FanoutTask is a fan-out task message on the jobs queue.
+type FanoutTask struct {
 	V      int    `json:"v"`
 	JobID  string `json:"job_id,omitempty"`
 	TaskID string `json:"task_id,omitempty"`
-	// Parent is the planning task that sent this one, and ParentRun its run.
+	// Parent is the fan-out task that sent this one, and ParentRun its run.
 	Parent    string           `json:"parent,omitempty"`
 	ParentRun string           `json:"parent_run,omitempty"`
 	Step      string           `json:"step"`
@@ -44,9 +44,9 @@ type Plan struct {
 	ETag      string           `json:"etag,omitempty"`   // a chunk's manifest revision
 }
 
-// ContentSum is a hash of the work the planning task carries (its step, listing,
+// ContentSum is a hash of the work the fan-out task carries (its step, listing,
 // chunk, format and revision): the content its id derives from (see [task.ContentID]).
-func (p Plan) ContentSum() []byte {
+func (p FanoutTask) ContentSum() []byte {
 	b, _ := json.Marshal(struct {
 		Step   string           `json:"step"`
 		List   *fanout.ListTask `json:"list,omitempty"`
@@ -58,23 +58,23 @@ func (p Plan) ContentSum() []byte {
 	return sum[:]
 }
 
-// DecodePlan reads a planning task message; the error says what is wrong with it.
-func DecodePlan(body []byte) (Plan, error) {
-	var p Plan
+// DecodeFanoutTask reads a fan-out task message; the error says what is wrong with it.
+func DecodeFanoutTask(body []byte) (FanoutTask, error) {
+	var p FanoutTask
 	if err := json.Unmarshal(body, &p); err != nil {
-		return p, fmt.Errorf("planning task: %w", err)
+		return p, fmt.Errorf("fan-out task: %w", err)
 	}
 	switch {
 	case p.V != 1:
-		return p, fmt.Errorf("planning task: version %d is not supported", p.V)
+		return p, fmt.Errorf("fan-out task: version %d is not supported", p.V)
 	case p.Step == StepReconcile:
 		return p, nil
 	case p.JobID == "" || p.TaskID == "":
-		return p, errors.New("planning task: job_id and task_id are required")
+		return p, errors.New("fan-out task: job_id and task_id are required")
 	case p.Step == StepList && p.List == nil, p.Step == StepChunk && p.Chunk == nil:
-		return p, fmt.Errorf("planning task: step %q without its %s", p.Step, p.Step)
+		return p, fmt.Errorf("fan-out task: step %q without its %s", p.Step, p.Step)
 	case p.Step != StepRoot && p.Step != StepList && p.Step != StepChunk && p.Step != StepFinalize:
-		return p, fmt.Errorf("planning task: unknown step %q", p.Step)
+		return p, fmt.Errorf("fan-out task: unknown step %q", p.Step)
 	}
 	return p, nil
 }
@@ -85,7 +85,7 @@ type Creator interface {
 	GetJob(ctx context.Context, id string) (ledger.Job, bool, error)
 }
 
-// Sender is the part of the SQS client that sends planning tasks.
+// Sender is the part of the SQS client that sends fan-out tasks.
 type Sender interface {
 	SendMessage(context.Context, *sqs.SendMessageInput, ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
 }
@@ -132,7 +132,7 @@ func Submit(ctx context.Context, db Creator, q Sender, jobsQueueURL string, spec
 	} else if err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}
-	root, err := json.Marshal(Plan{V: 1, JobID: spec.ID, TaskID: task.RootTask, Step: StepRoot})
+	root, err := json.Marshal(FanoutTask{V: 1, JobID: spec.ID, TaskID: task.RootTask, Step: StepRoot})
 	if err != nil {
 		return "", err
 	}
