@@ -26,7 +26,7 @@ func Plan(ctx context.Context, root, stackName string) (*plan.Graph, []policy.Vi
 	if err != nil {
 		return nil, nil, err
 	}
-	return g, policy.Check(g.Policy()), nil
+	return g, policy.Mandatory(policy.Check(g.Policy())), nil
 }
 
 // ArchitectureDoc renders docs/architecture.md from the plans of every stage: the

@@ -188,7 +188,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	st.Graph = g
-	if vs := policy.Check(g.Policy()); len(vs) > 0 {
+	if vs := policy.Mandatory(policy.Check(g.Policy())); len(vs) > 0 {
 		return nil, fmt.Errorf("devstack: stage %s violates %d policies, first: %s: %s", o.Stage, len(vs), vs[0].Rule, vs[0].Message)
 	}
 
