@@ -183,6 +183,8 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 // Handle runs a batch's planning tasks; the ones that failed come back as batch item
 // failures (SQS redelivers them; a task run twice sends the same ids and counts once).
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	start := h.now()
+	ctx, metrics := withBatchMetrics(ctx) // metrics.go: one EMF line per batch
 	var resp events.SQSEventResponse
 	var mu sync.Mutex
 	sem := make(chan struct{}, h.cfg.Concurrency)
@@ -202,6 +204,7 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 		}()
 	}
 	wg.Wait()
+	metrics.emit(h.now(), len(ev.Records), len(resp.BatchItemFailures), h.now().Sub(start))
 	return resp, nil
 }
 
@@ -445,6 +448,7 @@ func (h *Handler) plan(ctx context.Context, rec events.SQSMessage, j ledger.Job,
 			return &afterCounting{err}
 		}
 	}
+	recordPlanned(ctx, out.packer.Files, out.packer.Messages, out.plans, len(out.bad))
 	h.log.InfoContext(ctx, "planning task done", "job_id", j.ID, "task_id", p.TaskID, "step", p.Step, "outcome", res[0].String(),
 		"files", out.packer.Files, "task_messages", out.packer.Messages, "child_tasks", out.plans, "bad_entries", len(out.bad))
 	if err := h.jobs.Check(ctx, j.ID); err != nil {

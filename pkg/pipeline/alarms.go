@@ -120,10 +120,18 @@ func (b *builder) dashboardAll() error {
 		}
 		for i, fn := range fnOrder {
 			fnName, queue, dlq := v[1+3*i].(string), v[2+3*i].(string), v[3+3*i].(string)
-			add(fn+": files", [][]any{
-				{"fileflow", "FilesSucceeded", "Function", fnName}, {".", "FilesFailed", ".", "."},
-				{".", "FilesRetrying", ".", "."}, {".", "FilesDuplicate", ".", "."}, {".", "PoisonMessages", ".", "."},
-			}, "Sum")
+			if fn == "dispatch" {
+				// The dispatcher's own EMF metrics (pkg/dispatch/metrics.go).
+				add(fn+": planning", [][]any{
+					{"fileflow", "PlanningTasks", "Function", fnName}, {".", "PlanningFailures", ".", "."},
+					{".", "FilesPlanned", ".", "."}, {".", "TaskMessages", ".", "."}, {".", "ChildTasks", ".", "."}, {".", "BadEntries", ".", "."},
+				}, "Sum")
+			} else {
+				add(fn+": files", [][]any{
+					{"fileflow", "FilesSucceeded", "Function", fnName}, {".", "FilesFailed", ".", "."},
+					{".", "FilesRetrying", ".", "."}, {".", "FilesDuplicate", ".", "."}, {".", "PoisonMessages", ".", "."},
+				}, "Sum")
+			}
 			add(fn+": queue", [][]any{
 				{"AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue}, {".", "ApproximateNumberOfMessagesNotVisible", ".", "."},
 				{".", "ApproximateNumberOfMessagesVisible", ".", dlq, map[string]string{"label": "DLQ"}},

@@ -89,4 +89,3 @@ func (b *builder) bucket(kind string, expireDays int) (*s3.BucketV2, error) {
 	}
 	return bucket, nil
 }
-

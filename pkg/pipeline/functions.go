@@ -160,15 +160,15 @@ func (b *builder) lambdaFunction(name string) (*function, error) {
 		return nil, err
 	}
 	fnArgs := &lambda.FunctionArgs{
-		Runtime:                      pulumi.String("provided.al2023"),
-		Architectures:                pulumi.ToStringArray([]string{"arm64"}),
-		Handler:                      pulumi.String("bootstrap"),
-		Code:                         code.Archive,
-		SourceCodeHash:               pulumi.String(code.Hash),
-		Role:                         out.role.Arn,
-		MemorySize:                   pulumi.Int(f.MemoryMB),
-		Timeout:                      pulumi.Int(f.TimeoutSeconds),
-		Environment:                  lambda.FunctionEnvironmentArgs{Variables: env},
+		Runtime:        pulumi.String("provided.al2023"),
+		Architectures:  pulumi.ToStringArray([]string{"arm64"}),
+		Handler:        pulumi.String("bootstrap"),
+		Code:           code.Archive,
+		SourceCodeHash: pulumi.String(code.Hash),
+		Role:           out.role.Arn,
+		MemorySize:     pulumi.Int(f.MemoryMB),
+		Timeout:        pulumi.Int(f.TimeoutSeconds),
+		Environment:    lambda.FunctionEnvironmentArgs{Variables: env},
 		LoggingConfig: lambda.FunctionLoggingConfigArgs{
 			LogFormat: pulumi.String("JSON"), LogGroup: out.logGroup.Name,
 			ApplicationLogLevel: pulumi.String("INFO"), SystemLogLevel: pulumi.String("WARN"),

@@ -223,6 +223,9 @@ func FunctionPolicy(fn string, r resourceARNs, tracing bool) PolicyDocument {
 	var st []Statement
 	switch fn {
 	case "worker":
+		// The worker resolves its event source's ARN to the queue's URL (once per
+		// execution environment) to back off retries.
+		consume.Action = append(consume.Action, "sqs:GetQueueUrl")
 		st = []Statement{
 			consume,
 			// A job task waiting for its planning task is sent again, delayed.
@@ -233,7 +236,6 @@ func FunctionPolicy(fn string, r resourceARNs, tracing bool) PolicyDocument {
 			allow("WriteOutput", []string{"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"}, out+"*"),
 			allow("ListOutput", []string{"s3:ListBucket"}, r.Output),
 			ledger,
-			allow("NotifyCompletion", []string{"sns:Publish"}, r.CompletionTopic),
 			logs,
 		}
 		if r.Jobs != "" {

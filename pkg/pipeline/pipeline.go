@@ -130,21 +130,21 @@ type builder struct {
 	parent pulumi.ResourceOrInvokeOption
 	tags   pulumi.StringMap
 
-	account         pulumi.StringOutput
-	accountID       string
-	regionName      string
-	key             *kms.Key // the customer-managed key, or nil
-	queueAllows     map[string][]queueAllow // who may send to each queue, besides its functions
+	account     pulumi.StringOutput
+	accountID   string
+	regionName  string
+	key         *kms.Key                // the customer-managed key, or nil
+	queueAllows map[string][]queueAllow // who may send to each queue, besides its functions
 	// afterQueuePolicies declare what needs the queue policies in place (S3 checks it
 	// may send when a notification configuration is created).
 	afterQueuePolicies []func(policies []pulumi.Resource) error
-	ingest, output  *s3.BucketV2
-	table           *dynamodb.Table
-	queues          map[string]*sqs.Queue // "tasks", "tasks-dlq", …
-	functions       map[string]*function
-	alarmTopic      *sns.Topic
-	completionTopic *sns.Topic
-	dashboard       *cloudwatch.Dashboard
+	ingest, output     *s3.BucketV2
+	table              *dynamodb.Table
+	queues             map[string]*sqs.Queue // "tasks", "tasks-dlq", …
+	functions          map[string]*function
+	alarmTopic         *sns.Topic
+	completionTopic    *sns.Topic
+	dashboard          *cloudwatch.Dashboard
 }
 
 func (b *builder) n(suffix string) string { return b.name + "-" + suffix }

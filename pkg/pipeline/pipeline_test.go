@@ -170,13 +170,12 @@ func TestWorkerIAMLeastPrivilege(t *testing.T) {
 	}
 	arn := "arn:aws:"
 	assert.Equal(t, map[string][]string{
-		arn + "sqs:us-east-1:123456789012:files-tasks":                                       {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:SendMessage"},
-		arn + "s3:::files-ingest":                                                            {"s3:ListBucket"},
-		arn + "s3:::files-ingest/*":                                                          {"s3:GetObject", "s3:GetObjectVersion"},
-		arn + "s3:::files-output/*":                                                          {"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"},
-		arn + "s3:::files-output":                                                            {"s3:ListBucket"},
-		arn + "dynamodb:us-east-1:123456789012:table/files-ledger":                           {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"},
-		arn + "sns:us-east-1:123456789012:files-completions":                                 {"sns:Publish"},
+		arn + "sqs:us-east-1:123456789012:files-tasks":             {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:SendMessage"},
+		arn + "s3:::files-ingest":                                  {"s3:ListBucket"},
+		arn + "s3:::files-ingest/*":                                {"s3:GetObject", "s3:GetObjectVersion"},
+		arn + "s3:::files-output/*":                                {"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"},
+		arn + "s3:::files-output":                                  {"s3:ListBucket"},
+		arn + "dynamodb:us-east-1:123456789012:table/files-ledger": {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"},
 		arn + "logs:us-east-1:123456789012:log-group:/fileflow/fileflow/test/files/worker:*": {"logs:CreateLogStream", "logs:PutLogEvents"},
 	}, got)
 	role := one(t, g, "aws:iam/role:Role", "files-worker-role")

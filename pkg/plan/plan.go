@@ -42,6 +42,8 @@ type Resource struct {
 	// Deps maps each input to the URNs of the resources its value came from (what
 	// Pulumi knows about an input while the value itself is still unknown in a preview).
 	Deps map[string][]string `json:"-"`
+	// Protected: declared with Protect and RetainOnDelete.
+	Protected bool `json:"protected,omitempty"`
 }
 
 // Secret is how a secret input is recorded: its value never reaches the plan's output.
@@ -197,8 +199,9 @@ func (m *mocks) NewResource(args pulumi.MockResourceArgs) (string, resource.Prop
 	}
 	urn := resource.NewURN(tokens.QName(m.stack), tokens.PackageName(m.project), parentType, tokens.Type(args.TypeToken), args.Name)
 	m.mu.Lock()
+	protected := args.RegisterRPC != nil && args.RegisterRPC.GetProtect() && args.RegisterRPC.GetRetainOnDelete()
 	m.resources = append(m.resources, Resource{Type: args.TypeToken, Name: args.Name, Parent: parent, Inputs: inputs, State: state,
-		URN: string(urn), Deps: deps})
+		URN: string(urn), Deps: deps, Protected: protected})
 	m.mu.Unlock()
 	return id, resource.NewPropertyMapFromMap(state), nil
 }
