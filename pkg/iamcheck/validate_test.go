@@ -87,14 +87,31 @@ func TestComponentVariantsPassTheValidator(t *testing.T) {
 			_, err := pipeline.New(ctx, "files", &pipeline.Args{Code: code("worker"), IngestPrefix: "in/"})
 			return err
 		},
+		"key, EventBridge, provisioned concurrency, tracing": func(ctx *pulumi.Context) error {
+			_, err := pipeline.New(ctx, "files", &pipeline.Args{Code: code("worker", "dispatch"), CustomerManagedKey: true,
+				Ingest: pipeline.IngestEventBridge, IngestSuffix: ".csv", Tracing: true, OutputPrefix: "out/",
+				Functions: map[string]pipeline.FunctionArgs{"worker": {ProvisionedConcurrency: 2}}})
+			return err
+		},
+		"two pipelines": func(ctx *pulumi.Context) error {
+			for _, n := range []string{"a", "b"} {
+				if _, err := pipeline.New(ctx, n, &pipeline.Args{Code: code("worker", "dispatch")}); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
 	}
 	for name, program := range variants {
 		t.Run(name, func(t *testing.T) {
 			g, err := plan.Run("fileflow", "test", program)
 			require.NoError(t, err)
-			findings, err := c.Validate(context.Background(), iamcheck.Documents(g))
+			docs := iamcheck.Documents(g)
+			require.NotEmpty(t, docs)
+			findings, err := c.Validate(context.Background(), docs)
 			require.NoError(t, err)
 			assert.Empty(t, findings)
+			t.Logf("%d documents, %d findings", len(docs), len(findings))
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fileflow/fileflow/pkg/fnenv"
 	"github.com/fileflow/fileflow/pkg/pipeline"
 	"github.com/fileflow/fileflow/pkg/plan"
 	"github.com/fileflow/fileflow/pkg/policy"
@@ -388,4 +389,88 @@ func TestJobSpecsNotifyTheJobsQueue(t *testing.T) {
 	wfn := one(t, g, "aws:lambda/function:Function", "files-worker")
 	assert.NotContains(t, wfn.Inputs["environment"].(map[string]any)["variables"], "FILEFLOW_FORWARD_JOB_SPECS")
 	assert.Empty(t, policy.Check(g.Policy()))
+}
+
+// With ingest through EventBridge: the bucket sends its events to EventBridge; a rule
+// matches Object Created in the ingest bucket with the prefix and suffix and targets
+// the tasks queue, whose policy lets events.amazonaws.com send for that rule only; job
+// specs get their own rule to the jobs queue. The reconcile schedule targets the jobs
+// queue with the constant message.
+func TestEventBridgeIngestAndReconcileSchedule(t *testing.T) {
+	g := run(t, &pipeline.Args{Code: code("worker", "dispatch"), Ingest: pipeline.IngestEventBridge,
+		IngestPrefix: "uploads/", IngestSuffix: ".csv", ReconcileMinutes: 10})
+	n := one(t, g, "aws:s3/bucketNotification:BucketNotification", "files-ingest-events")
+	assert.Equal(t, true, n.Inputs["eventbridge"])
+	assert.NotContains(t, n.Inputs, "queues")
+
+	rule := one(t, g, "aws:cloudwatch/eventRule:EventRule", "files-ingest-rule")
+	var pattern map[string]any
+	require.NoError(t, json.Unmarshal([]byte(rule.Inputs["eventPattern"].(string)), &pattern))
+	assert.Equal(t, map[string]any{
+		"source": []any{"aws.s3"}, "detail-type": []any{"Object Created"},
+		"detail": map[string]any{"bucket": map[string]any{"name": []any{"files-ingest"}},
+			"object": map[string]any{"key": []any{map[string]any{"wildcard": "uploads/*.csv"}}}},
+	}, pattern)
+	target := one(t, g, "aws:cloudwatch/eventTarget:EventTarget", "files-ingest-rule-target")
+	assert.Equal(t, one(t, g, "aws:sqs/queue:Queue", "files-tasks").State["arn"], target.Inputs["arn"])
+	tp := one(t, g, "aws:sqs/queuePolicy:QueuePolicy", "files-tasks-policy").Inputs["policy"].(string)
+	assert.Contains(t, tp, `"Service":"events.amazonaws.com"`)
+	assert.Contains(t, tp, `"aws:SourceArn":"`+rule.State["arn"].(string)+`"`)
+	assert.NotContains(t, tp, "s3.amazonaws.com", "no S3 notification sends to it")
+
+	specs := one(t, g, "aws:cloudwatch/eventRule:EventRule", "files-job-specs-rule")
+	assert.Contains(t, specs.Inputs["eventPattern"], `"wildcard":"jobs/*.json"`)
+	assert.Equal(t, one(t, g, "aws:sqs/queue:Queue", "files-jobs").State["arn"],
+		one(t, g, "aws:cloudwatch/eventTarget:EventTarget", "files-job-specs-rule-target").Inputs["arn"])
+
+	sched := one(t, g, "aws:cloudwatch/eventRule:EventRule", "files-reconcile")
+	assert.Equal(t, "rate(10 minutes)", sched.Inputs["scheduleExpression"])
+	st := one(t, g, "aws:cloudwatch/eventTarget:EventTarget", "files-reconcile-target")
+	assert.Equal(t, fnenv.ReconcileBody, st.Inputs["input"])
+	assert.Equal(t, one(t, g, "aws:sqs/queue:Queue", "files-jobs").State["arn"], st.Inputs["arn"])
+	jp := one(t, g, "aws:sqs/queuePolicy:QueuePolicy", "files-jobs-policy").Inputs["policy"].(string)
+	assert.Contains(t, jp, `"Sid":"ReconcileSchedule"`)
+	assert.Contains(t, jp, `"aws:SourceArn":"`+sched.State["arn"].(string)+`"`)
+	assert.Contains(t, jp, `"aws:SecureTransport":"false"`)
+	assert.Empty(t, policy.Check(g.Policy()))
+
+	// Without the dispatcher there is no schedule.
+	g = run(t, &pipeline.Args{Code: code("worker")})
+	assert.Empty(t, g.OfType("aws:cloudwatch/eventRule:EventRule"))
+	// One minute is "rate(1 minute)".
+	g = run(t, &pipeline.Args{Code: code("worker", "dispatch"), ReconcileMinutes: 1})
+	assert.Equal(t, "rate(1 minute)", one(t, g, "aws:cloudwatch/eventRule:EventRule", "files-reconcile").Inputs["scheduleExpression"])
+}
+
+func TestObjectCreatedPattern(t *testing.T) {
+	for _, tt := range []struct{ prefix, suffix, want string }{
+		{"", "", `{"detail":{"bucket":{"name":["b"]}},"detail-type":["Object Created"],"source":["aws.s3"]}`},
+		{"in/", "", `"key":[{"prefix":"in/"}]`},
+		{"", ".gz", `"key":[{"suffix":".gz"}]`},
+		{`a*b\`, ".x", `"key":[{"wildcard":"a\\*b\\\\*.x"}]`},
+	} {
+		p, err := pipeline.ObjectCreatedPattern("b", tt.prefix, tt.suffix)
+		require.NoError(t, err)
+		assert.Contains(t, p, tt.want)
+	}
+}
+
+// Trust, identity and resource policies are three types: a trust policy has no
+// Resource at all, and a statement missing what its kind requires does not marshal.
+func TestPolicyKindsMarshal(t *testing.T) {
+	var trust pipeline.TrustPolicy
+	g := run(t, &pipeline.Args{Code: code()})
+	role := one(t, g, "aws:iam/role:Role", "files-worker-role")
+	require.NoError(t, json.Unmarshal([]byte(role.Inputs["assumeRolePolicy"].(string)), &trust))
+	assert.NotContains(t, role.Inputs["assumeRolePolicy"], "Resource")
+	assert.Equal(t, pipeline.Service("lambda.amazonaws.com"), trust.Statement[0].Principal)
+
+	_, err := pipeline.PolicyDocument{Statement: []pipeline.Statement{{Effect: "Allow", Action: []string{"s3:GetObject"}}}}.JSON()
+	assert.ErrorContains(t, err, "no Resource")
+	_, err = pipeline.ResourcePolicy{Statement: []pipeline.ResourceStatement{{Effect: "Allow", Principal: pipeline.Everyone, Action: []string{"s3:GetObject"}}}}.JSON()
+	assert.ErrorContains(t, err, "no Resource")
+	_, err = pipeline.TrustPolicy{Statement: []pipeline.TrustStatement{{Effect: "Allow", Principal: pipeline.Principal{}, Action: []string{"sts:AssumeRole"}}}}.JSON()
+	assert.ErrorContains(t, err, "exactly one of")
+	_, err = pipeline.TrustPolicy{}.JSON()
+	assert.ErrorContains(t, err, "no statements")
 }

@@ -126,6 +126,23 @@ func TestEachRuleCatchesABrokenResource(t *testing.T) {
 		{"log-retention", func() []policy.Resource {
 			return mutate(t, base, "files-worker-logs", func(p map[string]any) { delete(p, "retentionInDays") })
 		}, "keeps logs forever"},
+		{"recursion-config", func() []policy.Resource { return remove(base, "files-worker-recursion") }, "no recursion config of Allow"},
+		{"recursion-config", func() []policy.Resource {
+			return mutate(t, base, "files-worker-recursion", func(p map[string]any) { p["recursiveLoop"] = "Terminate" })
+		}, "no recursion config of Allow"},
+		{"one-queue-policy", func() []policy.Resource {
+			for _, r := range base {
+				if r.Name == "files-tasks-policy" {
+					r.Name = "files-tasks-policy-2"
+					return append(append([]policy.Resource{}, base...), r)
+				}
+			}
+			return nil
+		}, "2 queue policies"},
+		{"tls-only", func() []policy.Resource {
+			return mutate(t, base, "files-tasks-dlq-policy", func(p map[string]any) { p["policy"] = `{"Statement":[]}` })
+		}, "the queue's policy does not deny"},
+		{"tls-only", func() []policy.Resource { return remove(base, "files-completions-policy") }, "no topic policy"},
 		{"log-retention", func() []policy.Resource {
 			return mutate(t, base, "files-worker", func(p map[string]any) { delete(p, "loggingConfig") })
 		}, "/aws/lambda/files-worker"},
@@ -201,6 +218,34 @@ func TestFirstPreviewLinksByURN(t *testing.T) {
 				}
 			}
 			assert.NotEmpty(t, hit, "%s not caught in a first preview", tt.rule)
+		})
+	}
+}
+
+// The EventBridge wiring: a rule's SQS target needs a queue policy statement for
+// events.amazonaws.com scoped to that rule; a bucket sending to EventBridge needs a rule.
+func TestEventBridgeWiringRule(t *testing.T) {
+	g, err := plan.Run("fileflow", "test", func(ctx *pulumi.Context) error {
+		code := map[string]pipeline.Code{}
+		for _, n := range []string{"worker", "dispatch"} {
+			code[n] = pipeline.Code{Archive: pulumi.NewAssetArchive(map[string]any{"bootstrap": pulumi.NewStringAsset(n)}), Hash: "eA=="}
+		}
+		_, err := pipeline.New(ctx, "files", &pipeline.Args{Code: code, Ingest: pipeline.IngestEventBridge, IngestPrefix: "in/"})
+		return err
+	})
+	require.NoError(t, err)
+	base := g.Policy()
+	require.Empty(t, policy.Check(base))
+	for name, broken := range map[string][]policy.Resource{
+		"statement for another rule": mutate(t, base, "files-tasks-policy", func(p map[string]any) {
+			p["policy"] = strings.ReplaceAll(p["policy"].(string), "rule/files-ingest-rule", "rule/elsewhere")
+		}),
+		"no queue policy":           remove(base, "files-jobs-policy"),
+		"no rule for bucket events": remove(remove(remove(base, "files-ingest-rule"), "files-ingest-rule-target"), "files-job-specs-rule"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			hits := rulesHit(policy.Check(broken))
+			assert.Contains(t, hits, "eventbridge-wiring")
 		})
 	}
 }
