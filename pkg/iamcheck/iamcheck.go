@@ -26,11 +26,14 @@ import (
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/fileflow/fileflow/pkg/local"
 )
@@ -196,14 +199,33 @@ func (c *Checker) Validate(ctx context.Context, docs []Document) ([]Finding, err
 	return findings, nil
 }
 
-// Simulate judges each request; the decisions come back in the requests' order.
+// Simulate judges each request; the decisions come back in the requests' order. Large
+// sets are split over one runner per CPU.
 func (c *Checker) Simulate(ctx context.Context, reqs []Request) ([]Decision, error) {
 	if len(reqs) == 0 {
 		return nil, nil
 	}
-	out, err := c.run(ctx, runInput{Simulate: reqs})
-	if err != nil {
+	n := min(runtime.NumCPU(), max(1, len(reqs)/2000))
+	size := (len(reqs) + n - 1) / n
+	out := make([]Decision, len(reqs))
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		lo, hi := i*size, min((i+1)*size, len(reqs))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := c.run(ctx, runInput{Simulate: reqs[lo:hi]})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			copy(out[lo:hi], res.Simulate)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return out.Simulate, nil
+	return out, nil
 }
