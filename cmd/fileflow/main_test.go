@@ -47,6 +47,16 @@ func TestPlanTableAndMermaid(t *testing.T) {
 	assert.Contains(t, out, "aws:lambda/eventSourceMapping:EventSourceMapping")
 	assert.Contains(t, out, "Policy: no violations.")
 
+	assert.Contains(t, out, "account concurrency needed: 100 (reserved 0", "dev reserves nothing: it deploys on a new account")
+	assert.Regexp(t, `\d+ IAM policy documents validated by @cloud-copilot/iam-policy [0-9.]+: 0 findings`, out)
+
+	out, err = runCLI(t, "plan", "--stack", "prod")
+	require.NoError(t, err)
+	for _, want := range []string{"account concurrency needed: 350", "aws:lambda/functionRecursionConfig:FunctionRecursionConfig",
+		"aws:kms/key:Key", "fileflow-reconcile", "fileflow-worker-spillover", "fileflow-tasks-dlq-age", "aws:sns/topicPolicy:TopicPolicy"} {
+		assert.Contains(t, out, want)
+	}
+
 	out, err = runCLI(t, "plan", "--stack", "prod", "--format", "mermaid")
 	require.NoError(t, err)
 	assert.Contains(t, out, "flowchart LR")

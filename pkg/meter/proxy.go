@@ -28,6 +28,10 @@ type Proxy struct {
 	// After, if set, is called once the server has answered, with its status code and
 	// response headers.
 	After func(r *http.Request, status int, header http.Header)
+	// Record, if set, is called once the server has answered with the request, its body
+	// where the operation is told by it (JSON and query protocols, S3 DeleteObjects;
+	// nil for other S3 requests, whose bodies are objects) and the status code.
+	Record func(r *http.Request, body []byte, status int)
 
 	srv *http.Server
 	URL string // the proxy's endpoint, http://127.0.0.1:PORT
@@ -52,14 +56,24 @@ func StartProxy(service, target string, calls *Calls) (*Proxy, error) {
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second},
 	}
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.Calls.add(p.Service + "." + Operation(p.Service, r))
-		if p.DelayBody != nil {
-			body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+		var body []byte
+		if p.DelayBody != nil || (p.Record != nil && bodyTellsOperation(p.Service, r)) {
+			var err error
+			body, err = io.ReadAll(io.LimitReader(r.Body, 16<<20))
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		op := Operation(p.Service, r)
+		if op == http.MethodPost && body != nil {
+			if form, err := url.ParseQuery(string(body)); err == nil && form.Get("Action") != "" {
+				op = form.Get("Action") // the query protocol (SNS) names it in the body
+			}
+		}
+		p.Calls.add(p.Service + "." + op)
+		if p.DelayBody != nil {
 			if d := p.DelayBody(r, body); d > 0 {
 				select {
 				case <-time.After(d):
@@ -82,9 +96,21 @@ func StartProxy(service, target string, calls *Calls) (*Proxy, error) {
 		if p.After != nil {
 			p.After(r, sw.status, sw.Header())
 		}
+		if p.Record != nil {
+			p.Record(r, body, sw.status)
+		}
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = p.srv.Serve(l) }()
 	return p, nil
+}
+
+// bodyTellsOperation: the request's body names its operation or resources (every
+// protocol but S3's REST, and S3's DeleteObjects, whose body lists the keys).
+func bodyTellsOperation(service string, r *http.Request) bool {
+	if service != "S3" {
+		return true
+	}
+	return r.Method == http.MethodPost && r.URL.Query().Has("delete")
 }
 
 type statusWriter struct {

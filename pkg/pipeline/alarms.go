@@ -30,6 +30,8 @@ func (b *builder) alarms() error {
 		all = append(all,
 			alarm{q + "-dlq-depth", "Messages in the " + q + " DLQ: they failed maxReceiveCount times. Inspect, fix, redrive.",
 				"AWS/SQS", "ApproximateNumberOfMessagesVisible", pulumi.StringMap{"QueueName": dlq.Name}, "Maximum", 60, 1, "GreaterThanThreshold", 0},
+			alarm{q + "-dlq-age", "The oldest message in the " + q + " DLQ will expire soon (DLQs keep 14 days): redrive or record it now.",
+				"AWS/SQS", "ApproximateAgeOfOldestMessage", pulumi.StringMap{"QueueName": dlq.Name}, "Maximum", 3600, 1, "GreaterThanThreshold", float64(b.args.DLQAgeAlarmSeconds)},
 			alarm{q + "-depth", "The " + q + " queue is deeper than expected: processing is falling behind.",
 				"AWS/SQS", "ApproximateNumberOfMessagesVisible", pulumi.StringMap{"QueueName": queue.Name}, "Maximum", 300, 3, "GreaterThanThreshold", float64(b.args.QueueDepthAlarm)},
 			alarm{q + "-oldest-age", "The oldest message in the " + q + " queue is old: consumers are stuck or throttled.",
@@ -41,6 +43,12 @@ func (b *builder) alarms() error {
 			alarm{fnName + "-near-timeout", "A " + fnName + " invocation ran over 80% of its timeout: batches are too big or files too slow.",
 				"AWS/Lambda", "Duration", pulumi.StringMap{"FunctionName": f.fn.Name}, "Maximum", 300, 1, "GreaterThanThreshold", 0.8 * float64(f.args.TimeoutSeconds*1000)},
 		)
+		if f.alias != nil {
+			all = append(all, alarm{fnName + "-spillover", "Invocations of " + fnName + " spilled over its provisioned concurrency for 15 minutes: cold starts; raise ProvisionedMax or check the autoscaling.",
+				"AWS/Lambda", "ProvisionedConcurrencySpilloverInvocations",
+				pulumi.StringMap{"FunctionName": f.fn.Name, "Resource": pulumi.Sprintf("%s:%s", f.fn.Name, f.alias.Name)},
+				"Sum", 300, 3, "GreaterThanThreshold", 0})
+		}
 	}
 	for _, kind := range []string{"Read", "Write"} {
 		all = append(all, alarm{"ledger-" + lower(kind) + "-throttles", "The ledger table throttled " + lower(kind) + "s: raise capacity or check hot keys.",
@@ -112,10 +120,18 @@ func (b *builder) dashboardAll() error {
 		}
 		for i, fn := range fnOrder {
 			fnName, queue, dlq := v[1+3*i].(string), v[2+3*i].(string), v[3+3*i].(string)
-			add(fn+": files", [][]any{
-				{"fileflow", "FilesSucceeded", "Function", fnName}, {".", "FilesFailed", ".", "."},
-				{".", "FilesRetrying", ".", "."}, {".", "FilesDuplicate", ".", "."}, {".", "PoisonMessages", ".", "."},
-			}, "Sum")
+			if fn == "dispatch" {
+				// The dispatcher's own EMF metrics (pkg/dispatch/metrics.go).
+				add(fn+": fan-out", [][]any{
+					{"fileflow", "FanoutTasks", "Function", fnName}, {".", "FanoutFailures", ".", "."},
+					{".", "FilesListed", ".", "."}, {".", "TaskMessages", ".", "."}, {".", "ChildTasks", ".", "."}, {".", "BadEntries", ".", "."},
+				}, "Sum")
+			} else {
+				add(fn+": files", [][]any{
+					{"fileflow", "FilesSucceeded", "Function", fnName}, {".", "FilesFailed", ".", "."},
+					{".", "FilesRetrying", ".", "."}, {".", "FilesDuplicate", ".", "."}, {".", "PoisonMessages", ".", "."},
+				}, "Sum")
+			}
 			add(fn+": queue", [][]any{
 				{"AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue}, {".", "ApproximateNumberOfMessagesNotVisible", ".", "."},
 				{".", "ApproximateNumberOfMessagesVisible", ".", dlq, map[string]string{"label": "DLQ"}},
@@ -138,7 +154,7 @@ func (b *builder) dashboardAll() error {
 	}).(pulumi.StringOutput)
 	var err error
 	b.dashboard, err = cloudwatch.NewDashboard(b.ctx, b.n("dashboard"), &cloudwatch.DashboardArgs{
-		DashboardName: pulumi.Sprintf("fileflow-%s-%s", b.ctx.Stack(), b.name),
+		DashboardName: pulumi.String(b.dashboardName()),
 		DashboardBody: body,
 	}, b.parent)
 	return err

@@ -29,6 +29,14 @@ type Args struct {
 	// tasks queue (S3 event notification filters). Empty: every object.
 	IngestPrefix string
 	IngestSuffix string
+	// Ingest is how uploads reach the queues: "notification" (default: S3 event
+	// notifications) or "eventbridge" (the bucket's events go to EventBridge, whose
+	// rules match Object Created events with the prefix/suffix filter and send them to
+	// the tasks queue, job specs to the jobs queue).
+	Ingest string
+	// ReconcileMinutes: with the dispatch function, an EventBridge schedule sends the
+	// jobs queue a reconcile request this often (1..1440, default 5).
+	ReconcileMinutes int
 	// OutputPrefix is prepended to every output key.
 	OutputPrefix string
 	// Rules choose the worker's processors per file; empty means process.DefaultRules.
@@ -48,6 +56,13 @@ type Args struct {
 	ExpireIngestDays int
 	// ForceDestroy lets `pulumi destroy` delete non-empty buckets (dev stages).
 	ForceDestroy bool
+	// Protect marks the buckets, the ledger table and the key Protect and RetainOnDelete:
+	// `pulumi destroy` refuses, and dropping them from the program leaves them in AWS.
+	Protect bool
+	// CustomerManagedKey encrypts the buckets, queues, topics, ledger and log groups
+	// with one customer-managed KMS key of the pipeline (rotated yearly) instead of
+	// AWS-owned and AWS-managed keys.
+	CustomerManagedKey bool
 
 	Table TableArgs
 
@@ -63,6 +78,9 @@ type Args struct {
 	OldestMessageAlarmSeconds int
 	// QueueDepthAlarm: alarm when a work queue holds more visible messages (default 100000).
 	QueueDepthAlarm int
+	// DLQAgeAlarmSeconds: alarm when a DLQ's oldest message is older, i.e. will expire
+	// (DLQs keep 14 days) unless redriven soon (default 7 days).
+	DLQAgeAlarmSeconds int
 
 	// Tags are added to every resource that takes tags.
 	Tags map[string]string
@@ -80,8 +98,11 @@ type Code struct {
 type FunctionArgs struct {
 	MemoryMB       int // 128..10240, default 512
 	TimeoutSeconds int // 1..900, default 60
-	// ReservedConcurrency caps the function and must be >= MaxConcurrency, so the
-	// mapping is never throttled by other functions (default MaxConcurrency).
+	// ReservedConcurrency, if > 0, reserves (and caps) that much of the account's
+	// concurrency for the function and must be >= MaxConcurrency, so the mapping is
+	// never throttled by other functions. 0 (the default): no reservation — the function
+	// shares the account's unreserved pool, which deploys on any account (Lambda keeps
+	// 100 unreserved: reservations need an account quota of their sum + 100).
 	ReservedConcurrency int
 	BatchSize           int // 1..10000, default 10; above 10 needs a batching window
 	BatchingWindowSec   int // 0..300, default 0
@@ -135,9 +156,6 @@ func (a Args) withDefaults(functions []string) Args {
 		if f.MaxConcurrency == 0 {
 			f.MaxConcurrency = d.MaxConcurrency
 		}
-		if f.ReservedConcurrency == 0 {
-			f.ReservedConcurrency = f.MaxConcurrency
-		}
 		if f.ProvisionedConcurrency > 0 && f.ProvisionedMax == 0 {
 			f.ProvisionedMax = f.ProvisionedConcurrency
 		}
@@ -158,6 +176,15 @@ func (a Args) withDefaults(functions []string) Args {
 	}
 	if a.QueueDepthAlarm == 0 {
 		a.QueueDepthAlarm = 100_000
+	}
+	if a.DLQAgeAlarmSeconds == 0 {
+		a.DLQAgeAlarmSeconds = 7 * 24 * 3600
+	}
+	if a.Ingest == "" {
+		a.Ingest = IngestNotification
+	}
+	if a.ReconcileMinutes == 0 {
+		a.ReconcileMinutes = 5
 	}
 	if len(a.Rules) == 0 {
 		a.Rules = process.DefaultRules
@@ -238,10 +265,10 @@ func (a Args) ValidateFor(functions []string) error {
 			bad(p+"BatchingWindowSec", f.BatchingWindowSec, fmt.Sprintf("must be >= 1 when BatchSize (%d) is above 10", f.BatchSize))
 		}
 		inRange(p+"MaxConcurrency", f.MaxConcurrency, 2, 1000)
-		if f.ReservedConcurrency < f.MaxConcurrency {
-			bad(p+"ReservedConcurrency", f.ReservedConcurrency, fmt.Sprintf("must be >= MaxConcurrency (%d), or the mapping is throttled", f.MaxConcurrency))
+		if f.ReservedConcurrency != 0 && f.ReservedConcurrency < f.MaxConcurrency {
+			bad(p+"ReservedConcurrency", f.ReservedConcurrency, fmt.Sprintf("must be 0 (none) or >= MaxConcurrency (%d), or the mapping is throttled", f.MaxConcurrency))
 		}
-		inRange(p+"ReservedConcurrency", f.ReservedConcurrency, 1, 10000)
+		inRange(p+"ReservedConcurrency", f.ReservedConcurrency, 0, 10000)
 		if v := VisibilityTimeout(f); v > 43200 {
 			bad(p+"TimeoutSeconds", f.TimeoutSeconds, fmt.Sprintf("gives a visibility timeout of %d s (6 x timeout + batching window), above SQS's 43200", v))
 		}
@@ -252,7 +279,7 @@ func (a Args) ValidateFor(functions []string) error {
 			if f.ProvisionedMax < f.ProvisionedConcurrency {
 				bad(p+"ProvisionedMax", f.ProvisionedMax, fmt.Sprintf("must be >= ProvisionedConcurrency (%d)", f.ProvisionedConcurrency))
 			}
-			if f.ProvisionedMax > f.ReservedConcurrency {
+			if f.ReservedConcurrency > 0 && f.ProvisionedMax > f.ReservedConcurrency {
 				bad(p+"ProvisionedMax", f.ProvisionedMax, fmt.Sprintf("must be <= ReservedConcurrency (%d)", f.ReservedConcurrency))
 			}
 		}
@@ -274,6 +301,16 @@ func (a Args) ValidateFor(functions []string) error {
 	}
 	inRange("OldestMessageAlarmSeconds", a.OldestMessageAlarmSeconds, 60, 1209600)
 	inRange("QueueDepthAlarm", a.QueueDepthAlarm, 1, 100_000_000)
+	inRange("DLQAgeAlarmSeconds", a.DLQAgeAlarmSeconds, 60, DLQRetentionSeconds-60)
+	if a.Ingest != IngestNotification && a.Ingest != IngestEventBridge {
+		bad("Ingest", a.Ingest, `must be "notification" or "eventbridge"`)
+	}
+	inRange("ReconcileMinutes", a.ReconcileMinutes, 1, 1440)
+	for k, v := range a.Tags {
+		if k == "" || len(k) > 128 || len(v) > 256 || strings.HasPrefix(strings.ToLower(k), "aws:") {
+			bad("Tags["+k+"]", v, "keys 1..128 characters, not aws:*; values up to 256")
+		}
+	}
 	if a.AlarmEmail != "" && (!strings.Contains(a.AlarmEmail, "@") || strings.ContainsAny(a.AlarmEmail, " ,;")) {
 		bad("AlarmEmail", a.AlarmEmail, "must be one e-mail address")
 	}

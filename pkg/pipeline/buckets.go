@@ -1,11 +1,8 @@
 package pipeline
 
 import (
-	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/s3"
-	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/sqs"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
-	"strings"
 )
 
 func (b *builder) buckets() error {
@@ -24,7 +21,7 @@ func (b *builder) bucket(kind string, expireDays int) (*s3.BucketV2, error) {
 	bucket, err := s3.NewBucketV2(b.ctx, b.n(kind), &s3.BucketV2Args{
 		ForceDestroy: pulumi.Bool(b.args.ForceDestroy),
 		Tags:         b.tags,
-	}, b.parent)
+	}, append(b.protect(), b.parent)...)
 	if err != nil {
 		return nil, err
 	}
@@ -34,15 +31,25 @@ func (b *builder) bucket(kind string, expireDays int) (*s3.BucketV2, error) {
 	}, b.parent); err != nil {
 		return nil, err
 	}
+	// SSE-S3 by default: no per-request KMS charge (at 1M files/day that is real money),
+	// and no key policy for Lambda to need. With the pipeline's key: SSE-KMS with an S3
+	// Bucket Key, which cuts the KMS requests to about one per object batch.
+	sse := s3.BucketServerSideEncryptionConfigurationV2RuleArgs{
+		ApplyServerSideEncryptionByDefault: s3.BucketServerSideEncryptionConfigurationV2RuleApplyServerSideEncryptionByDefaultArgs{
+			SseAlgorithm: pulumi.String("AES256"),
+		},
+	}
+	if b.key != nil {
+		sse = s3.BucketServerSideEncryptionConfigurationV2RuleArgs{
+			ApplyServerSideEncryptionByDefault: s3.BucketServerSideEncryptionConfigurationV2RuleApplyServerSideEncryptionByDefaultArgs{
+				SseAlgorithm: pulumi.String("aws:kms"), KmsMasterKeyId: b.key.Arn,
+			},
+			BucketKeyEnabled: pulumi.Bool(true),
+		}
+	}
 	if _, err := s3.NewBucketServerSideEncryptionConfigurationV2(b.ctx, b.n(kind+"-encryption"), &s3.BucketServerSideEncryptionConfigurationV2Args{
 		Bucket: bucket.ID(),
-		Rules: s3.BucketServerSideEncryptionConfigurationV2RuleArray{s3.BucketServerSideEncryptionConfigurationV2RuleArgs{
-			ApplyServerSideEncryptionByDefault: s3.BucketServerSideEncryptionConfigurationV2RuleApplyServerSideEncryptionByDefaultArgs{
-				// SSE-S3: no per-request KMS charge (at 1M files/day that is real money),
-				// and no key policy for Lambda to need.
-				SseAlgorithm: pulumi.String("AES256"),
-			},
-		}},
+		Rules:  s3.BucketServerSideEncryptionConfigurationV2RuleArray{sse},
 	}, b.parent); err != nil {
 		return nil, err
 	}
@@ -73,11 +80,7 @@ func (b *builder) bucket(kind string, expireDays int) (*s3.BucketV2, error) {
 		return nil, err
 	}
 	policy := bucket.Arn.ApplyT(func(arn string) (string, error) {
-		return PolicyDocument{Statement: []Statement{{
-			Sid: "DenyInsecureTransport", Effect: "Deny", Principal: "*", Action: []string{"s3:*"},
-			Resource:  []string{arn, arn + "/*"},
-			Condition: map[string]map[string]string{"Bool": {"aws:SecureTransport": "false"}},
-		}}}.JSON()
+		return ResourcePolicy{Statement: []ResourceStatement{denyInsecureTransport("s3", arn, arn+"/*")}}.JSON()
 	}).(pulumi.StringOutput)
 	if _, err := s3.NewBucketPolicy(b.ctx, b.n(kind+"-tls-only"), &s3.BucketPolicyArgs{
 		Bucket: bucket.ID(), Policy: policy,
@@ -85,70 +88,4 @@ func (b *builder) bucket(kind string, expireDays int) (*s3.BucketV2, error) {
 		return nil, err
 	}
 	return bucket, nil
-}
-
-// notifications sends the ingest bucket's ObjectCreated events (within the prefix and
-// suffix filters) to the tasks queue, which accepts them only from this bucket in this
-// account.
-func (b *builder) notifications() error {
-	tasks := b.queues["tasks"]
-	qp, err := b.queueFromS3("tasks-from-s3", "S3IngestEvents", tasks)
-	if err != nil {
-		return err
-	}
-	q := s3.BucketNotificationQueueArgs{
-		Id: pulumi.String("fileflow-ingest"), QueueArn: tasks.Arn, Events: pulumi.ToStringArray([]string{"s3:ObjectCreated:*"}),
-	}
-	if b.args.IngestPrefix != "" {
-		q.FilterPrefix = pulumi.String(b.args.IngestPrefix)
-	}
-	if b.args.IngestSuffix != "" {
-		q.FilterSuffix = pulumi.String(b.args.IngestSuffix)
-	}
-	queues := s3.BucketNotificationQueueArray{q}
-	deps := []pulumi.Resource{qp}
-	if jobs, ok := b.queues["jobs"]; ok && !b.jobSpecsViaWorker() {
-		// Job specs under jobs/ go straight to the dispatcher's queue.
-		jp, err := b.queueFromS3("jobs-from-s3", "S3JobSpecs", jobs)
-		if err != nil {
-			return err
-		}
-		deps = append(deps, jp)
-		queues = append(queues, s3.BucketNotificationQueueArgs{
-			Id: pulumi.String("fileflow-job-specs"), QueueArn: jobs.Arn, Events: pulumi.ToStringArray([]string{"s3:ObjectCreated:*"}),
-			FilterPrefix: pulumi.String(job.SpecPrefix), FilterSuffix: pulumi.String(".json"),
-		})
-	}
-	_, err = s3.NewBucketNotification(b.ctx, b.n("ingest-events"), &s3.BucketNotificationArgs{
-		Bucket: b.ingest.ID(), Queues: queues,
-	}, b.parent, pulumi.DependsOn(deps))
-	return err
-}
-
-// jobSpecsViaWorker: the ingest notification's filter overlaps jobs/*.json, so S3 would
-// refuse a second configuration for job specs; they reach the worker, which forwards
-// them to the jobs queue.
-func (b *builder) jobSpecsViaWorker() bool {
-	if _, ok := b.queues["jobs"]; !ok {
-		return false
-	}
-	p, s := b.args.IngestPrefix, b.args.IngestSuffix
-	prefixes := strings.HasPrefix(p, job.SpecPrefix) || strings.HasPrefix(job.SpecPrefix, p)
-	suffixes := strings.HasSuffix(s, ".json") || strings.HasSuffix(".json", s)
-	return prefixes && suffixes
-}
-
-// queueFromS3 lets the ingest bucket (only it, only from this account) send to q.
-func (b *builder) queueFromS3(name, sid string, q *sqs.Queue) (*sqs.QueuePolicy, error) {
-	policy := pulumi.All(q.Arn, b.ingest.Arn, b.account).ApplyT(func(v []any) (string, error) {
-		return PolicyDocument{Statement: []Statement{{
-			Sid: sid, Effect: "Allow", Principal: map[string]string{"Service": "s3.amazonaws.com"},
-			Action: []string{"sqs:SendMessage"}, Resource: []string{v[0].(string)},
-			Condition: map[string]map[string]string{
-				"ArnEquals":    {"aws:SourceArn": v[1].(string)},
-				"StringEquals": {"aws:SourceAccount": v[2].(string)},
-			},
-		}}}.JSON()
-	}).(pulumi.StringOutput)
-	return sqs.NewQueuePolicy(b.ctx, b.n(name), &sqs.QueuePolicyArgs{QueueUrl: q.Url, Policy: policy}, b.parent)
 }

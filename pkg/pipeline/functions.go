@@ -3,6 +3,7 @@ package pipeline
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/appautoscaling"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/cloudwatch"
@@ -21,12 +22,22 @@ type function struct {
 	logGroup *cloudwatch.LogGroup
 	role     *iam.Role
 	mapping  *lambda.EventSourceMapping
+	alias    *lambda.Alias // the warm alias, with provisioned concurrency only
 }
 
-var lambdaAssumeRole = PolicyDocument{Version: "2012-10-17", Statement: []Statement{{
-	Effect: "Allow", Principal: map[string]string{"Service": "lambda.amazonaws.com"},
-	Action: []string{"sts:AssumeRole"}, Resource: nil,
-}}}
+// sendsToOwnQueue reports whether a function's policy lets it send to the queue that
+// triggers it: such a function forms a Lambda → SQS → same Lambda chain, which Lambda's
+// recursive loop detection stops after about 16 hops unless the function's recursion
+// config says Allow.
+func sendsToOwnQueue(fn string) bool {
+	const own = "arn:aws:sqs:region:account:own"
+	for _, s := range FunctionPolicy(fn, resourceARNs{Queue: own}, false).Statement {
+		if s.Effect == "Allow" && slices.Contains(s.Action, "sqs:SendMessage") && slices.Contains(s.Resource, own) {
+			return true
+		}
+	}
+	return false
+}
 
 func (b *builder) lambdas() error {
 	b.functions = map[string]*function{}
@@ -92,15 +103,21 @@ func (b *builder) lambdaFunction(name string) (*function, error) {
 	out := &function{name: name, args: f}
 	var err error
 
-	out.logGroup, err = cloudwatch.NewLogGroup(b.ctx, b.n(name+"-logs"), &cloudwatch.LogGroupArgs{
-		Name:            pulumi.Sprintf("/fileflow/%s/%s-%s", b.ctx.Stack(), b.name, name),
+	lg := &cloudwatch.LogGroupArgs{
+		// Log group names are per account and region: the project, stack and component
+		// keep two deployments (other projects, same stack and component name) apart.
+		Name:            pulumi.String(b.logGroupName(name)),
 		RetentionInDays: pulumi.Int(b.args.LogRetentionDays),
 		Tags:            b.tags,
-	}, b.parent)
+	}
+	if b.key != nil {
+		lg.KmsKeyId = b.key.Arn
+	}
+	out.logGroup, err = cloudwatch.NewLogGroup(b.ctx, b.n(name+"-logs"), lg, b.parent)
 	if err != nil {
 		return nil, err
 	}
-	assume, err := lambdaAssumeRole.JSON()
+	assume, err := lambdaTrust.JSON()
 	if err != nil {
 		return nil, err
 	}
@@ -120,11 +137,16 @@ func (b *builder) lambdaFunction(name string) (*function, error) {
 	if jobs, ok := b.queues["jobs"]; ok && name == "worker" {
 		jobsArn = jobs.Arn
 	}
-	policy := pulumi.All(b.ingest.Arn, b.output.Arn, b.table.Arn, queue.Arn, out.logGroup.Arn, tasksArn, b.completionTopic.Arn, jobsArn).ApplyT(
+	keyArn := pulumi.String("").ToStringOutput()
+	if b.key != nil {
+		keyArn = b.key.Arn
+	}
+	policy := pulumi.All(b.ingest.Arn, b.output.Arn, b.table.Arn, queue.Arn, out.logGroup.Arn, tasksArn, b.completionTopic.Arn, jobsArn, keyArn).ApplyT(
 		func(v []any) (string, error) {
 			return FunctionPolicy(name, resourceARNs{
 				Ingest: v[0].(string), Output: v[1].(string), Table: v[2].(string), Queue: v[3].(string),
 				LogGroup: v[4].(string), Tasks: v[5].(string), CompletionTopic: v[6].(string), Jobs: v[7].(string),
+				Key: v[8].(string), OutputPrefix: b.args.OutputPrefix, Region: b.regionName,
 			}, b.args.Tracing).JSON()
 		}).(pulumi.StringOutput)
 	rolePolicy, err := iam.NewRolePolicy(b.ctx, b.n(name+"-policy"), &iam.RolePolicyArgs{
@@ -138,16 +160,15 @@ func (b *builder) lambdaFunction(name string) (*function, error) {
 		return nil, err
 	}
 	fnArgs := &lambda.FunctionArgs{
-		Runtime:                      pulumi.String("provided.al2023"),
-		Architectures:                pulumi.ToStringArray([]string{"arm64"}),
-		Handler:                      pulumi.String("bootstrap"),
-		Code:                         code.Archive,
-		SourceCodeHash:               pulumi.String(code.Hash),
-		Role:                         out.role.Arn,
-		MemorySize:                   pulumi.Int(f.MemoryMB),
-		Timeout:                      pulumi.Int(f.TimeoutSeconds),
-		ReservedConcurrentExecutions: pulumi.Int(f.ReservedConcurrency),
-		Environment:                  lambda.FunctionEnvironmentArgs{Variables: env},
+		Runtime:        pulumi.String("provided.al2023"),
+		Architectures:  pulumi.ToStringArray([]string{"arm64"}),
+		Handler:        pulumi.String("bootstrap"),
+		Code:           code.Archive,
+		SourceCodeHash: pulumi.String(code.Hash),
+		Role:           out.role.Arn,
+		MemorySize:     pulumi.Int(f.MemoryMB),
+		Timeout:        pulumi.Int(f.TimeoutSeconds),
+		Environment:    lambda.FunctionEnvironmentArgs{Variables: env},
 		LoggingConfig: lambda.FunctionLoggingConfigArgs{
 			LogFormat: pulumi.String("JSON"), LogGroup: out.logGroup.Name,
 			ApplicationLogLevel: pulumi.String("INFO"), SystemLogLevel: pulumi.String("WARN"),
@@ -155,12 +176,29 @@ func (b *builder) lambdaFunction(name string) (*function, error) {
 		Publish: pulumi.Bool(f.ProvisionedConcurrency > 0),
 		Tags:    b.tags,
 	}
+	if f.ReservedConcurrency > 0 {
+		// Optional: Lambda keeps 100 of the account's concurrency unreserved, so a
+		// reservation needs an account quota of reserved + 100 (`fileflow plan` prints
+		// what a stage needs). Unreserved, the mapping's maximum concurrency still caps it.
+		fnArgs.ReservedConcurrentExecutions = pulumi.Int(f.ReservedConcurrency)
+	}
 	if b.args.Tracing {
 		fnArgs.TracingConfig = lambda.FunctionTracingConfigArgs{Mode: pulumi.String("Active")}
 	}
 	out.fn, err = lambda.NewFunction(b.ctx, b.n(name), fnArgs, b.parent, pulumi.DependsOn([]pulumi.Resource{rolePolicy, out.logGroup}))
 	if err != nil {
 		return nil, err
+	}
+	if sendsToOwnQueue(name) {
+		// The worker re-sends tasks waiting for their parent; the dispatcher sends child
+		// fan-out tasks, parent waits and finalize re-requests to its own queue. With
+		// the default (Terminate) Lambda would stop such a chain after ~16 hops and a
+		// long listing or a long parent wait would stall its job.
+		if _, err := lambda.NewFunctionRecursionConfig(b.ctx, b.n(name+"-recursion"), &lambda.FunctionRecursionConfigArgs{
+			FunctionName: out.fn.Name, RecursiveLoop: pulumi.String("Allow"),
+		}, b.parent); err != nil {
+			return nil, err
+		}
 	}
 
 	target := out.fn.Arn
@@ -171,6 +209,7 @@ func (b *builder) lambdaFunction(name string) (*function, error) {
 		if err != nil {
 			return nil, err
 		}
+		out.alias = alias
 		pc, err := lambda.NewProvisionedConcurrencyConfig(b.ctx, b.n(name+"-warm"), &lambda.ProvisionedConcurrencyConfigArgs{
 			FunctionName: out.fn.Name, Qualifier: alias.Name, ProvisionedConcurrentExecutions: pulumi.Int(f.ProvisionedConcurrency),
 		}, b.parent, pulumi.IgnoreChanges([]string{"provisionedConcurrentExecutions"}))

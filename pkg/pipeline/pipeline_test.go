@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fileflow/fileflow/pkg/fnenv"
 	"github.com/fileflow/fileflow/pkg/pipeline"
 	"github.com/fileflow/fileflow/pkg/plan"
 	"github.com/fileflow/fileflow/pkg/policy"
@@ -57,17 +58,20 @@ func TestDefaultsGraph(t *testing.T) {
 		"aws:s3/bucketLifecycleConfigurationV2:BucketLifecycleConfigurationV2":                       2,
 		"aws:s3/bucketPolicy:BucketPolicy":                                                           2,
 		"aws:s3/bucketNotification:BucketNotification":                                               1,
-		"aws:sqs/queue:Queue":                              2,
-		"aws:sqs/queuePolicy:QueuePolicy":                  1,
-		"aws:dynamodb/table:Table":                         1,
-		"aws:cloudwatch/logGroup:LogGroup":                 1,
-		"aws:iam/role:Role":                                1,
-		"aws:iam/rolePolicy:RolePolicy":                    1,
-		"aws:lambda/function:Function":                     1,
-		"aws:lambda/eventSourceMapping:EventSourceMapping": 1,
-		"aws:sns/topic:Topic":                              2,
-		"aws:cloudwatch/metricAlarm:MetricAlarm":           8,
-		"aws:cloudwatch/dashboard:Dashboard":               1,
+		"aws:sqs/queue:Queue":                                        2,
+		"aws:sqs/queuePolicy:QueuePolicy":                            2,
+		"aws:sqs/redriveAllowPolicy:RedriveAllowPolicy":              1,
+		"aws:sns/topicPolicy:TopicPolicy":                            2,
+		"aws:lambda/functionRecursionConfig:FunctionRecursionConfig": 1,
+		"aws:dynamodb/table:Table":                                   1,
+		"aws:cloudwatch/logGroup:LogGroup":                           1,
+		"aws:iam/role:Role":                                          1,
+		"aws:iam/rolePolicy:RolePolicy":                              1,
+		"aws:lambda/function:Function":                               1,
+		"aws:lambda/eventSourceMapping:EventSourceMapping":           1,
+		"aws:sns/topic:Topic":                                        2,
+		"aws:cloudwatch/metricAlarm:MetricAlarm":                     9,
+		"aws:cloudwatch/dashboard:Dashboard":                         1,
 	}, g.Counts())
 
 	// Every child is parented to the component and named from its name.
@@ -110,7 +114,7 @@ func TestQueuesDerivedVisibilityAndDLQ(t *testing.T) {
 	assert.Equal(t, "provided.al2023", fn.Inputs["runtime"])
 	assert.Equal(t, []any{"arm64"}, fn.Inputs["architectures"])
 	assert.EqualValues(t, 90, fn.Inputs["timeout"])
-	assert.EqualValues(t, 20, fn.Inputs["reservedConcurrentExecutions"], "reserved defaults to the mapping's maximum")
+	assert.NotContains(t, fn.Inputs, "reservedConcurrentExecutions", "no reservation by default: deploys on any account")
 	assert.Equal(t, "JSON", fn.Inputs["loggingConfig"].(map[string]any)["logFormat"])
 	env := fn.Inputs["environment"].(map[string]any)["variables"].(map[string]any)
 	assert.Equal(t, "7", env["FILEFLOW_MAX_RECEIVE_COUNT"], "the worker knows the queue's maxReceiveCount")
@@ -145,10 +149,11 @@ func TestBucketsPrivateEncryptedTLSOnly(t *testing.T) {
 	assert.Equal(t, ".csv", q["filterSuffix"])
 	assert.Equal(t, []any{"s3:ObjectCreated:*"}, q["events"])
 
-	qp := one(t, g, "aws:sqs/queuePolicy:QueuePolicy", "files-tasks-from-s3")
+	qp := one(t, g, "aws:sqs/queuePolicy:QueuePolicy", "files-tasks-policy")
 	doc := qp.Inputs["policy"].(string)
 	assert.Contains(t, doc, `"aws:SourceArn":"arn:aws:s3:::files-ingest"`)
 	assert.Contains(t, doc, `"aws:SourceAccount":"123456789012"`)
+	assert.Contains(t, doc, `"aws:SecureTransport":"false"`, "TLS only")
 }
 
 // The worker's role may do exactly what the handler calls, on this pipeline's ARNs only.
@@ -166,13 +171,13 @@ func TestWorkerIAMLeastPrivilege(t *testing.T) {
 	}
 	arn := "arn:aws:"
 	assert.Equal(t, map[string][]string{
-		arn + "sqs:us-east-1:123456789012:files-tasks":                              {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:SendMessage"},
-		arn + "s3:::files-ingest/*":                                                 {"s3:GetObject", "s3:GetObjectVersion"},
-		arn + "s3:::files-output/*":                                                 {"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"},
-		arn + "s3:::files-output":                                                   {"s3:ListBucket"},
-		arn + "dynamodb:us-east-1:123456789012:table/files-ledger":                  {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"},
-		arn + "sns:us-east-1:123456789012:files-completions":                        {"sns:Publish"},
-		arn + "logs:us-east-1:123456789012:log-group:/fileflow/test/files-worker:*": {"logs:CreateLogStream", "logs:PutLogEvents"},
+		arn + "sqs:us-east-1:123456789012:files-tasks":             {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:SendMessage"},
+		arn + "s3:::files-ingest":                                  {"s3:ListBucket"},
+		arn + "s3:::files-ingest/*":                                {"s3:GetObject", "s3:GetObjectVersion"},
+		arn + "s3:::files-output/*":                                {"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"},
+		arn + "s3:::files-output":                                  {"s3:ListBucket"},
+		arn + "dynamodb:us-east-1:123456789012:table/files-ledger": {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"},
+		arn + "logs:us-east-1:123456789012:log-group:/fileflow/fileflow/test/files/worker:*": {"logs:CreateLogStream", "logs:PutLogEvents"},
 	}, got)
 	role := one(t, g, "aws:iam/role:Role", "files-worker-role")
 	assert.Contains(t, role.Inputs["assumeRolePolicy"], `"Service":"lambda.amazonaws.com"`)
@@ -190,7 +195,7 @@ func TestTracingAddsOnlyXRayWrites(t *testing.T) {
 func TestAlarmsAndTopics(t *testing.T) {
 	g := run(t, &pipeline.Args{Code: code(), AlarmEmail: "ops@example.com", OldestMessageAlarmSeconds: 600})
 	alarms := g.OfType("aws:cloudwatch/metricAlarm:MetricAlarm")
-	require.Len(t, alarms, 8)
+	require.Len(t, alarms, 9)
 	topic := one(t, g, "aws:sns/topic:Topic", "files-alarms")
 	for _, a := range alarms {
 		assert.Equal(t, []any{topic.State["arn"]}, a.Inputs["alarmActions"], a.Name)
@@ -204,7 +209,7 @@ func TestAlarmsAndTopics(t *testing.T) {
 	near := one(t, g, "aws:cloudwatch/metricAlarm:MetricAlarm", "files-worker-near-timeout")
 	assert.EqualValues(t, 48000, near.Inputs["threshold"], "80% of the 60 s default timeout, in ms")
 	sub := one(t, g, "aws:sns/topicSubscription:TopicSubscription", "files-alarms-email")
-	assert.Equal(t, "ops@example.com", sub.Inputs["endpoint"])
+	assert.Equal(t, plan.Secret, sub.Inputs["endpoint"], "the address is a secret: encrypted in state")
 	one(t, g, "aws:sns/topic:Topic", "files-completions")
 	dash := one(t, g, "aws:cloudwatch/dashboard:Dashboard", "files-dashboard")
 	var body struct {
@@ -273,11 +278,15 @@ func TestValidationErrors(t *testing.T) {
 		{"window", w(pipeline.FunctionArgs{BatchingWindowSec: 301}), "Functions[worker].BatchingWindowSec = 301: must be in 0..300"},
 		{"max concurrency low", w(pipeline.FunctionArgs{MaxConcurrency: 1}), "Functions[worker].MaxConcurrency = 1: must be in 2..1000"},
 		{"max concurrency high", w(pipeline.FunctionArgs{MaxConcurrency: 1001, ReservedConcurrency: 2000}), "Functions[worker].MaxConcurrency = 1001: must be in 2..1000"},
-		{"reserved below max", w(pipeline.FunctionArgs{MaxConcurrency: 100, ReservedConcurrency: 50}), "Functions[worker].ReservedConcurrency = 50: must be >= MaxConcurrency (100)"},
+		{"reserved below max", w(pipeline.FunctionArgs{MaxConcurrency: 100, ReservedConcurrency: 50}), "Functions[worker].ReservedConcurrency = 50: must be 0 (none) or >= MaxConcurrency (100)"},
 		{"memory", w(pipeline.FunctionArgs{MemoryMB: 64}), "Functions[worker].MemoryMB = 64: must be in 128..10240"},
 		{"timeout", w(pipeline.FunctionArgs{TimeoutSeconds: 901}), "Functions[worker].TimeoutSeconds = 901: must be in 1..900"},
 		{"provisioned max", w(pipeline.FunctionArgs{ProvisionedConcurrency: 10, ProvisionedMax: 5}), "Functions[worker].ProvisionedMax = 5: must be >= ProvisionedConcurrency (10)"},
-		{"provisioned above reserved", w(pipeline.FunctionArgs{MaxConcurrency: 10, ProvisionedConcurrency: 5, ProvisionedMax: 20}), "Functions[worker].ProvisionedMax = 20: must be <= ReservedConcurrency (10)"},
+		{"provisioned above reserved", w(pipeline.FunctionArgs{MaxConcurrency: 10, ReservedConcurrency: 10, ProvisionedConcurrency: 5, ProvisionedMax: 20}), "Functions[worker].ProvisionedMax = 20: must be <= ReservedConcurrency (10)"},
+		{"ingest", pipeline.Args{Code: code(), Ingest: "sns"}, `Ingest = sns: must be "notification" or "eventbridge"`},
+		{"reconcile", pipeline.Args{Code: code(), ReconcileMinutes: 1441}, "ReconcileMinutes = 1441: must be in 1..1440"},
+		{"dlq age", pipeline.Args{Code: code(), DLQAgeAlarmSeconds: 14 * 24 * 3600}, "DLQAgeAlarmSeconds = 1209600: must be in 60..1209540"},
+		{"tag", pipeline.Args{Code: code(), Tags: map[string]string{"aws:x": "y"}}, "Tags[aws:x] = y"},
 		{"reserved env", w(pipeline.FunctionArgs{Env: map[string]string{"FILEFLOW_TABLE": "x"}}), "Functions[worker].Env[FILEFLOW_TABLE]"},
 		{"max receive", pipeline.Args{Code: code(), MaxReceiveCount: 1001}, "MaxReceiveCount = 1001: must be in 1..1000"},
 		{"retention", pipeline.Args{Code: code(), RetentionSeconds: 30}, "RetentionSeconds = 30: must be in 60..1209600"},
@@ -334,7 +343,7 @@ func TestDispatchFunctionGetsJobsQueue(t *testing.T) {
 	one(t, g, "aws:sqs/queue:Queue", "files-jobs-dlq")
 	esm := one(t, g, "aws:lambda/eventSourceMapping:EventSourceMapping", "files-dispatch-trigger")
 	assert.Equal(t, jobs.State["arn"], esm.Inputs["eventSourceArn"])
-	assert.Len(t, g.OfType("aws:cloudwatch/metricAlarm:MetricAlarm"), 14, "6 per function + 2 for the table")
+	assert.Len(t, g.OfType("aws:cloudwatch/metricAlarm:MetricAlarm"), 16, "7 per function + 2 for the table")
 
 	fn := one(t, g, "aws:lambda/function:Function", "files-dispatch")
 	env := fn.Inputs["environment"].(map[string]any)["variables"].(map[string]any)
@@ -375,9 +384,93 @@ func TestJobSpecsNotifyTheJobsQueue(t *testing.T) {
 	assert.Equal(t, "jobs/", specs["filterPrefix"])
 	assert.Equal(t, ".json", specs["filterSuffix"])
 	assert.Equal(t, one(t, g, "aws:sqs/queue:Queue", "files-jobs").State["arn"], specs["queueArn"])
-	qp := one(t, g, "aws:sqs/queuePolicy:QueuePolicy", "files-jobs-from-s3")
+	qp := one(t, g, "aws:sqs/queuePolicy:QueuePolicy", "files-jobs-policy")
 	assert.Contains(t, qp.Inputs["policy"], `"aws:SourceArn":"arn:aws:s3:::files-ingest"`)
 	wfn := one(t, g, "aws:lambda/function:Function", "files-worker")
 	assert.NotContains(t, wfn.Inputs["environment"].(map[string]any)["variables"], "FILEFLOW_FORWARD_JOB_SPECS")
 	assert.Empty(t, policy.Check(g.Policy()))
+}
+
+// With ingest through EventBridge: the bucket sends its events to EventBridge; a rule
+// matches Object Created in the ingest bucket with the prefix and suffix and targets
+// the tasks queue, whose policy lets events.amazonaws.com send for that rule only; job
+// specs get their own rule to the jobs queue. The reconcile schedule targets the jobs
+// queue with the constant message.
+func TestEventBridgeIngestAndReconcileSchedule(t *testing.T) {
+	g := run(t, &pipeline.Args{Code: code("worker", "dispatch"), Ingest: pipeline.IngestEventBridge,
+		IngestPrefix: "uploads/", IngestSuffix: ".csv", ReconcileMinutes: 10})
+	n := one(t, g, "aws:s3/bucketNotification:BucketNotification", "files-ingest-events")
+	assert.Equal(t, true, n.Inputs["eventbridge"])
+	assert.NotContains(t, n.Inputs, "queues")
+
+	rule := one(t, g, "aws:cloudwatch/eventRule:EventRule", "files-ingest-rule")
+	var pattern map[string]any
+	require.NoError(t, json.Unmarshal([]byte(rule.Inputs["eventPattern"].(string)), &pattern))
+	assert.Equal(t, map[string]any{
+		"source": []any{"aws.s3"}, "detail-type": []any{"Object Created"},
+		"detail": map[string]any{"bucket": map[string]any{"name": []any{"files-ingest"}},
+			"object": map[string]any{"key": []any{map[string]any{"wildcard": "uploads/*.csv"}}}},
+	}, pattern)
+	target := one(t, g, "aws:cloudwatch/eventTarget:EventTarget", "files-ingest-rule-target")
+	assert.Equal(t, one(t, g, "aws:sqs/queue:Queue", "files-tasks").State["arn"], target.Inputs["arn"])
+	tp := one(t, g, "aws:sqs/queuePolicy:QueuePolicy", "files-tasks-policy").Inputs["policy"].(string)
+	assert.Contains(t, tp, `"Service":"events.amazonaws.com"`)
+	assert.Contains(t, tp, `"aws:SourceArn":"`+rule.State["arn"].(string)+`"`)
+	assert.NotContains(t, tp, "s3.amazonaws.com", "no S3 notification sends to it")
+
+	specs := one(t, g, "aws:cloudwatch/eventRule:EventRule", "files-job-specs-rule")
+	assert.Contains(t, specs.Inputs["eventPattern"], `"wildcard":"jobs/*.json"`)
+	assert.Equal(t, one(t, g, "aws:sqs/queue:Queue", "files-jobs").State["arn"],
+		one(t, g, "aws:cloudwatch/eventTarget:EventTarget", "files-job-specs-rule-target").Inputs["arn"])
+
+	sched := one(t, g, "aws:cloudwatch/eventRule:EventRule", "files-reconcile")
+	assert.Equal(t, "rate(10 minutes)", sched.Inputs["scheduleExpression"])
+	st := one(t, g, "aws:cloudwatch/eventTarget:EventTarget", "files-reconcile-target")
+	assert.Equal(t, fnenv.ReconcileBody, st.Inputs["input"])
+	assert.Equal(t, one(t, g, "aws:sqs/queue:Queue", "files-jobs").State["arn"], st.Inputs["arn"])
+	jp := one(t, g, "aws:sqs/queuePolicy:QueuePolicy", "files-jobs-policy").Inputs["policy"].(string)
+	assert.Contains(t, jp, `"Sid":"ReconcileSchedule"`)
+	assert.Contains(t, jp, `"aws:SourceArn":"`+sched.State["arn"].(string)+`"`)
+	assert.Contains(t, jp, `"aws:SecureTransport":"false"`)
+	assert.Empty(t, policy.Check(g.Policy()))
+
+	// Without the dispatcher there is no schedule.
+	g = run(t, &pipeline.Args{Code: code("worker")})
+	assert.Empty(t, g.OfType("aws:cloudwatch/eventRule:EventRule"))
+	// One minute is "rate(1 minute)".
+	g = run(t, &pipeline.Args{Code: code("worker", "dispatch"), ReconcileMinutes: 1})
+	assert.Equal(t, "rate(1 minute)", one(t, g, "aws:cloudwatch/eventRule:EventRule", "files-reconcile").Inputs["scheduleExpression"])
+}
+
+func TestObjectCreatedPattern(t *testing.T) {
+	for _, tt := range []struct{ prefix, suffix, want string }{
+		{"", "", `{"detail":{"bucket":{"name":["b"]}},"detail-type":["Object Created"],"source":["aws.s3"]}`},
+		{"in/", "", `"key":[{"prefix":"in/"}]`},
+		{"", ".gz", `"key":[{"suffix":".gz"}]`},
+		{`a*b\`, ".x", `"key":[{"wildcard":"a\\*b\\\\*.x"}]`},
+	} {
+		p, err := pipeline.ObjectCreatedPattern("b", tt.prefix, tt.suffix)
+		require.NoError(t, err)
+		assert.Contains(t, p, tt.want)
+	}
+}
+
+// Trust, identity and resource policies are three types: a trust policy has no
+// Resource at all, and a statement missing what its kind requires does not marshal.
+func TestPolicyKindsMarshal(t *testing.T) {
+	var trust pipeline.TrustPolicy
+	g := run(t, &pipeline.Args{Code: code()})
+	role := one(t, g, "aws:iam/role:Role", "files-worker-role")
+	require.NoError(t, json.Unmarshal([]byte(role.Inputs["assumeRolePolicy"].(string)), &trust))
+	assert.NotContains(t, role.Inputs["assumeRolePolicy"], "Resource")
+	assert.Equal(t, pipeline.Service("lambda.amazonaws.com"), trust.Statement[0].Principal)
+
+	_, err := pipeline.PolicyDocument{Statement: []pipeline.Statement{{Effect: "Allow", Action: []string{"s3:GetObject"}}}}.JSON()
+	assert.ErrorContains(t, err, "no Resource")
+	_, err = pipeline.ResourcePolicy{Statement: []pipeline.ResourceStatement{{Effect: "Allow", Principal: pipeline.Everyone, Action: []string{"s3:GetObject"}}}}.JSON()
+	assert.ErrorContains(t, err, "no Resource")
+	_, err = pipeline.TrustPolicy{Statement: []pipeline.TrustStatement{{Effect: "Allow", Principal: pipeline.Principal{}, Action: []string{"sts:AssumeRole"}}}}.JSON()
+	assert.ErrorContains(t, err, "exactly one of")
+	_, err = pipeline.TrustPolicy{}.JSON()
+	assert.ErrorContains(t, err, "no statements")
 }

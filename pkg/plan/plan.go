@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/tokens"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/fileflow/fileflow/pkg/policy"
@@ -36,7 +37,17 @@ type Resource struct {
 	Inputs map[string]any `json:"inputs"`
 	// State is what the mock returned as the resource's outputs (inputs plus ARNs etc.).
 	State map[string]any `json:"-"`
+	// URN is the resource's URN, as Pulumi makes it.
+	URN string `json:"-"`
+	// Deps maps each input to the URNs of the resources its value came from (what
+	// Pulumi knows about an input while the value itself is still unknown in a preview).
+	Deps map[string][]string `json:"-"`
+	// Protected: declared with Protect and RetainOnDelete.
+	Protected bool `json:"protected,omitempty"`
 }
+
+// Secret is how a secret input is recorded: its value never reaches the plan's output.
+const Secret = "[secret]"
 
 // Graph is everything a program declared, sorted by type and name.
 type Graph struct {
@@ -45,7 +56,12 @@ type Graph struct {
 
 // Run runs program as project/stack under mocks and returns what it declared.
 func Run(project, stack string, program pulumi.RunFunc) (*Graph, error) {
-	m := &mocks{}
+	return RunIn(project, stack, Region, program)
+}
+
+// RunIn is [Run] with the provider's region (aws:getRegion) set to region.
+func RunIn(project, stack, region string, program pulumi.RunFunc) (*Graph, error) {
+	m := &mocks{project: project, stack: stack, region: region}
 	if err := pulumi.RunErr(program, pulumi.WithMocks(project, stack, m)); err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
@@ -95,7 +111,27 @@ func (g *Graph) ByState(attr string, value any) (Resource, bool) {
 func (g *Graph) Policy() []policy.Resource {
 	out := make([]policy.Resource, 0, len(g.Resources))
 	for _, r := range g.Resources {
-		out = append(out, policy.Resource{Type: r.Type, Name: r.Name, Props: r.Inputs, State: r.State})
+		out = append(out, policy.Resource{Type: r.Type, Name: r.Name, URN: r.URN, Props: r.Inputs, State: r.State, Deps: r.Deps})
+	}
+	return out
+}
+
+// FirstPreview returns the graph's resources as the policy rules see them in the first
+// `pulumi preview` of a new stack: nothing exists yet, so no outputs are known, and
+// every input computed from another resource (an ARN, a URL, a generated name, a policy
+// document built from ARNs) is unknown. What is left to link resources by is their URNs
+// and the inputs' dependencies.
+func (g *Graph) FirstPreview() []policy.Resource {
+	out := make([]policy.Resource, 0, len(g.Resources))
+	for _, r := range g.Resources {
+		props := make(map[string]any, len(r.Inputs))
+		for k, v := range r.Inputs {
+			if len(r.Deps[k]) > 0 {
+				v = policy.Unknown{}
+			}
+			props[k] = v
+		}
+		out = append(out, policy.Resource{Type: r.Type, Name: r.Name, URN: r.URN, Props: props, Deps: r.Deps})
 	}
 	return out
 }
@@ -120,6 +156,8 @@ func (g *Graph) Types() []string {
 }
 
 type mocks struct {
+	project, stack, region string
+
 	mu        sync.Mutex
 	resources []Resource
 }
@@ -131,7 +169,7 @@ func (m *mocks) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 			"accountId": Account, "arn": "arn:aws:iam::" + Account + ":user/plan", "userId": "PLAN", "id": Account,
 		}), nil
 	case "aws:index/getRegion:getRegion":
-		return resource.NewPropertyMapFromMap(map[string]any{"name": Region, "id": Region, "description": "US East (N. Virginia)"}), nil
+		return resource.NewPropertyMapFromMap(map[string]any{"name": m.region, "id": m.region, "description": m.region}), nil
 	case "aws:index/getPartition:getPartition":
 		return resource.NewPropertyMapFromMap(map[string]any{"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}), nil
 	}
@@ -144,19 +182,32 @@ func (m *mocks) NewResource(args pulumi.MockResourceArgs) (string, resource.Prop
 	for k, v := range inputs {
 		state[k] = v
 	}
-	id := mockState(args.TypeToken, args.Name, state)
+	id := mockState(args.TypeToken, args.Name, m.region, state)
 	parent := ""
+	deps := map[string][]string{}
 	if args.RegisterRPC != nil {
 		parent = args.RegisterRPC.GetParent()
+		for k, d := range args.RegisterRPC.GetPropertyDependencies() {
+			if len(d.GetUrns()) > 0 {
+				deps[k] = d.GetUrns()
+			}
+		}
 	}
+	parentType := tokens.Type("")
+	if parent != "" {
+		parentType = resource.URN(parent).QualifiedType()
+	}
+	urn := resource.NewURN(tokens.QName(m.stack), tokens.PackageName(m.project), parentType, tokens.Type(args.TypeToken), args.Name)
 	m.mu.Lock()
-	m.resources = append(m.resources, Resource{Type: args.TypeToken, Name: args.Name, Parent: parent, Inputs: inputs, State: state})
+	protected := args.RegisterRPC != nil && args.RegisterRPC.GetProtect() && args.RegisterRPC.GetRetainOnDelete()
+	m.resources = append(m.resources, Resource{Type: args.TypeToken, Name: args.Name, Parent: parent, Inputs: inputs, State: state,
+		URN: string(urn), Deps: deps, Protected: protected})
 	m.mu.Unlock()
 	return id, resource.NewPropertyMapFromMap(state), nil
 }
 
 // mockState fills in the outputs AWS would compute and returns the resource id.
-func mockState(typ, name string, s map[string]any) string {
+func mockState(typ, name, region string, s map[string]any) string {
 	module := strings.SplitN(strings.TrimPrefix(typ, "aws:"), "/", 2)[0]
 	str := func(k string) string { v, _ := s[k].(string); return v }
 	setDefault := func(k string, v any) {
@@ -164,8 +215,16 @@ func mockState(typ, name string, s map[string]any) string {
 			s[k] = v
 		}
 	}
-	arnPrefix := "arn:aws:" + module + ":" + Region + ":" + Account + ":"
+	arnPrefix := "arn:aws:" + module + ":" + region + ":" + Account + ":"
 	switch typ {
+	case "aws:kms/key:Key":
+		s["keyId"] = "mock-" + name
+		s["arn"] = arnPrefix + "key/mock-" + name
+		return "mock-" + name
+	case "aws:cloudwatch/eventRule:EventRule":
+		setDefault("name", name)
+		s["arn"] = "arn:aws:events:" + region + ":" + Account + ":rule/" + str("name")
+		return str("name")
 	case "aws:s3/bucketV2:BucketV2":
 		setDefault("bucket", name)
 		s["arn"] = "arn:aws:s3:::" + str("bucket")
@@ -173,7 +232,7 @@ func mockState(typ, name string, s map[string]any) string {
 	case "aws:sqs/queue:Queue":
 		setDefault("name", name)
 		s["arn"] = arnPrefix + str("name")
-		s["url"] = "https://sqs." + Region + ".amazonaws.com/" + Account + "/" + str("name")
+		s["url"] = "https://sqs." + region + ".amazonaws.com/" + Account + "/" + str("name")
 		return s["url"].(string)
 	case "aws:dynamodb/table:Table":
 		setDefault("name", name)
@@ -184,7 +243,7 @@ func mockState(typ, name string, s map[string]any) string {
 		s["arn"] = arnPrefix + "function:" + str("name")
 		s["version"] = "1"
 		s["qualifiedArn"] = s["arn"].(string) + ":1"
-		s["invokeArn"] = "arn:aws:apigateway:" + Region + ":lambda:path/2015-03-31/functions/" + s["arn"].(string) + "/invocations"
+		s["invokeArn"] = "arn:aws:apigateway:" + region + ":lambda:path/2015-03-31/functions/" + s["arn"].(string) + "/invocations"
 		return str("name")
 	case "aws:lambda/alias:Alias":
 		s["arn"] = arnPrefix + "function:" + str("functionName") + ":" + str("name")
@@ -195,7 +254,7 @@ func mockState(typ, name string, s map[string]any) string {
 		return str("name")
 	case "aws:cloudwatch/logGroup:LogGroup":
 		setDefault("name", name)
-		s["arn"] = "arn:aws:logs:" + Region + ":" + Account + ":log-group:" + str("name")
+		s["arn"] = "arn:aws:logs:" + region + ":" + Account + ":log-group:" + str("name")
 		return str("name")
 	case "aws:sns/topic:Topic":
 		setDefault("name", name)
@@ -226,6 +285,8 @@ func clean(v any) any {
 			out[i] = clean(x)
 		}
 		return out
+	case *resource.Secret:
+		return Secret
 	case *resource.Archive:
 		return describeArchive(t)
 	case resource.Archive:

@@ -149,6 +149,9 @@ func (g *Graph) Mermaid() string {
 		switch r.Type {
 		case "aws:s3/bucketNotification:BucketNotification":
 			src := buckets[fmt.Sprint(r.Inputs["bucket"])]
+			if r.Inputs["eventbridge"] == true {
+				lines = append(lines, fmt.Sprintf("  %s -- \"all events\" --> eventbridge{{\"EventBridge\"}}", declare(src)))
+			}
 			qs, _ := r.Inputs["queues"].([]any)
 			for _, q := range qs {
 				qm, _ := q.(map[string]any)
@@ -213,6 +216,40 @@ func (g *Graph) Mermaid() string {
 					continue
 				}
 				edge(fn, target.res, target.verbs)
+			}
+		case "aws:cloudwatch/eventTarget:EventTarget":
+			dst, ok := byARN[fmt.Sprint(r.Inputs["arn"])]
+			if !ok {
+				continue
+			}
+			for _, rule := range g.OfType("aws:cloudwatch/eventRule:EventRule") {
+				if rule.State["name"] != r.Inputs["rule"] {
+					continue
+				}
+				label := "EventBridge rule"
+				if se, ok := rule.Inputs["scheduleExpression"].(string); ok {
+					label = "schedule " + se
+					if in, ok := r.Inputs["input"].(string); ok {
+						label += ": " + strings.ReplaceAll(in, `"`, "'")
+					}
+				} else if p, ok := rule.Inputs["eventPattern"].(string); ok && strings.Contains(p, "Object Created") {
+					label = "EventBridge Object Created"
+					var pat struct {
+						Detail struct {
+							Object struct {
+								Key []map[string]string `json:"key"`
+							} `json:"object"`
+						} `json:"detail"`
+					}
+					if json.Unmarshal([]byte(p), &pat) == nil {
+						for _, k := range pat.Detail.Object.Key {
+							for op, v := range k {
+								label += " " + op + " " + v
+							}
+						}
+					}
+				}
+				edge(rule, dst, label)
 			}
 		case "aws:cloudwatch/metricAlarm:MetricAlarm":
 			alarms++

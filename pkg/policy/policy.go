@@ -4,8 +4,12 @@
 // same functions.
 //
 // In a real preview, properties of resources not created yet are unknown (an ARN, a
-// generated name). A rule never reports a violation it cannot prove: where a link
-// between resources is unknown it falls back to what is known (logical names, counts).
+// generated name, a policy document built from ARNs). Rules that link resources
+// (mapping ↔ queue ↔ function, bucket ↔ its policy, alarm ↔ queue, function ↔ role
+// policy ↔ recursion config) then link them by URN, through the inputs' dependencies,
+// and check what is known. What can only be judged once values exist (a policy
+// document's content) is reported as an advisory "checked at apply" note, never passed
+// silently: [Mandatory] filters the violations that must fail a preview.
 package policy
 
 import (
@@ -27,7 +31,16 @@ type Resource struct {
 	Props map[string]any // inputs; plain JSON-like values, or Unknown
 	// State holds outputs where known (mocks; existing resources). May be nil.
 	State map[string]any
+	// Deps maps an input to the URNs of the resources its value comes from: what links
+	// resources in a first preview, while their ARNs and names are still unknown.
+	Deps map[string][]string
 }
+
+// Severities.
+const (
+	SeverityMandatory = "mandatory"
+	SeverityAdvisory  = "advisory" // "checked at apply": the values are not known yet
+)
 
 // Violation is one broken rule.
 type Violation struct {
@@ -62,6 +75,14 @@ const (
 	TypePolicy       = "aws:iam/policy:Policy"
 	TypeLogGroup     = "aws:cloudwatch/logGroup:LogGroup"
 	TypeAlarm        = "aws:cloudwatch/metricAlarm:MetricAlarm"
+	TypeQueuePolicy  = "aws:sqs/queuePolicy:QueuePolicy"
+	TypeTopic        = "aws:sns/topic:Topic"
+	TypeTopicPolicy  = "aws:sns/topicPolicy:TopicPolicy"
+	TypeRole         = "aws:iam/role:Role"
+	TypeRecursion    = "aws:lambda/functionRecursionConfig:FunctionRecursionConfig"
+	TypeEventRule    = "aws:cloudwatch/eventRule:EventRule"
+	TypeEventTarget  = "aws:cloudwatch/eventTarget:EventTarget"
+	TypeNotification = "aws:s3/bucketNotification:BucketNotification"
 )
 
 // Rules are all of fileflow's policies.
@@ -73,9 +94,24 @@ var Rules = []Rule{
 	{"reserved-concurrency", "A function's reserved concurrency is >= its SQS mapping's maximum concurrency.", reservedConcurrency},
 	{"no-public-buckets", "Every bucket blocks all public access.", noPublicBuckets},
 	{"encryption-at-rest", "Every bucket, queue and table is encrypted at rest.", encryptionAtRest},
-	{"tls-only", "Every bucket's policy denies requests without TLS.", tlsOnly},
+	{"tls-only", "Every bucket's, queue's and topic's policy denies requests without TLS.", tlsOnly},
+	{"one-queue-policy", "A queue has at most one QueuePolicy (SQS keeps one: a second overwrites the first).", oneQueuePolicy},
+	{"recursion-config", "A function that may send to the queue that triggers it declares a recursion config of Allow (else Lambda stops the chain after ~16 hops).", recursionConfig},
+	{"eventbridge-wiring", "Every EventBridge rule → SQS target has a queue policy letting events.amazonaws.com send, scoped to that rule's ARN; a bucket that sends to EventBridge has a rule for its events.", eventBridgeWiring},
 	{"iam-no-wildcards", "No IAM policy allows '*' actions or '*' resources (except X-Ray's two write actions, which have no resource-level permissions).", iamNoWildcards},
 	{"log-retention", "Every log group has a retention, and every function logs to such a group.", logRetention},
+}
+
+// Mandatory returns the violations that must fail a preview (not the "checked at
+// apply" notes).
+func Mandatory(vs []Violation) []Violation {
+	var out []Violation
+	for _, v := range vs {
+		if v.Severity != SeverityAdvisory {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // Check runs every rule and returns all violations, sorted.
@@ -94,7 +130,50 @@ func Check(rs []Resource) []Violation {
 }
 
 func violation(rule string, r Resource, format string, args ...any) Violation {
-	return Violation{Rule: rule, Type: r.Type, Name: r.Name, URN: r.URN, Message: fmt.Sprintf(format, args...), Severity: "mandatory"}
+	return Violation{Rule: rule, Type: r.Type, Name: r.Name, URN: r.URN, Message: fmt.Sprintf(format, args...), Severity: SeverityMandatory}
+}
+
+// atApply is the explicit note for what a rule cannot judge before the values exist.
+func atApply(rule string, r Resource, format string, args ...any) Violation {
+	v := violation(rule, r, "checked at apply: "+format, args...)
+	v.Severity = SeverityAdvisory
+	return v
+}
+
+// link returns the resource of one of types that r's input prop refers to: by value
+// (its arn, name, url or id) when the value is known, else by URN through the input's
+// dependencies. ok is false when neither links it.
+func link(rs []Resource, r Resource, prop string, types ...string) (Resource, bool) {
+	v := get(r.Props, prop)
+	if s, ok := str(v); ok && s != "" {
+		for _, key := range []string{"arn", "name", "url", "bucket", "id"} {
+			if x, ok := find(rs, key, s, types...); ok {
+				return x, true
+			}
+		}
+	}
+	top, _, _ := strings.Cut(prop, ".")
+	for _, urn := range r.Deps[top] {
+		for _, x := range ofType(rs, types...) {
+			if x.URN != "" && x.URN == urn {
+				return x, true
+			}
+		}
+	}
+	return Resource{}, false
+}
+
+// refersTo reports whether r's input prop refers to target (by value or by URN).
+func refersTo(r Resource, prop string, target Resource, keys ...string) bool {
+	if s, ok := str(get(r.Props, prop)); ok && s != "" {
+		for _, k := range keys {
+			if v, ok := str(attr(target, k)); ok && v == s {
+				return true
+			}
+		}
+	}
+	top, _, _ := strings.Cut(prop, ".")
+	return target.URN != "" && slices.Contains(r.Deps[top], target.URN)
 }
 
 func ofType(rs []Resource, types ...string) []Resource {
@@ -185,7 +264,10 @@ func queueHasDLQ(rs []Resource) []Violation {
 	for _, q := range queues {
 		rp := q.Props["redrivePolicy"]
 		if isUnknown(rp) {
-			continue
+			if len(q.Deps["redrivePolicy"]) == 0 {
+				out = append(out, atApply("queue-has-dlq", q, "redrivePolicy is unknown and depends on no queue"))
+			}
+			continue // its DLQ is linked by URN; maxReceiveCount is checked when known
 		}
 		if s, ok := str(rp); ok && s != "" {
 			var p struct {
@@ -207,6 +289,11 @@ func queueHasDLQ(rs []Resource) []Violation {
 		// No redrive policy: fine only for a dead-letter queue itself.
 		arn, _ := str(attr(q, "arn"))
 		isDLQ := arn != "" && targets[arn]
+		for _, other := range queues {
+			if refersTo(other, "redrivePolicy", q) && isUnknown(other.Props["redrivePolicy"]) {
+				isDLQ = true // linked by URN in a first preview
+			}
+		}
 		if !isDLQ && (anyUnknown || arn == "") {
 			isDLQ = strings.HasSuffix(q.Name, "-dlq") || strings.HasSuffix(q.Name, "-deadletter")
 		}
@@ -228,13 +315,17 @@ func queueDepthAlarm(rs []Resource) []Violation {
 		name := get(a.Props, "dimensions.QueueName")
 		if s, ok := str(name); ok {
 			alarmed[s] = true
-		} else if isUnknown(name) {
-			unknownAlarms++
+		} else if isUnknown(name) || isUnknown(a.Props["dimensions"]) {
+			if q, ok := link(rs, a, "dimensions", TypeQueue); ok {
+				alarmed["urn:"+q.URN] = true
+			} else {
+				unknownAlarms++
+			}
 		}
 	}
 	for _, q := range ofType(rs, TypeQueue) {
 		name, ok := str(attr(q, "name"))
-		if ok && alarmed[name] {
+		if (ok && alarmed[name]) || alarmed["urn:"+q.URN] {
 			continue
 		}
 		if unknownAlarms > 0 {
@@ -248,31 +339,34 @@ func queueDepthAlarm(rs []Resource) []Violation {
 
 // mappingParts returns an SQS mapping's queue and function, where they can be linked.
 func mappingParts(rs []Resource, m Resource) (queue, fn Resource, okQ, okF bool) {
-	src, _ := str(m.Props["eventSourceArn"])
-	if src == "" || !strings.Contains(src, ":sqs:") {
+	if !isSQSMapping(rs, m) {
 		return
 	}
-	queue, okQ = find(rs, "arn", src, TypeQueue)
-	target, _ := str(m.Props["functionName"])
-	if target == "" {
+	queue, okQ = link(rs, m, "eventSourceArn", TypeQueue)
+	if fn, okF = link(rs, m, "functionName", TypeFunction); okF {
 		return
 	}
-	if fn, okF = find(rs, "arn", target, TypeFunction); okF {
-		return
-	}
-	if fn, okF = find(rs, "name", target, TypeFunction); okF {
-		return
-	}
-	if alias, ok := find(rs, "arn", target, TypeAlias); ok {
-		fnName, _ := str(alias.Props["functionName"])
-		fn, okF = find(rs, "name", fnName, TypeFunction)
+	if alias, ok := link(rs, m, "functionName", TypeAlias); ok {
+		fn, okF = link(rs, alias, "functionName", TypeFunction)
 	}
 	return
 }
 
-func isSQSMapping(m Resource) bool {
-	src, ok := str(m.Props["eventSourceArn"])
-	return ok && strings.Contains(src, ":sqs:")
+// isSQSMapping: the mapping reads an SQS queue (by its ARN, or by URN in a preview).
+func isSQSMapping(rs []Resource, m Resource) bool {
+	if src, ok := str(m.Props["eventSourceArn"]); ok {
+		return strings.Contains(src, ":sqs:")
+	}
+	_, ok := link(rs, m, "eventSourceArn", TypeQueue)
+	return ok
+}
+
+// unlinkedMapping notes a mapping whose queue or function cannot be linked at all.
+func unlinkedMapping(rule string, m Resource, okQ, okF bool) []Violation {
+	if okQ && okF {
+		return nil
+	}
+	return []Violation{atApply(rule, m, "the mapping's queue or function cannot be linked (unknown values, no dependency)")}
 }
 
 func visibilityTimeout(rs []Resource) []Violation {
@@ -280,6 +374,7 @@ func visibilityTimeout(rs []Resource) []Violation {
 	for _, m := range ofType(rs, TypeESM) {
 		q, fn, okQ, okF := mappingParts(rs, m)
 		if !okQ || !okF {
+			out = append(out, unlinkedMapping("visibility-timeout", m, okQ, okF)...)
 			continue
 		}
 		vis, ok1 := num(q.Props["visibilityTimeoutSeconds"])
@@ -303,7 +398,7 @@ func visibilityTimeout(rs []Resource) []Violation {
 func reportBatchItemFailures(rs []Resource) []Violation {
 	var out []Violation
 	for _, m := range ofType(rs, TypeESM) {
-		if !isSQSMapping(m) {
+		if !isSQSMapping(rs, m) {
 			continue
 		}
 		types, _ := m.Props["functionResponseTypes"].([]any)
@@ -321,14 +416,14 @@ func reservedConcurrency(rs []Resource) []Violation {
 		if !ok {
 			continue
 		}
-		_, fn, _, okF := mappingParts(rs, m)
+		_, fn, okQ, okF := mappingParts(rs, m)
 		if !okF {
+			out = append(out, unlinkedMapping("reserved-concurrency", m, okQ, okF)...)
 			continue
 		}
 		reserved, ok := num(fn.Props["reservedConcurrentExecutions"])
 		if !ok || reserved < 0 {
-			out = append(out, violation("reserved-concurrency", fn, "no reserved concurrency, but its SQS mapping scales to %g: other functions can starve it", maxc))
-			continue
+			continue // unreserved (optional): the mapping's maximum concurrency caps it
 		}
 		if reserved < maxc {
 			out = append(out, violation("reserved-concurrency", fn, "reserved concurrency %g is below the mapping's maximum concurrency %g: the mapping would be throttled", reserved, maxc))
@@ -341,12 +436,15 @@ func reservedConcurrency(rs []Resource) []Violation {
 // bucket's id, its name), and whether some link could not be known.
 func bucketLinked(rs []Resource, typ string, b Resource, ok func(Resource) bool) (linked, unknown bool) {
 	id := attr(b, "bucket")
-	if id == nil || isUnknown(id) {
-		return false, true
-	}
 	for _, r := range ofType(rs, typ) {
+		if len(r.Deps["bucket"]) > 0 && b.URN != "" {
+			if slices.Contains(r.Deps["bucket"], b.URN) && ok(r) {
+				return true, false // linked by URN
+			}
+			continue // linked by URN, to this bucket (failing) or another one
+		}
 		ref := r.Props["bucket"]
-		if isUnknown(ref) {
+		if isUnknown(ref) || id == nil || isUnknown(id) {
 			unknown = true
 			continue
 		}
@@ -434,30 +532,83 @@ func encryptionAtRest(rs []Resource) []Violation {
 }
 
 func tlsOnly(rs []Resource) []Violation {
-	return perBucket(rs, "tls-only", TypeBucketPolicy, "no bucket policy denying requests with aws:SecureTransport = false", func(r Resource) bool {
+	out := perBucket(rs, "tls-only", TypeBucketPolicy, "no bucket policy denying requests with aws:SecureTransport = false", func(r Resource) bool {
 		if isUnknown(r.Props["policy"]) {
-			return true // computed from the bucket's ARN: cannot be judged before it exists
+			return true // noted below: checked at apply
 		}
-		doc, ok := str(r.Props["policy"])
-		if !ok {
-			return false
-		}
-		var p struct {
-			Statement []struct {
-				Effect    string                       `json:"Effect"`
-				Condition map[string]map[string]string `json:"Condition"`
-			} `json:"Statement"`
-		}
-		if json.Unmarshal([]byte(doc), &p) != nil {
-			return false
-		}
-		for _, s := range p.Statement {
-			if s.Effect == "Deny" && strings.EqualFold(s.Condition["Bool"]["aws:SecureTransport"], "false") {
-				return true
-			}
-		}
-		return false
+		return hasTLSDeny(r.Props["policy"])
 	})
+	for _, p := range ofType(rs, TypeBucketPolicy, TypeQueuePolicy, TypeTopicPolicy) {
+		if isUnknown(p.Props["policy"]) {
+			out = append(out, atApply("tls-only", p, "the policy document is computed from ARNs; its TLS-only statement is judged when it is known"))
+		}
+	}
+	for _, q := range ofType(rs, TypeQueue) {
+		out = append(out, companionPolicy(rs, "tls-only", q, TypeQueuePolicy, "queueUrl", "url", "queue")...)
+	}
+	for _, t := range ofType(rs, TypeTopic) {
+		out = append(out, companionPolicy(rs, "tls-only", t, TypeTopicPolicy, "arn", "arn", "topic")...)
+	}
+	return out
+}
+
+// companionPolicy checks that r has a policy resource of typ (linked through its input
+// prop to r's key) with a TLS-only statement.
+func companionPolicy(rs []Resource, rule string, r Resource, typ, prop, key, what string) []Violation {
+	found := false
+	for _, p := range ofType(rs, typ) {
+		if !refersTo(p, prop, r, key) {
+			continue
+		}
+		found = true
+		if isUnknown(p.Props["policy"]) {
+			continue // noted as checked at apply
+		}
+		if !hasTLSDeny(p.Props["policy"]) {
+			return []Violation{violation(rule, r, "the %s's policy does not deny requests with aws:SecureTransport = false", what)}
+		}
+	}
+	if !found {
+		return []Violation{violation(rule, r, "no %s policy: nothing denies requests without TLS", what)}
+	}
+	return nil
+}
+
+// statement is one statement of a policy document, as the rules read it.
+type statement struct {
+	Sid       string                    `json:"Sid"`
+	Effect    string                    `json:"Effect"`
+	Principal any                       `json:"Principal"`
+	Action    any                       `json:"Action"`
+	Resource  any                       `json:"Resource"`
+	Condition map[string]map[string]any `json:"Condition"`
+}
+
+func parseDoc(v any) ([]statement, bool) {
+	doc, ok := str(v)
+	if !ok {
+		return nil, false
+	}
+	var p struct {
+		Statement []statement `json:"Statement"`
+	}
+	if json.Unmarshal([]byte(doc), &p) != nil {
+		return nil, false
+	}
+	return p.Statement, true
+}
+
+func hasTLSDeny(policy any) bool {
+	sts, ok := parseDoc(policy)
+	if !ok {
+		return false
+	}
+	for _, s := range sts {
+		if s.Effect == "Deny" && strings.EqualFold(fmt.Sprint(s.Condition["Bool"]["aws:SecureTransport"]), "false") {
+			return true
+		}
+	}
+	return false
 }
 
 // xrayActions may use Resource "*": they support no resource-level permissions.
@@ -468,7 +619,8 @@ func iamNoWildcards(rs []Resource) []Violation {
 	for _, r := range ofType(rs, TypeRolePolicy, TypePolicy) {
 		doc, ok := str(r.Props["policy"])
 		if !ok {
-			continue // unknown until its ARNs are
+			out = append(out, atApply("iam-no-wildcards", r, "the policy document is computed from ARNs; its actions and resources are judged when it is known"))
+			continue
 		}
 		var p struct {
 			Statement []struct {
@@ -538,7 +690,15 @@ func logRetention(rs []Resource) []Violation {
 	}
 	for _, fn := range ofType(rs, TypeFunction) {
 		group := get(fn.Props, "loggingConfig.logGroup")
-		if isUnknown(group) {
+		if isUnknown(group) || isUnknown(fn.Props["loggingConfig"]) {
+			g, ok := link(rs, fn, "loggingConfig", TypeLogGroup)
+			if !ok {
+				out = append(out, atApply("log-retention", fn, "its log group is unknown and linked to no log group"))
+				continue
+			}
+			if days, ok := num(g.Props["retentionInDays"]); !ok || days <= 0 {
+				out = append(out, violation("log-retention", fn, "function logs to %s, which keeps logs forever", g.Name))
+			}
 			continue
 		}
 		name, ok := str(group)

@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/property"
@@ -125,6 +126,23 @@ func TestEachRuleCatchesABrokenResource(t *testing.T) {
 		{"log-retention", func() []policy.Resource {
 			return mutate(t, base, "files-worker-logs", func(p map[string]any) { delete(p, "retentionInDays") })
 		}, "keeps logs forever"},
+		{"recursion-config", func() []policy.Resource { return remove(base, "files-worker-recursion") }, "no recursion config of Allow"},
+		{"recursion-config", func() []policy.Resource {
+			return mutate(t, base, "files-worker-recursion", func(p map[string]any) { p["recursiveLoop"] = "Terminate" })
+		}, "no recursion config of Allow"},
+		{"one-queue-policy", func() []policy.Resource {
+			for _, r := range base {
+				if r.Name == "files-tasks-policy" {
+					r.Name = "files-tasks-policy-2"
+					return append(append([]policy.Resource{}, base...), r)
+				}
+			}
+			return nil
+		}, "2 queue policies"},
+		{"tls-only", func() []policy.Resource {
+			return mutate(t, base, "files-tasks-dlq-policy", func(p map[string]any) { p["policy"] = `{"Statement":[]}` })
+		}, "the queue's policy does not deny"},
+		{"tls-only", func() []policy.Resource { return remove(base, "files-completions-policy") }, "no topic policy"},
 		{"log-retention", func() []policy.Resource {
 			return mutate(t, base, "files-worker", func(p map[string]any) { delete(p, "loggingConfig") })
 		}, "/aws/lambda/files-worker"},
@@ -139,21 +157,97 @@ func TestEachRuleCatchesABrokenResource(t *testing.T) {
 	}
 }
 
-// In a real preview, ARNs and generated names of new resources are unknown: rules must
-// not report what they cannot prove.
-func TestUnknownsAreNotViolations(t *testing.T) {
-	base := graph(t)
-	var rs []policy.Resource
-	for _, r := range base {
-		r.State = nil // a preview of a new stack: no outputs known
-		for _, k := range []string{"redrivePolicy", "eventSourceArn", "functionName", "bucket", "policy", "dimensions", "role"} {
-			if _, ok := r.Props[k]; ok {
-				r.Props[k] = policy.Unknown{}
+// The first preview of a new stack: no ARN, URL or generated name is known, so every
+// input computed from another resource is unknown. Rules that link resources link
+// them by URN instead: nothing passes silently. What can only be judged with the
+// values (policy documents) is listed as "checked at apply".
+func TestFirstPreviewLinksByURN(t *testing.T) {
+	g, err := plan.Run("fileflow", "test", func(ctx *pulumi.Context) error {
+		code := map[string]pipeline.Code{}
+		for _, n := range []string{"worker", "dispatch"} {
+			code[n] = pipeline.Code{Archive: pulumi.NewAssetArchive(map[string]any{"bootstrap": pulumi.NewStringAsset(n)}), Hash: "eA=="}
+		}
+		_, err := pipeline.New(ctx, "files", &pipeline.Args{Code: code, Ingest: pipeline.IngestEventBridge,
+			Functions: map[string]pipeline.FunctionArgs{"worker": {MaxConcurrency: 20, ReservedConcurrency: 30, ProvisionedConcurrency: 2}}})
+		return err
+	})
+	require.NoError(t, err)
+	preview := g.FirstPreview()
+	unknown := 0
+	for _, r := range preview {
+		for _, v := range r.Props {
+			if _, ok := v.(policy.Unknown); ok {
+				unknown++
 			}
 		}
-		rs = append(rs, r)
 	}
-	assert.Empty(t, policy.Check(rs))
+	require.Greater(t, unknown, 50, "a first preview knows few values")
+	vs := policy.Check(preview)
+	assert.Empty(t, policy.Mandatory(vs))
+	notes := map[string]int{}
+	for _, v := range vs {
+		assert.Equal(t, policy.SeverityAdvisory, v.Severity)
+		assert.Contains(t, v.Message, "checked at apply")
+		notes[v.Rule]++
+	}
+	t.Logf("checked at apply: %v", notes)
+	for _, rule := range []string{"visibility-timeout", "reserved-concurrency", "queue-has-dlq", "queue-depth-alarm", "no-public-buckets", "log-retention"} {
+		assert.Zero(t, notes[rule], "%s links by URN: nothing left for apply", rule)
+	}
+
+	// Linked by URN, the rules still catch what is wrong.
+	tests := []struct {
+		rule, name string
+		mutate     func(p map[string]any)
+		want       string
+	}{
+		{"visibility-timeout", "files-tasks", func(p map[string]any) { p["visibilityTimeoutSeconds"] = 30.0 }, "below 6 x 60s"},
+		{"reserved-concurrency", "files-worker", func(p map[string]any) { p["reservedConcurrentExecutions"] = 5.0 }, "below the mapping's maximum concurrency 20"},
+		{"recursion-config", "files-dispatch-recursion", func(p map[string]any) { p["recursiveLoop"] = "Terminate" }, "checked at apply"},
+		{"log-retention", "files-worker-logs", func(p map[string]any) { delete(p, "retentionInDays") }, "keeps logs forever"},
+		{"queue-depth-alarm", "files-jobs-dlq-depth", func(p map[string]any) { p["metricName"] = "NumberOfMessagesSent" }, "no CloudWatch alarm"},
+		{"no-public-buckets", "files-ingest-public-access", func(p map[string]any) { p["blockPublicPolicy"] = false }, "BucketPublicAccessBlock"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.rule, func(t *testing.T) {
+			broken := mutate(t, preview, tt.name, tt.mutate)
+			var hit []string
+			for _, v := range policy.Check(broken) {
+				if v.Rule == tt.rule && strings.Contains(v.Message, tt.want) {
+					hit = append(hit, v.Message)
+				}
+			}
+			assert.NotEmpty(t, hit, "%s not caught in a first preview", tt.rule)
+		})
+	}
+}
+
+// The EventBridge wiring: a rule's SQS target needs a queue policy statement for
+// events.amazonaws.com scoped to that rule; a bucket sending to EventBridge needs a rule.
+func TestEventBridgeWiringRule(t *testing.T) {
+	g, err := plan.Run("fileflow", "test", func(ctx *pulumi.Context) error {
+		code := map[string]pipeline.Code{}
+		for _, n := range []string{"worker", "dispatch"} {
+			code[n] = pipeline.Code{Archive: pulumi.NewAssetArchive(map[string]any{"bootstrap": pulumi.NewStringAsset(n)}), Hash: "eA=="}
+		}
+		_, err := pipeline.New(ctx, "files", &pipeline.Args{Code: code, Ingest: pipeline.IngestEventBridge, IngestPrefix: "in/"})
+		return err
+	})
+	require.NoError(t, err)
+	base := g.Policy()
+	require.Empty(t, policy.Check(base))
+	for name, broken := range map[string][]policy.Resource{
+		"statement for another rule": mutate(t, base, "files-tasks-policy", func(p map[string]any) {
+			p["policy"] = strings.ReplaceAll(p["policy"].(string), "rule/files-ingest-rule", "rule/elsewhere")
+		}),
+		"no queue policy":           remove(base, "files-jobs-policy"),
+		"no rule for bucket events": remove(remove(remove(base, "files-ingest-rule"), "files-ingest-rule-target"), "files-job-specs-rule"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			hits := rulesHit(policy.Check(broken))
+			assert.Contains(t, hits, "eventbridge-wiring")
+		})
+	}
 }
 
 func TestFromProperties(t *testing.T) {

@@ -26,8 +26,38 @@ func Plan(ctx context.Context, root, stackName string) (*plan.Graph, []policy.Vi
 	if err != nil {
 		return nil, nil, err
 	}
-	return g, policy.Check(g.Policy()), nil
+	return g, policy.Mandatory(policy.Check(g.Policy())), nil
 }
+
+// deployability is the part of docs/architecture.md that says why the component
+// declares what a real account needs.
+const deployability = `## Deployable as declared
+
+- **Recursion config.** Both functions send to the queue that triggers them: the worker
+  sends a task waiting for its fan-out task again, delayed; the dispatcher sends child
+  fan-out tasks (a prefix listing is a breadth-first traversal through its own queue),
+  parent waits and finalize re-requests. Lambda's recursive loop detection stops a
+  Lambda → SQS → same Lambda chain after about 16 hops (the lineage rides in the X-Ray
+  trace header the SDK propagates), so with the default (` + "`Terminate`" + `) a deep listing or a
+  long parent wait would stall its job. Each such function declares
+  ` + "`lambda.FunctionRecursionConfig`" + ` with ` + "`Allow`" + `; the policy rule ` + "`recursion-config`" + ` requires it of every
+  function whose role may send to its own trigger queue.
+- **Account concurrency.** Lambda keeps 100 of an account's concurrency unreserved, so
+  reservations need a quota of their sum + 100; new accounts may start far below 1,000.
+  Reservation is optional per function (` + "`fileflow:<fn>ReservedConcurrency`" + `, default none);
+  dev reserves nothing and deploys on any account. The line under each diagram is what
+  ` + "`fileflow plan`" + ` prints.
+- **Physical names.** Log groups are ` + "`/fileflow/<project>/<stack>/<component>/<function>`" + `; the
+  dashboard (account-global) is ` + "`fileflow-<project>-<stack>-<region>-<component>`" + `; everything
+  else is auto-named by Pulumi. Two deployments differing in any of these share no name.
+- **IAM.** Trust, role, bucket, queue, topic and key policies are validated by
+  @cloud-copilot/iam-policy; the calls the functions made in the local end-to-end run are
+  simulated by @cloud-copilot/iam-simulate against their roles and the resources' policies.
+- **First preview.** Rules that link resources link them by URN while ARNs are unknown;
+  what needs the values (policy documents) is reported as "checked at apply"
+  (the pack's advisory ` + "`checked-at-apply`" + ` policy), never passed silently.
+
+`
 
 // ArchitectureDoc renders docs/architecture.md from the plans of every stage: the
 // diagram is drawn from the declared resources, so it cannot drift from the code.
@@ -51,8 +81,9 @@ func ArchitectureDoc(ctx context.Context, root string) (string, error) {
 	b.WriteString("Drawn from the resources the Pulumi component declares (not by hand): S3 notifications, redrive\n")
 	b.WriteString("policies, event source mappings, and what each function's IAM policy allows it to touch.\n\n")
 	for _, s := range stages {
-		fmt.Fprintf(&b, "## Stage `%s`\n\n```mermaid\n%s```\n\n", s, graphs[s].Mermaid())
+		fmt.Fprintf(&b, "## Stage `%s`\n\n```mermaid\n%s```\n\n%s.\n\n", s, graphs[s].Mermaid(), AccountConcurrency(graphs[s]))
 	}
+	b.WriteString(deployability)
 	b.WriteString("## Resources per stage\n\n| type |")
 	for _, s := range stages {
 		b.WriteString(" " + s + " |")
@@ -88,4 +119,72 @@ func ArchitectureDoc(ctx context.Context, root string) (string, error) {
 		fmt.Fprintf(&b, "| `%s` | %s |\n", d.Key, d.Doc)
 	}
 	return b.String(), nil
+}
+
+// UnreservedFloor is the concurrency Lambda keeps unreserved in every account and
+// region: reservations can use only the quota above it.
+const UnreservedFloor = 100
+
+// Concurrency is the account concurrency a stage needs.
+type Concurrency struct {
+	Reserved   int            // sum of the functions' reservations
+	Unreserved int            // peak of the unreserved functions (their mappings' maximum concurrency)
+	Functions  map[string]int // reservation (> 0) or unreserved peak (< 0, negated) per function
+	Need       int            // the smallest account quota that deploys and runs the stage
+}
+
+func (c Concurrency) String() string {
+	var parts []string
+	for _, fn := range sortedKeys(c.Functions) {
+		if n := c.Functions[fn]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s reserves %d", fn, n))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s unreserved, up to %d", fn, -n))
+		}
+	}
+	return fmt.Sprintf("account concurrency needed: %d (reserved %d + unreserved pool max(%d kept by Lambda, %d peak of unreserved functions); %s)",
+		c.Need, c.Reserved, UnreservedFloor, c.Unreserved, strings.Join(parts, ", "))
+}
+
+// AccountConcurrency reads what a planned stage needs of the account's Lambda
+// concurrency quota: its reservations plus an unreserved pool of at least 100 (Lambda's
+// floor) that also holds the unreserved functions' peaks.
+func AccountConcurrency(g *plan.Graph) Concurrency {
+	c := Concurrency{Functions: map[string]int{}}
+	peak := map[string]int{} // function name → its mapping's maximum concurrency
+	for _, m := range g.OfType("aws:lambda/eventSourceMapping:EventSourceMapping") {
+		target := fmt.Sprint(m.Inputs["functionName"])
+		if a, ok := g.ByState("arn", target); ok && a.Type == "aws:lambda/alias:Alias" {
+			target = fmt.Sprint(a.Inputs["functionName"])
+		} else if f, ok := g.ByState("arn", target); ok {
+			target = fmt.Sprint(f.State["name"])
+		}
+		sc, _ := m.Inputs["scalingConfig"].(map[string]any)
+		n, _ := sc["maximumConcurrency"].(float64)
+		if n == 0 {
+			n = 1000 // no cap: an SQS mapping scales up to 1,250; count the quota's default
+		}
+		peak[target] += int(n)
+	}
+	for _, f := range g.OfType("aws:lambda/function:Function") {
+		name := fmt.Sprint(f.State["name"])
+		if r, ok := f.Inputs["reservedConcurrentExecutions"].(float64); ok && r > 0 {
+			c.Reserved += int(r)
+			c.Functions[name] = int(r)
+			continue
+		}
+		c.Unreserved += peak[name]
+		c.Functions[name] = -peak[name]
+	}
+	c.Need = c.Reserved + max(UnreservedFloor, c.Unreserved)
+	return c
+}
+
+func sortedKeys(m map[string]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

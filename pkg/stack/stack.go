@@ -42,6 +42,9 @@ func Program(args pipeline.Args, code map[string]pipeline.Code) pulumi.RunFunc {
 		ctx.Export("alarmTopicArn", p.AlarmTopicARN)
 		ctx.Export("completionTopicArn", p.CompletionTopicARN)
 		ctx.Export("dashboardName", p.DashboardName)
+		ctx.Export("roleArns", p.RoleARNs)
+		ctx.Export("aliasArns", p.AliasARNs)
+		ctx.Export("keyArn", p.KeyARN)
 		return nil
 	}
 }

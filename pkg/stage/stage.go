@@ -81,7 +81,7 @@ func functionKeys(name string) []key {
 	return []key{
 		k("MemoryMb", "MemoryMB", "memory in MB (128..10240)", func(f *pipeline.FunctionArgs, n int) { f.MemoryMB = n }),
 		k("TimeoutSeconds", "TimeoutSeconds", "function timeout (1..900); the queue's visibility timeout is derived from it", func(f *pipeline.FunctionArgs, n int) { f.TimeoutSeconds = n }),
-		k("ReservedConcurrency", "ReservedConcurrency", "reserved concurrency (>= maxConcurrency)", func(f *pipeline.FunctionArgs, n int) { f.ReservedConcurrency = n }),
+		k("ReservedConcurrency", "ReservedConcurrency", "reserved concurrency (0: none, the default; else >= maxConcurrency and the account needs it + 100)", func(f *pipeline.FunctionArgs, n int) { f.ReservedConcurrency = n }),
 		k("BatchSize", "BatchSize", "SQS batch size (1..10000; > 10 needs a batching window)", func(f *pipeline.FunctionArgs, n int) { f.BatchSize = n }),
 		k("BatchingWindowSeconds", "BatchingWindowSec", "batching window (0..300)", func(f *pipeline.FunctionArgs, n int) { f.BatchingWindowSec = n }),
 		k("MaxConcurrency", "MaxConcurrency", "the mapping's maximum concurrency (2..1000)", func(f *pipeline.FunctionArgs, n int) { f.MaxConcurrency = n }),
@@ -94,6 +94,8 @@ func functionKeys(name string) []key {
 var Keys = append(append([]key{
 	strKey("ingestPrefix", "IngestPrefix", "only uploads under this prefix are processed", func(a *pipeline.Args, s string) { a.IngestPrefix = s }),
 	strKey("ingestSuffix", "IngestSuffix", "only uploads with this suffix are processed", func(a *pipeline.Args, s string) { a.IngestSuffix = s }),
+	strKey("ingestVia", "Ingest", `how uploads reach the queues: "notification" (S3 event notifications) or "eventbridge" (EventBridge rules)`, func(a *pipeline.Args, s string) { a.Ingest = s }),
+	intKey("reconcileMinutes", "ReconcileMinutes", "with the dispatcher: how often a schedule asks it to re-check running jobs (1..1440, default 5)", func(a *pipeline.Args, n int) { a.ReconcileMinutes = n }),
 	strKey("outputPrefix", "OutputPrefix", "prefix of every output key", func(a *pipeline.Args, s string) { a.OutputPrefix = s }),
 	{"rules", "Rules", "the worker's processing rules, as JSON", func(a *pipeline.Args, v string) error {
 		var rs process.Rules
@@ -111,9 +113,21 @@ var Keys = append(append([]key{
 	intKey("expireOutputsDays", "ExpireOutputsDays", "expire outputs after N days (0: keep)", func(a *pipeline.Args, n int) { a.ExpireOutputsDays = n }),
 	intKey("expireIngestDays", "ExpireIngestDays", "expire ingested objects after N days (0: keep)", func(a *pipeline.Args, n int) { a.ExpireIngestDays = n }),
 	boolKey("forceDestroy", "ForceDestroy", "let destroy delete non-empty buckets", func(a *pipeline.Args, b bool) { a.ForceDestroy = b }),
+	boolKey("protect", "Protect", "protect and retain the buckets, the ledger and the key (destroy refuses; removal leaves them)", func(a *pipeline.Args, b bool) { a.Protect = b }),
+	boolKey("customerManagedKey", "CustomerManagedKey", "encrypt buckets, queues, topics, ledger and logs with the pipeline's own KMS key", func(a *pipeline.Args, b bool) { a.CustomerManagedKey = b }),
+	{"tags", "Tags", `tags for every taggable resource, as a JSON object ({"team":"data"}); fileflow:stage and fileflow:pipeline are added`, func(a *pipeline.Args, v string) error {
+		var tags map[string]string
+		dec := json.NewDecoder(strings.NewReader(v))
+		if err := dec.Decode(&tags); err != nil {
+			return fmt.Errorf("want a JSON object of strings: %w", err)
+		}
+		a.Tags = tags
+		return nil
+	}},
 	intKey("logRetentionDays", "LogRetentionDays", "log retention (a CloudWatch Logs value)", func(a *pipeline.Args, n int) { a.LogRetentionDays = n }),
 	boolKey("tracing", "Tracing", "X-Ray active tracing", func(a *pipeline.Args, b bool) { a.Tracing = b }),
-	strKey("alarmEmail", "AlarmEmail", "e-mail subscribed to the alarm topic", func(a *pipeline.Args, s string) { a.AlarmEmail = s }),
+	strKey("alarmEmail", "AlarmEmail", "e-mail subscribed to the alarm topic (set it as a secret: `pulumi config set --secret`; it stays secret in state)", func(a *pipeline.Args, s string) { a.AlarmEmail = s }),
+	intKey("dlqAgeAlarmSeconds", "DLQAgeAlarmSeconds", "alarm when a DLQ's oldest message is older (DLQs keep 14 days; default 7 days)", func(a *pipeline.Args, n int) { a.DLQAgeAlarmSeconds = n }),
 	intKey("oldestMessageAlarmSeconds", "OldestMessageAlarmSeconds", "alarm on older messages", func(a *pipeline.Args, n int) { a.OldestMessageAlarmSeconds = n }),
 	intKey("queueDepthAlarm", "QueueDepthAlarm", "alarm on deeper queues", func(a *pipeline.Args, n int) { a.QueueDepthAlarm = n }),
 	boolKey("tableProvisioned", "Table.Provisioned", "provisioned capacity with autoscaling instead of on-demand", func(a *pipeline.Args, b bool) { a.Table.Provisioned = b }),

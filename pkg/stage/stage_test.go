@@ -47,7 +47,7 @@ func TestParseErrorsNameKeyAndFile(t *testing.T) {
 		{map[string]string{"fileflow:workerBatchSize": "20000", "fileflow:workerBatchingWindowSeconds": "1"},
 			[]string{"Pulumi.prod.yaml: fileflow:workerBatchSize (Functions[worker].BatchSize = 20000: must be in 1..10000)"}},
 		{map[string]string{"fileflow:workerMaxConcurrency": "100", "fileflow:workerReservedConcurrency": "10", "fileflow:logRetentionDays": "8"},
-			[]string{"fileflow:workerReservedConcurrency (Functions[worker].ReservedConcurrency = 10: must be >= MaxConcurrency (100)",
+			[]string{"fileflow:workerReservedConcurrency (Functions[worker].ReservedConcurrency = 10: must be 0 (none) or >= MaxConcurrency (100)",
 				"fileflow:logRetentionDays (LogRetentionDays = 8: must be one of"}},
 		{map[string]string{"fileflow:dispatchMemoryMb": "512"}, []string{`configure the "dispatch" function, which has no code under functions/`}},
 	}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,7 @@ import (
 
 	"github.com/fileflow/fileflow/pkg/build"
 	"github.com/fileflow/fileflow/pkg/fnenv"
+	"github.com/fileflow/fileflow/pkg/iamcheck"
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/jobctl"
 	"github.com/fileflow/fileflow/pkg/local"
@@ -77,6 +79,85 @@ type Options struct {
 	// the jobs queue, as the component's schedule does in AWS; default the schedule's
 	// rate (job.ReconcileEvery). Negative: never.
 	ReconcileEvery time.Duration
+	// Record, if set, records every AWS call each function makes (its handler's, and
+	// its event source mapping's, which Lambda makes with the function's role) as the
+	// IAM requests AWS would authorize: function, action, resource ARN (in the plan's
+	// account and region). The functions get their own counting proxies for it. The
+	// stack's graph is kept with them ([iamcheck.Recorder.Graph]).
+	Record *Recording
+}
+
+// Recording is what Options.Record collects: the calls, and the graph whose policies
+// they are judged against.
+type Recording struct {
+	*iamcheck.Recorder
+	mu      sync.Mutex
+	graph   *plan.Graph
+	emitted map[string]bool // "function namespace metric dimension,…" from EMF lines
+}
+
+// Emitted lists the metrics the functions' EMF lines defined, as "function namespace
+// metric dimension,dimension" (dimension sets sorted), sorted.
+func (r *Recording) Emitted() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.emitted))
+	for k := range r.emitted {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// observeEMF notes the metrics an EMF line defines.
+func (r *Recording) observeEMF(function, line string) {
+	if !strings.Contains(line, `"_aws"`) {
+		return
+	}
+	var doc struct {
+		AWS struct {
+			CloudWatchMetrics []struct {
+				Namespace  string
+				Dimensions [][]string
+				Metrics    []struct{ Name string }
+			}
+		} `json:"_aws"`
+	}
+	if json.Unmarshal([]byte(line), &doc) != nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.emitted == nil {
+		r.emitted = map[string]bool{}
+	}
+	for _, cm := range doc.AWS.CloudWatchMetrics {
+		for _, dims := range cm.Dimensions {
+			d := slices.Clone(dims)
+			slices.Sort(d)
+			for _, m := range cm.Metrics {
+				r.emitted[function+" "+cm.Namespace+" "+m.Name+" "+strings.Join(d, ",")] = true
+			}
+		}
+	}
+}
+
+// NewRecording returns an empty recording.
+func NewRecording() *Recording { return &Recording{Recorder: iamcheck.NewRecorder()} }
+
+// Graph is the plan of the first stack that recorded into it.
+func (r *Recording) Graph() *plan.Graph {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.graph
+}
+
+func (r *Recording) setGraph(g *plan.Graph) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.graph == nil {
+		r.graph = g
+	}
 }
 
 // Stack is the running local pipeline.
@@ -193,7 +274,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	st.Graph = g
-	if vs := policy.Check(g.Policy()); len(vs) > 0 {
+	if vs := policy.Mandatory(policy.Check(g.Policy())); len(vs) > 0 {
 		return nil, fmt.Errorf("devstack: stage %s violates %d policies, first: %s: %s", o.Stage, len(vs), vs[0].Rule, vs[0].Message)
 	}
 
@@ -250,43 +331,20 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	st.proxies = append(st.proxies, front)
 	st.S3Endpoint = front.URL
 	st.S3 = s3.NewFromConfig(st.AWS, func(so *s3.Options) { so.BaseEndpoint = aws.String(front.URL); so.UsePathStyle = true })
-	var endpoints = map[string]string{}
-	for _, p := range []struct{ service, target, env string }{
-		{"S3", st.Servers.S3, "AWS_ENDPOINT_URL_S3"},
-		{"SQS", st.Servers.SQS, "AWS_ENDPOINT_URL_SQS"},
-		{"DynamoDB", st.Servers.DynamoDB, "AWS_ENDPOINT_URL_DYNAMODB"},
-	} {
-		if o.NoMeter && (p.service != "S3" || o.S3Delay == nil) && (p.service != "DynamoDB" || o.DynamoDBDelay == nil) {
-			endpoints[p.env] = p.target
-			continue
-		}
-		px, err := meter.StartProxy(p.service, p.target, st.Calls)
+	if o.Record != nil {
+		o.Record.setGraph(g)
+	}
+	// Each function gets its own proxies, so that recorded calls name their caller.
+	fnEnvs := map[string][]string{}
+	for _, fn := range st.Resources.Functions {
+		env, err := st.functionEnv(fn.Handler, o)
 		if err != nil {
 			return nil, err
 		}
-		if p.service == "S3" {
-			px.Delay = o.S3Delay
-			px.After = st.Bridge.Observe
-		}
-		if p.service == "DynamoDB" {
-			px.DelayBody = o.DynamoDBDelay
-		}
-		st.proxies = append(st.proxies, px)
-		endpoints[p.env] = px.URL
-	}
-	var fnEnv []string
-	for _, kv := range st.Servers.Env() {
-		k, _, _ := strings.Cut(kv, "=")
-		if v, ok := endpoints[k]; ok {
-			kv = k + "=" + v
-		}
-		fnEnv = append(fnEnv, kv)
+		fnEnvs[fn.Name] = env
 	}
 
 	// 5. The event source mappings, each running its function's real binary.
-	esmCfg := st.AWS.Copy()
-	st.Calls.Attach(&esmCfg) // the mapping's own SQS calls (billed in AWS too)
-	esmSQS := st.Servers.SQSClient(esmCfg)
 	logs := o.FunctionLogs
 	var logMu sync.Mutex
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -300,9 +358,18 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		if !ok {
 			return nil, fmt.Errorf("devstack: no binary for function %s (functions/%s)", fn.Name, fn.Handler)
 		}
+		esmCfg := st.AWS.Copy()
+		st.Calls.Attach(&esmCfg) // the mapping's own SQS calls (billed in AWS too)
+		if o.Record != nil {
+			o.Record.AttachSQS(&esmCfg, iamcheck.ARNs{Account: plan.Account, Region: plan.Region}, fn.Handler)
+		}
+		esmSQS := st.Servers.SQSClient(esmCfg)
 		for _, src := range fn.Mappings {
 			m := &lambda.Mapping{
-				Config: lambda.Config{Function: fn, Binary: bin, Env: fnEnv, Logs: func(function string, env int, line string) {
+				Config: lambda.Config{Function: fn, Binary: bin, Env: fnEnvs[fn.Name], Logs: func(function string, env int, line string) {
+					if o.Record != nil {
+						o.Record.observeEMF(fn.Handler, line)
+					}
 					if st.Metrics.add(line) || logs == nil {
 						return
 					}
@@ -347,6 +414,52 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		}()
 	}
 	return st, nil
+}
+
+// functionEnv starts one function's proxies (counting, fault injection, recording) and
+// returns its environment: the servers' credentials and region, endpoints through the
+// proxies.
+func (st *Stack) functionEnv(handler string, o Options) ([]string, error) {
+	endpoints := map[string]string{}
+	for _, p := range []struct{ service, target, env string }{
+		{"S3", st.Servers.S3, "AWS_ENDPOINT_URL_S3"},
+		{"SQS", st.Servers.SQS, "AWS_ENDPOINT_URL_SQS"},
+		{"SNS", st.Servers.SQS, "AWS_ENDPOINT_URL_SNS"}, // fauxqs serves SNS on its SQS port
+		{"DynamoDB", st.Servers.DynamoDB, "AWS_ENDPOINT_URL_DYNAMODB"},
+	} {
+		if o.NoMeter && o.Record == nil && (p.service != "S3" || o.S3Delay == nil) && (p.service != "DynamoDB" || o.DynamoDBDelay == nil) {
+			endpoints[p.env] = p.target
+			continue
+		}
+		px, err := meter.StartProxy(p.service, p.target, st.Calls)
+		if err != nil {
+			return nil, err
+		}
+		if p.service == "S3" {
+			px.Delay = o.S3Delay
+			px.After = st.Bridge.Observe
+		}
+		if p.service == "DynamoDB" {
+			px.DelayBody = o.DynamoDBDelay
+		}
+		if rec, service := o.Record, p.service; rec != nil {
+			arns := iamcheck.ARNs{Account: plan.Account, Region: plan.Region}
+			px.Record = func(r *http.Request, body []byte, status int) {
+				rec.Add(iamcheck.FromHTTP(arns, handler, service, r, body, status)...)
+			}
+		}
+		st.proxies = append(st.proxies, px)
+		endpoints[p.env] = px.URL
+	}
+	var env []string
+	for _, kv := range st.Servers.Env() {
+		k, _, _ := strings.Cut(kv, "=")
+		if v, ok := endpoints[k]; ok {
+			kv = k + "=" + v
+		}
+		env = append(env, kv)
+	}
+	return env, nil
 }
 
 // planStage runs the stack program for the stage (file + overrides) under mocks, with

@@ -54,6 +54,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 		Idle:         time.Second,
 		Log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		FunctionLogs: fnLogs,
+		Record:       recording, // judged by TestIAMAllowsEveryRecordedCall
 	})
 	require.NoError(t, err)
 	defer st.Stop()

@@ -81,6 +81,7 @@ func startJobEnv(t *testing.T, mutate func(*devstack.Options)) *jobEnv {
 		Idle:         2 * time.Second,
 		Log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		FunctionLogs: fnLogs,
+		Record:       recording, // judged by TestIAMAllowsEveryRecordedCall
 	}
 	if mutate != nil {
 		mutate(&opts)

@@ -1,0 +1,83 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fileflow/fileflow/pkg/fnenv"
+)
+
+// The dispatcher's CloudWatch metrics, as Embedded Metric Format lines on stdout (Lambda
+// sends stdout to CloudWatch Logs, which turns them into metrics without an API call):
+// one line per batch, namespace "fileflow", dimension Function — what the component's
+// dashboard shows for the dispatcher.
+var (
+	// MetricNames are the metrics each line carries, with their units.
+	MetricNames = []struct{ Name, Unit string }{
+		{"FanoutTasks", "Count"}, {"FanoutFailures", "Count"}, {"FilesListed", "Count"},
+		{"TaskMessages", "Count"}, {"ChildTasks", "Count"}, {"BadEntries", "Count"}, {"BatchDuration", "Milliseconds"},
+	}
+
+	metricsOut  io.Writer = os.Stdout
+	metricsMu   sync.Mutex
+	functionArg = sync.OnceValue(func() string { return os.Getenv(fnenv.FunctionName) }) // set by Lambda, read once
+)
+
+// batchMetrics sums one batch's fan-out tasks.
+type batchMetrics struct {
+	files, messages, children, bad atomic.Int64
+}
+
+type metricsKey struct{}
+
+// withBatchMetrics returns a context that collects the batch's fan-out results.
+func withBatchMetrics(ctx context.Context) (context.Context, *batchMetrics) {
+	m := &batchMetrics{}
+	return context.WithValue(ctx, metricsKey{}, m), m
+}
+
+// recordFanout adds one fan-out task's results to its batch's metrics.
+func recordFanout(ctx context.Context, files, messages, children, bad int) {
+	if m, ok := ctx.Value(metricsKey{}).(*batchMetrics); ok {
+		m.files.Add(int64(files))
+		m.messages.Add(int64(messages))
+		m.children.Add(int64(children))
+		m.bad.Add(int64(bad))
+	}
+}
+
+// emit writes the batch's metrics line.
+func (m *batchMetrics) emit(now time.Time, tasks, failures int, took time.Duration) {
+	defs := make([]map[string]string, len(MetricNames))
+	for i, n := range MetricNames {
+		defs[i] = map[string]string{"Name": n.Name, "Unit": n.Unit}
+	}
+	doc := map[string]any{
+		"_aws": map[string]any{
+			"Timestamp": now.UnixMilli(),
+			"CloudWatchMetrics": []map[string]any{{
+				"Namespace": "fileflow", "Dimensions": [][]string{{"Function"}}, "Metrics": defs,
+			}},
+		},
+		"Function":         functionArg(),
+		"FanoutTasks":    tasks,
+		"FanoutFailures": failures,
+		"FilesListed":     m.files.Load(),
+		"TaskMessages":     m.messages.Load(),
+		"ChildTasks":       m.children.Load(),
+		"BadEntries":       m.bad.Load(),
+		"BatchDuration":    took.Milliseconds(),
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return
+	}
+	metricsMu.Lock()
+	defer metricsMu.Unlock()
+	_, _ = metricsOut.Write(append(b, '\n'))
+}
