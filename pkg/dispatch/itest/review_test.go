@@ -1,0 +1,294 @@
+package itest
+
+// Adversarial review of the exactly-once guarantees (branch review). Each
+// TestReview_* test replays one interleaving deterministically and FAILS on the code it
+// was written against: its comment names the interleaving and the invariant it breaks.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fileflow/fileflow/pkg/job"
+	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/worker"
+)
+
+// hookedS3 is the stack's S3 client with a hook around GetObject: get may run other
+// work in the middle of a GET (after the body was read, before the caller sees it).
+type hookedS3 struct {
+	*s3.Client
+	get func(ctx context.Context, in *s3.GetObjectInput, next func() (*s3.GetObjectOutput, error)) (*s3.GetObjectOutput, error)
+}
+
+func (h *hookedS3) GetObject(ctx context.Context, in *s3.GetObjectInput, o ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	next := func() (*s3.GetObjectOutput, error) { return h.Client.GetObject(ctx, in, o...) }
+	if h.get == nil {
+		return next()
+	}
+	return h.get(ctx, in, next)
+}
+
+// buffered reads a GET's body now, so what it returns is the content at this instant.
+func buffered(out *s3.GetObjectOutput, err error) (*s3.GetObjectOutput, error) {
+	if err != nil {
+		return out, err
+	}
+	b, err := io.ReadAll(out.Body)
+	out.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	out.Body = io.NopCloser(bytes.NewReader(b))
+	return out, nil
+}
+
+// workerOver is a worker like the stack's, reading sources through objs.
+func (s *stack) workerOver(objs worker.Objects) *worker.Handler {
+	s.t.Helper()
+	h, err := worker.New(worker.Config{Table: s.store.Table(), OutputBucket: s.out, MaxReceiveCount: maxReceive, MinItemTime: time.Millisecond},
+		worker.Deps{Objects: objs, Ledger: s.store, Queue: s.q, Jobs: s.engine, Metrics: io.Discard})
+	require.NoError(s.t, err)
+	return h
+}
+
+// deliverTo hands m (a tasks-queue message) to worker h, as deliver does.
+func (s *stack) deliverTo(h *worker.Handler, m *msg) events.SQSEventResponse {
+	m.receive++
+	rec := events.SQSMessage{MessageId: m.id, ReceiptHandle: m.id + "-" + strconv.Itoa(m.receive), Body: m.body,
+		EventSourceARN: "arn:aws:sqs:us-east-1:000000000000:" + tasksQueue,
+		Attributes:     map[string]string{"ApproximateReceiveCount": strconv.Itoa(m.receive)}}
+	for k, v := range m.attrs {
+		if rec.MessageAttributes == nil {
+			rec.MessageAttributes = map[string]events.SQSMessageAttribute{}
+		}
+		rec.MessageAttributes[k] = events.SQSMessageAttribute{DataType: aws.ToString(v.DataType), StringValue: v.StringValue}
+	}
+	resp, err := h.Handle(s.ctx, events.SQSEvent{Records: []events.SQSMessage{rec}})
+	require.NoError(s.t, err)
+	if len(resp.BatchItemFailures) > 0 {
+		s.q.requeue(tasksQueue, m)
+	}
+	return resp
+}
+
+// etag is the object's current ETag (unquoted).
+func (s *stack) etag(key string) string {
+	s.t.Helper()
+	h, err := s.s3.HeadObject(s.ctx, &s3.HeadObjectInput{Bucket: aws.String(s.in), Key: aws.String(key)})
+	require.NoError(s.t, err)
+	return strings.Trim(aws.ToString(h.ETag), `"`)
+}
+
+// s3Event is an S3 event notification (AWS's shape) for one revision of a key.
+func (s *stack) s3Event(key, etag, sequencer string) *msg {
+	body, err := json.Marshal(map[string]any{"Records": []any{map[string]any{
+		"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventName": "ObjectCreated:Put",
+		"s3": map[string]any{"bucket": map[string]any{"name": s.in}, "object": map[string]any{
+			"key": url.QueryEscape(key), "size": 1, "eTag": etag, "sequencer": sequencer}},
+	}}})
+	require.NoError(s.t, err)
+	return &msg{id: "event-" + key + "-" + sequencer, body: string(body)}
+}
+
+// output reads an output object: its content and the revision it says it is of.
+func (s *stack) output(key string) (content, revision string, ok bool) {
+	s.t.Helper()
+	out, err := s.s3.GetObject(s.ctx, &s3.GetObjectInput{Bucket: aws.String(s.out), Key: aws.String(key)})
+	if err != nil {
+		return "", "", false
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	require.NoError(s.t, err)
+	return string(b), out.Metadata[worker.MetaRevision], true
+}
+
+func (s *stack) jobRecord(id string) ledger.Job {
+	s.t.Helper()
+	j, found, err := s.store.GetJob(s.ctx, id)
+	require.NoError(s.t, err)
+	require.True(s.t, found)
+	return j
+}
+
+// Finding 1 — newest revision wins, broken by a manifest row that names no ETag.
+//
+// A manifest row "bucket,key" (no version, no ETag) is recorded job-scoped
+// (job.FileKey: Scope "job:<id>"), outside the key's own record, so none of the
+// newest-wins machinery (sequencer order, the conditional HEAD, Over, restore) sees it.
+// But its output goes to the key's shared output (worker.outputKey ignores the scope).
+//
+// Interleaving: the job's worker GETs the key (content "old"); the key is overwritten
+// ("new") and its S3 event is processed at once (output "new", the key's record "new");
+// then the job's upload lands. Nothing is refused, nothing restores: the key's output is
+// the OLDER content while its record says the newer revision SUCCEEDED.
+func TestReview_UnpinnedManifestRowOverwritesNewerOutput(t *testing.T) {
+	s := newStack(t)
+	s.put("u/k.txt", "old content")
+	s.put("u/manifest.csv", s.in+",u/k.txt\n")
+	id := s.submit(job.Spec{Kind: job.KindManifest, Key: "u/manifest.csv"})
+	s.deliver(jobsQueue, s.q.pop(jobsQueue)) // the root reads the manifest
+	tasks := s.q.take(tasksQueue)
+	require.Len(t, tasks, 1)
+
+	var fired atomic.Bool
+	hooked := &hookedS3{Client: s.s3}
+	hooked.get = func(ctx context.Context, in *s3.GetObjectInput, next func() (*s3.GetObjectOutput, error)) (*s3.GetObjectOutput, error) {
+		if aws.ToString(in.Key) != "u/k.txt" || in.IfMatch != nil || in.VersionId != nil || fired.Swap(true) {
+			return next()
+		}
+		out, err := buffered(next()) // the job reads "old content"
+		// Meanwhile the key is overwritten and its event handled by another worker.
+		s.put("u/k.txt", "new content")
+		s.deliverTo(s.worker, s.s3Event("u/k.txt", s.etag("u/k.txt"), "0000000000000000A2"))
+		got, _, _ := s.output("u/k.txt")
+		require.Equal(t, "new content", got, "the newer revision's output is in place")
+		return out, err
+	}
+	s.deliverTo(s.workerOver(hooked), tasks[0])
+	require.True(t, fired.Load())
+	s.drain()
+	require.Equal(t, ledger.JobComplete, s.jobRecord(id).Status)
+
+	rec, ok, err := s.store.Get(s.ctx, ledger.Key{Bucket: s.in, Key: "u/k.txt"})
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, s.etag("u/k.txt"), rec.ETag, "the key's record: the newest revision, SUCCEEDED")
+	require.Equal(t, ledger.StatusSucceeded, rec.Status)
+	got, rev, _ := s.output("u/k.txt")
+	assert.Equal(t, "new content", got, "the key's output must be its newest revision's (it is %s's)", rev)
+}
+
+// Finding 2 — newest revision wins, broken by Write.Over across an Advance (ABA).
+//
+// Write.Over names the head the worker saw at Lookup by its ETag only. Between the
+// conditional HEAD (skipDone: "B is current") and the commit, the key is overwritten
+// with the content it had before (A again). That event finds the record at A, SUCCEEDED:
+// a duplicate, skipped, its sequencer advanced (Advance) — no output is written. The
+// job's commit then finds the head's ETag still A, so Over matches and B replaces it.
+// B's own (delayed) event is a duplicate too, and Advance cannot order a record whose
+// sequencer the unordered commit removed ("seq < :seq" is false on a missing attribute).
+//
+// End state: the object is A (the newest write), its output and its record are B.
+func TestReview_OverMatchesAHeadThatChangedBackABA(t *testing.T) {
+	s := newStack(t)
+	s.put("v/k.txt", "AAAA")
+	etagA := s.etag("v/k.txt")
+	s.deliverTo(s.worker, s.s3Event("v/k.txt", etagA, "0000000000000000A1"))
+	s.put("v/k.txt", "BBBB") // its event (A2) is delayed
+	etagB := s.etag("v/k.txt")
+	require.NotEqual(t, etagA, etagB)
+
+	id := s.submit(job.Spec{Kind: job.KindPrefix, Key: "v/"}) // lists k.txt at B
+	s.deliver(jobsQueue, s.q.pop(jobsQueue))
+	tasks := s.q.take(tasksQueue)
+	require.Len(t, tasks, 1)
+
+	var fired atomic.Bool
+	hooked := &hookedS3{Client: s.s3}
+	hooked.get = func(ctx context.Context, in *s3.GetObjectInput, next func() (*s3.GetObjectOutput, error)) (*s3.GetObjectOutput, error) {
+		if aws.ToString(in.Key) != "v/k.txt" || aws.ToString(in.IfMatch) != `"`+etagB+`"` || fired.Swap(true) {
+			return next()
+		}
+		out, err := buffered(next()) // the job reads B (confirmed current before)
+		s.put("v/k.txt", "AAAA")      // A again: the newest write
+		require.Equal(t, etagA, s.etag("v/k.txt"))
+		s.deliverTo(s.worker, s.s3Event("v/k.txt", etagA, "0000000000000000A3"))
+		return out, err
+	}
+	s.deliverTo(s.workerOver(hooked), tasks[0])
+	require.True(t, fired.Load())
+	s.deliverTo(s.worker, s.s3Event("v/k.txt", etagB, "0000000000000000A2")) // B's delayed event
+	s.drain()
+	require.Equal(t, ledger.JobComplete, s.jobRecord(id).Status)
+
+	rec, _, err := s.store.Get(s.ctx, ledger.Key{Bucket: s.in, Key: "v/k.txt"})
+	require.NoError(t, err)
+	got, rev, _ := s.output("v/k.txt")
+	assert.Equal(t, "AAAA", got, "the output must be the object's newest content (the output is revision %s)", rev)
+	assert.Equal(t, etagA, rec.ETag, "the key's record must hold the newest revision")
+}
+
+// Finding 3 — a counted task's report lines are rewritten by a later delivery.
+//
+// A task's report part is keyed by its task id and written before every count attempt,
+// also by deliveries that then count nothing (Duplicate). A task counted with a file
+// DEAD_LETTERED (counted failed on the last receive) whose job check failed is sent
+// again (CheckFailed -> SendAgain). The copy arrives with receive count 1, so the
+// worker skips its TaskState look-up; the file's record is DEAD_LETTERED, not
+// SUCCEEDED, so it is processed again — and now succeeds. The copy rewrites the part
+// with a "succeeded" line, then counts as a Duplicate.
+//
+// The job's counts say 1 failed; its report says 0 failed and lists the file as
+// succeeded. (Any duplicate delivery of a counted task — an SQS duplicate, an orphan of
+// another run with the same content id — rewrites the part the same way.)
+func TestReview_ReportPartRewrittenAfterTheTaskWasCounted(t *testing.T) {
+	s := newStack(t)
+	db := &checkFailsDB{flakyDB: s.db}
+	s.store = ledger.New(db, s.store.Table(), 0)
+	s.rewire(t)
+	s.put("r/bad.txt", "sometimes unreadable")
+	s.put("r/good.txt", "fine")
+	id := s.submit(job.Spec{Kind: job.KindPrefix, Key: "r/", FilesPerTask: 1})
+	s.deliver(jobsQueue, s.q.pop(jobsQueue))
+	tasks := s.q.take(tasksQueue)
+	require.Len(t, tasks, 2)
+	var bad, good *msg
+	for _, m := range tasks {
+		if strings.Contains(m.body, "bad.txt") {
+			bad = m
+		} else {
+			good = m
+		}
+	}
+
+	var failing atomic.Bool
+	failing.Store(true)
+	hooked := &hookedS3{Client: s.s3}
+	hooked.get = func(ctx context.Context, in *s3.GetObjectInput, next func() (*s3.GetObjectOutput, error)) (*s3.GetObjectOutput, error) {
+		if aws.ToString(in.Key) == "r/bad.txt" && failing.Load() {
+			return nil, fmt.Errorf("injected: connection reset")
+		}
+		return next()
+	}
+	w := s.workerOver(hooked)
+	for range maxReceive - 1 {
+		s.deliverTo(w, bad)
+		require.Same(t, bad, s.q.pop(tasksQueue), "it comes back")
+	}
+	db.on = true // the check after the last receive's count fails
+	s.deliverTo(w, bad)
+	db.on = false
+	c, err := s.store.JobCounts(s.ctx, id, s.jobRecord(id).Shards)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, c.Failed, "counted failed on its last receive")
+	again := s.q.take(tasksQueue)
+	require.Len(t, again, 1, "sent again to repeat the check")
+
+	failing.Store(false) // the transient failure is over
+	s.deliverTo(w, again[0])
+	s.deliverTo(w, good)
+	s.drain()
+	j := s.jobRecord(id)
+	require.Equal(t, ledger.JobComplete, j.Status)
+	require.EqualValues(t, 1, j.Final.Failed)
+	require.EqualValues(t, 1, j.Final.Succeeded)
+	succeeded, failed := s.reported(id)
+	assert.Equal(t, map[string]int{"r/bad.txt": 1}, failed, "the report must agree with the counts: bad.txt was counted failed")
+	assert.Equal(t, map[string]int{"r/good.txt": 1}, succeeded)
+}
