@@ -206,7 +206,7 @@ func TestReview_OverMatchesAHeadThatChangedBackABA(t *testing.T) {
 			return next()
 		}
 		out, err := buffered(next()) // the job reads B (confirmed current before)
-		s.put("v/k.txt", "AAAA")      // A again: the newest write
+		s.put("v/k.txt", "AAAA")     // A again: the newest write
 		require.Equal(t, etagA, s.etag("v/k.txt"))
 		s.deliverTo(s.worker, s.s3Event("v/k.txt", etagA, "0000000000000000A3"))
 		return out, err
