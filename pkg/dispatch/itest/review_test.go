@@ -5,6 +5,7 @@ package itest
 // was written against: its comment names the interleaving and the invariant it breaks.
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/task"
 	"github.com/fileflow/fileflow/pkg/worker"
 )
 
@@ -291,4 +293,77 @@ func TestReview_ReportPartRewrittenAfterTheTaskWasCounted(t *testing.T) {
 	succeeded, failed := s.reported(id)
 	assert.Equal(t, map[string]int{"r/bad.txt": 1}, failed, "the report must agree with the counts: bad.txt was counted failed")
 	assert.Equal(t, map[string]int{"r/good.txt": 1}, succeeded)
+}
+
+// zipOf stores a one-entry zip at key and returns the task file naming its member as
+// the archive planner does (ranged reads of the compressed bytes, the archive's ETag).
+func (s *stack) zipOf(key, name, content string) task.File {
+	s.t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate})
+	require.NoError(s.t, err)
+	_, err = w.Write([]byte(content))
+	require.NoError(s.t, err)
+	require.NoError(s.t, zw.Close())
+	s.put(key, buf.String())
+	zr, err := zip.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	require.NoError(s.t, err)
+	zf := zr.File[0]
+	off, err := zf.DataOffset()
+	require.NoError(s.t, err)
+	return task.File{Bucket: s.in, Key: key, ETag: s.etag(key), Size: int64(zf.UncompressedSize64), Member: &task.Member{
+		Name: zf.Name, Offset: off, CompressedSize: int64(zf.CompressedSize64), Size: int64(zf.UncompressedSize64), Method: zf.Method, CRC32: zf.CRC32}}
+}
+
+func (s *stack) taskOf(id string, files ...task.File) *msg {
+	s.t.Helper()
+	body, err := task.Message{Files: files}.Encode()
+	require.NoError(s.t, err)
+	return &msg{id: id, body: string(body)}
+}
+
+// Finding 4 — a SUCCEEDED newest revision left without its output (archive members).
+//
+// worker.restore, for an archive member, always deletes the output when the output
+// holds the superseded revision — also when the key's newest revision is SUCCEEDED and
+// names that very output ("|| it.file.Member != nil"). Its comment says the newest's
+// own writer puts it; but that writer has finished: its output is the one the older
+// revision just overwrote.
+//
+// Interleaving: member x.txt of a.zip at A is being processed (its compressed bytes
+// read); a.zip is overwritten (B) and B's member x.txt is processed and committed
+// (output "B's x", record B SUCCEEDED); then A's upload lands over it. A's commit is
+// refused (another revision, A is no longer current): superseded, restore — which
+// deletes the output. The record says B SUCCEEDED with an output that does not exist.
+func TestReview_ArchiveMemberRestoreDeletesTheNewestOutput(t *testing.T) {
+	s := newStack(t)
+	fileA := s.zipOf("z/a.zip", "x.txt", "x as in archive A")
+
+	var fired atomic.Bool
+	hooked := &hookedS3{Client: s.s3}
+	hooked.get = func(ctx context.Context, in *s3.GetObjectInput, next func() (*s3.GetObjectOutput, error)) (*s3.GetObjectOutput, error) {
+		if aws.ToString(in.Key) != "z/a.zip" || aws.ToString(in.IfMatch) != `"`+fileA.ETag+`"` || fired.Swap(true) {
+			return next()
+		}
+		out, err := buffered(next()) // A's member bytes
+		fileB := s.zipOf("z/a.zip", "x.txt", "x as in archive B")
+		s.deliverTo(s.worker, s.taskOf("member-b", fileB))
+		got, _, _ := s.output("z/a.zip!/x.txt")
+		require.Equal(t, "x as in archive B", got, "B's member is processed and committed")
+		return out, err
+	}
+	s.deliverTo(s.workerOver(hooked), s.taskOf("member-a", fileA))
+	require.True(t, fired.Load())
+	s.drain()
+
+	rec, ok, err := s.store.Get(s.ctx, ledger.Key{Bucket: s.in, Key: "z/a.zip!/x.txt"})
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, ledger.StatusSucceeded, rec.Status)
+	require.Equal(t, s.etag("z/a.zip"), rec.ETag, "the record holds the newest revision, SUCCEEDED")
+	require.Equal(t, []string{"s3://" + s.out + "/z/a.zip!/x.txt"}, rec.Outputs)
+	got, _, exists := s.output("z/a.zip!/x.txt")
+	assert.True(t, exists, "the SUCCEEDED newest revision's output must exist")
+	assert.Equal(t, "x as in archive B", got)
 }
