@@ -367,3 +367,80 @@ func TestReview_ArchiveMemberRestoreDeletesTheNewestOutput(t *testing.T) {
 	assert.True(t, exists, "the SUCCEEDED newest revision's output must exist")
 	assert.Equal(t, "x as in archive B", got)
 }
+
+// Finding 5 — a job's file overwritten after its listing: the current content is never
+// processed, and the record says it was.
+//
+// A job lists s/k.txt (ETag A); before its task runs, k.txt is overwritten (B). The
+// task's GET (If-Match A) fails, the worker takes that as "the newer content has its
+// own event" (supersededSource) and records A SUPERSEDED with the reason "a newer
+// revision of the key was processed instead" — and the job counts k.txt failed. But a
+// job may read any bucket (spec.Bucket: a backfill of objects that never had
+// notifications to fileflow), and here no event for B exists: B is never processed by
+// anyone, no output exists for the key, the job is COMPLETE. (With notifications, B is
+// processed by its event; see the next test for what the job then says.)
+func TestReview_JobFileOverwrittenAfterListingIsNeverProcessed(t *testing.T) {
+	s := newStack(t)
+	s.put("s/k.txt", "first")
+	id := s.submit(job.Spec{Kind: job.KindPrefix, Key: "s/"})
+	s.deliver(jobsQueue, s.q.pop(jobsQueue)) // lists k.txt at A
+	s.put("s/k.txt", "second")               // B: no notification reaches fileflow
+	s.drain()
+	j := s.jobRecord(id)
+	require.Equal(t, ledger.JobComplete, j.Status)
+	_, failed := s.reported(id)
+	_, _, exists := s.output("s/k.txt")
+	assert.True(t, exists || failed["s/k.txt"] == 0,
+		"the key's current content is processed by the job (or not reported as superseded by a revision 'processed instead'): output exists=%v, failed=%v", exists, failed)
+	_, ok, err := s.store.Get(s.ctx, ledger.Key{Bucket: s.in, Key: "s/k.txt"})
+	require.NoError(t, err)
+	assert.True(t, ok, "some record of the key's current revision exists")
+}
+
+// Finding 5b — tolerance counts SUPERSEDED as failures (policy; asked in the brief).
+//
+// A prefix job with tolerate "0" over a prefix where a file is overwritten while the job
+// runs: the newer revision is processed (by its event) and SUCCEEDED, the job's listed
+// revision is SUPERSEDED — and counted a failed file, so the job FAILS with "1 of 1
+// finished files failed", although nothing failed and the key's output is its newest
+// content. Jobs over live prefixes fail at random under any small tolerance.
+func TestReview_SupersededFileFailsAJobUnderTolerance(t *testing.T) {
+	s := newStack(t)
+	s.put("t/k.txt", "first")
+	id := s.submit(job.Spec{Kind: job.KindPrefix, Key: "t/", Tolerate: "0"})
+	s.deliver(jobsQueue, s.q.pop(jobsQueue)) // lists k.txt at A
+	s.put("t/k.txt", "second")
+	s.deliverTo(s.worker, s.s3Event("t/k.txt", s.etag("t/k.txt"), "0000000000000000B2"))
+	got, _, _ := s.output("t/k.txt")
+	require.Equal(t, "second", got, "the newest revision is processed")
+	s.drain()
+	j := s.jobRecord(id)
+	assert.Equal(t, ledger.JobComplete, j.Status, "nothing failed: %s", j.Reason)
+}
+
+// Finding 6 — a fan-out task whose count fails on its last receive goes to the DLQ and
+// leaves its job RUNNING.
+//
+// dispatch.Config.MaxReceiveCount says a fan-out task still failing on its last
+// receive fails its job instead of hanging it; the worker sends a task whose files are
+// done but whose count failed again rather than to the DLQ. But when the dispatcher's
+// fanOut succeeded (children sent) and only Report's count fails (NotCounted: a ledger
+// error, throttling), act() returns RetryAfter on every receive, the last included: the
+// root goes to the dead-letter queue, the job stays RUNNING, and its children (five
+// runs' worth) cycle WaitParent -> SendAgain for MaxSendAgain rounds (hours) before
+// they too go to the DLQ.
+func TestReview_FanoutTaskWhoseCountFailsOnItsLastReceiveIsDeadLettered(t *testing.T) {
+	s := newStack(t)
+	s.put("d/a.txt", "a")
+	id := s.submit(job.Spec{Kind: job.KindPrefix, Key: "d/"})
+	root := s.q.pop(jobsQueue)
+	for range maxReceive {
+		s.db.failTx.Store(1) // the count's transaction fails
+		s.deliver(jobsQueue, root)
+		s.q.take(jobsQueue) // (the root, back for its next receive, is root itself)
+	}
+	j := s.jobRecord(id)
+	stuck := len(s.q.dlq[jobsQueue+"-dlq"])
+	assert.False(t, j.Status == ledger.JobRunning && stuck > 0,
+		"a fan-out task is never dead-lettered with its job RUNNING (status %s, %d in the jobs DLQ)", j.Status, stuck)
+}
