@@ -444,3 +444,82 @@ func TestReview_FanoutTaskWhoseCountFailsOnItsLastReceiveIsDeadLettered(t *testi
 	assert.False(t, j.Status == ledger.JobRunning && stuck > 0,
 		"a fan-out task is never dead-lettered with its job RUNNING (status %s, %d in the jobs DLQ)", j.Status, stuck)
 }
+
+// failingWrites is the ledger store with the next n file writes failing (a throttled or
+// timed-out UpdateItem; or the function dying between its upload and its commit).
+type failingWrites struct {
+	*ledger.Store
+	fail atomic.Int32
+}
+
+func (f *failingWrites) Write(ctx context.Context, w ledger.Write) error {
+	if f.fail.Load() > 0 {
+		f.fail.Add(-1)
+		return errInjected
+	}
+	return f.Store.Write(ctx, w)
+}
+
+// Finding 7 — an older revision's output left as the key's output: restore never runs.
+//
+// supersede restores the output only if this invocation wrote it, or if the message was
+// received before ("an earlier delivery may have, before it died"). That relies on the
+// same message coming back to its files. A job's task message does not: on a later
+// receive the worker first asks TaskState, and a task counted meanwhile (Duplicate), an
+// orphan, or any task of a job no longer RUNNING is acknowledged without looking at its
+// files.
+//
+// Interleaving: the root's run 1 sends T1 and dies before it is counted; run 2 sends
+// T2 (same content id) and is counted. T1 runs: reads k.txt at A; k.txt is overwritten
+// (B) and B's event processed (output B); T1's upload of A lands over it; T1's commit
+// fails (the ledger write errors) — the item is pending and T1 comes back. T2 runs:
+// A is not current, so A is SUPERSEDED — without restore (first receive, wrote
+// nothing) — and counted; the job completes. T1 comes back: "job COMPLETE", acked.
+// The output is A's for ever, the record says B.
+func TestReview_StaleOutputNeverRestoredWhenTheTaskIsCountedElsewhere(t *testing.T) {
+	s := newStack(t)
+	s.put("o/k.txt", "AAAA")
+	etagA := s.etag("o/k.txt")
+	id := s.submit(job.Spec{Kind: job.KindPrefix, Key: "o/"})
+	root := s.q.pop(jobsQueue)
+	s.db.failTx.Store(1) // run 1 dies before its count lands
+	s.deliver(jobsQueue, root)
+	require.Same(t, root, s.q.pop(jobsQueue), "the root comes back")
+	t1 := s.q.take(tasksQueue)
+	require.Len(t, t1, 1)
+	s.deliver(jobsQueue, root) // run 2, counted
+	t2 := s.q.take(tasksQueue)
+	require.Len(t, t2, 1)
+
+	writes := &failingWrites{Store: s.store}
+	var fired atomic.Bool
+	hooked := &hookedS3{Client: s.s3}
+	hooked.get = func(ctx context.Context, in *s3.GetObjectInput, next func() (*s3.GetObjectOutput, error)) (*s3.GetObjectOutput, error) {
+		if aws.ToString(in.Key) != "o/k.txt" || aws.ToString(in.IfMatch) != `"`+etagA+`"` || fired.Swap(true) {
+			return next()
+		}
+		out, err := buffered(next())
+		s.put("o/k.txt", "BBBB")
+		s.deliverTo(s.worker, s.s3Event("o/k.txt", s.etag("o/k.txt"), "0000000000000000C2"))
+		writes.fail.Store(1) // T1's commit, after its upload, fails
+		return out, err
+	}
+	w, err := worker.New(worker.Config{Table: s.store.Table(), OutputBucket: s.out, MaxReceiveCount: maxReceive, MinItemTime: time.Millisecond},
+		worker.Deps{Objects: hooked, Ledger: writes, Queue: s.q, Jobs: s.engine, Metrics: io.Discard})
+	require.NoError(t, err)
+	s.deliverTo(w, t1[0])
+	require.True(t, fired.Load())
+	require.Same(t, t1[0], s.q.pop(tasksQueue), "T1 comes back: its commit failed")
+	got, _, _ := s.output("o/k.txt")
+	require.Equal(t, "AAAA", got, "T1's upload landed last")
+
+	s.deliverTo(s.worker, t2[0]) // A superseded, counted; the job completes
+	s.deliverTo(s.worker, t1[0]) // T1's second receive
+	s.drain()
+	require.Equal(t, ledger.JobComplete, s.jobRecord(id).Status)
+	rec, _, err := s.store.Get(s.ctx, ledger.Key{Bucket: s.in, Key: "o/k.txt"})
+	require.NoError(t, err)
+	require.Equal(t, s.etag("o/k.txt"), rec.ETag, "the record: B")
+	got, rev, _ := s.output("o/k.txt")
+	assert.Equal(t, "BBBB", got, "the output must be the newest revision's, not %s's", rev)
+}
