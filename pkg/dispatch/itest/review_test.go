@@ -523,3 +523,119 @@ func TestReview_StaleOutputNeverRestoredWhenTheTaskIsCountedElsewhere(t *testing
 	got, rev, _ := s.output("o/k.txt")
 	assert.Equal(t, "BBBB", got, "the output must be the newest revision's, not %s's", rev)
 }
+
+// Finding 8 — a split job's merge overwrites the key's output with an older revision.
+//
+// A split job's parts are job-scoped (their outputs are the job's), but the merge, at
+// finalize, writes the merged result to the key's own output (worker.outputKey without
+// the range: the same object an S3 event of the key writes), with no revision check.
+// Finalize runs after the last part is counted, asynchronously (a finalize task).
+//
+// Interleaving: all parts of k.csv (revision A) are processed and counted, the job is
+// COMPLETE and its finalize task queued; k.csv is overwritten (B) and B's event is
+// processed (output B, record B); the finalize task runs and merges A's parts over B's
+// output. Newest wins is broken: the key's record is B, its output is A.
+func TestReview_SplitMergeOverwritesNewerOutput(t *testing.T) {
+	s := newStack(t)
+	var a strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&a, "line %03d of revision A\n", i)
+	}
+	s.put("x/k.csv", a.String())
+	id := s.submit(job.Spec{Kind: job.KindSplit, Key: "x/k.csv", Parts: 2})
+	s.deliver(jobsQueue, s.q.pop(jobsQueue)) // the root splits the file
+	for m := s.q.pop(tasksQueue); m != nil; m = s.q.pop(tasksQueue) {
+		s.deliver(tasksQueue, m)
+	}
+	require.Equal(t, ledger.JobComplete, s.jobRecord(id).Status)
+	finalize := s.q.take(jobsQueue)
+	require.Len(t, finalize, 1, "the finalize task, not run yet")
+
+	s.put("x/k.csv", "revision B, one line\n")
+	s.deliverTo(s.worker, s.s3Event("x/k.csv", s.etag("x/k.csv"), "0000000000000000D2"))
+	got, _, _ := s.output("x/k.csv")
+	require.Equal(t, "revision B, one line\n", got, "B is processed")
+
+	s.q.requeueFresh(jobsQueue, finalize[0])
+	s.drain()
+	require.True(t, s.jobRecord(id).Notified)
+	rec, _, err := s.store.Get(s.ctx, ledger.Key{Bucket: s.in, Key: "x/k.csv"})
+	require.NoError(t, err)
+	require.Equal(t, s.etag("x/k.csv"), rec.ETag, "the key's record: B")
+	got, rev, _ := s.output("x/k.csv")
+	assert.True(t, strings.HasPrefix(got, "revision B"), "the key's output must stay the newest revision's; it is the merge of %s (%q…)", rev, got[:min(len(got), 30)])
+}
+
+// Finding 9 — two different inputs share one ledger record and one output.
+//
+// An archive member is named "<zip>!/<entry>" (task.File.Name) and recorded and
+// output under that name. '!' is legal in S3 keys, so an ordinary object literally
+// named "z/b.zip!/x.txt" has the same ledger key and output key as entry x.txt of
+// z/b.zip. Each looks like an unordered revision of the other and is "current" (the
+// conditional HEAD checks each against its own object), so each replaces the other:
+// the object's output is overwritten with the member's content, and its record is gone.
+func TestReview_ObjectNamedLikeAnArchiveMemberSharesItsRecord(t *testing.T) {
+	s := newStack(t)
+	s.put("z/b.zip!/x.txt", "an ordinary object")
+	s.deliverTo(s.worker, s.s3Event("z/b.zip!/x.txt", s.etag("z/b.zip!/x.txt"), "0000000000000000E1"))
+	got, _, _ := s.output("z/b.zip!/x.txt")
+	require.Equal(t, "an ordinary object", got)
+
+	member := s.zipOf("z/b.zip", "x.txt", "an archive member")
+	s.deliverTo(s.worker, s.taskOf("member", member))
+	s.drain()
+	rec, ok, err := s.store.Get(s.ctx, ledger.Key{Bucket: s.in, Key: "z/b.zip!/x.txt"})
+	require.NoError(t, err)
+	require.True(t, ok)
+	got, _, _ = s.output("z/b.zip!/x.txt")
+	assert.Equal(t, "an ordinary object", got, "an object's output is its own, not another input's")
+	assert.Equal(t, s.etag("z/b.zip!/x.txt"), rec.ETag, "the object's record is its own")
+}
+
+// Finding 10 — a job's report disagrees with its final counts: tasks are counted after
+// the job finished.
+//
+// Settle never looks at the job's status, and a worker checks it (cached) only before
+// each file starts. A task whose files started while the job ran is counted after the
+// job FAILED (past its tolerance) or was CANCELLED; its marker makes the report
+// (CountedTasks) include its lines, but the job's Final counts were taken when it
+// finished. The manifest's Counts and its result files then disagree.
+func TestReview_TaskCountedAfterTheJobFailedIsInTheReportButNotTheCounts(t *testing.T) {
+	s := newStack(t)
+	s.put("f/bad.txt", "deleted before it is read")
+	s.put("f/good.txt", "fine")
+	id := s.submit(job.Spec{Kind: job.KindPrefix, Key: "f/", FilesPerTask: 1, Tolerate: "0"})
+	s.deliver(jobsQueue, s.q.pop(jobsQueue))
+	tasks := s.q.take(tasksQueue)
+	require.Len(t, tasks, 2)
+	var bad, good *msg
+	for _, m := range tasks {
+		if strings.Contains(m.body, "bad.txt") {
+			bad = m
+		} else {
+			good = m
+		}
+	}
+	s.del("f/bad.txt") // it fails for good (NoSuchKey)
+
+	var fired atomic.Bool
+	hooked := &hookedS3{Client: s.s3}
+	hooked.get = func(ctx context.Context, in *s3.GetObjectInput, next func() (*s3.GetObjectOutput, error)) (*s3.GetObjectOutput, error) {
+		if aws.ToString(in.Key) != "f/good.txt" || fired.Swap(true) {
+			return next()
+		}
+		out, err := buffered(next())
+		s.deliverTo(s.worker, bad) // meanwhile: bad.txt fails, the job is past its tolerance
+		require.Equal(t, ledger.JobFailed, s.jobRecord(id).Status)
+		return out, err
+	}
+	s.deliverTo(s.workerOver(hooked), good)
+	require.True(t, fired.Load())
+	s.drain()
+	j := s.jobRecord(id)
+	require.Equal(t, ledger.JobFailed, j.Status)
+	require.True(t, j.Notified)
+	succeeded, failed := s.reported(id)
+	assert.Len(t, failed, int(j.Final.Failed))
+	assert.Len(t, succeeded, int(j.Final.Succeeded), "the report's lines must be the counts': succeeded.csv %v, counts %+v", succeeded, j.Final)
+}
