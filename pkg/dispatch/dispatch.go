@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,6 +95,7 @@ type Config struct {
 	// reconciler reports the job tasks it finds there.
 	DeadLetterQueues []string
 	Retry            retry.Policy // backoff of failed fan-out tasks; default retry.DefaultPolicy
+	FunctionName     string       // the metrics' dimension (AWS_LAMBDA_FUNCTION_NAME in Lambda)
 }
 
 func (c Config) withDefaults() Config {
@@ -149,6 +151,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		TasksQueueURL:   r.Required(fnenv.TasksQueueURL),
 		JobsQueueURL:    r.Required(fnenv.JobsQueueURL),
 		MaxReceiveCount: r.Int(fnenv.MaxReceiveCount, 0, 1, 1000),
+		FunctionName:    r.String(fnenv.FunctionName, ""),
 	}
 	for _, name := range []string{fnenv.TasksDLQURL, fnenv.JobsDLQURL} {
 		if u := r.String(name, ""); u != "" {
@@ -169,6 +172,7 @@ type Deps struct {
 	Jobs    Jobs
 	Logger  *slog.Logger     // nil: slog.Default()
 	Now     func() time.Time // nil: time.Now
+	Metrics io.Writer        // CloudWatch EMF lines; nil: os.Stdout
 }
 
 // Handler handles batches of the jobs queue. It is safe for concurrent use.
@@ -180,6 +184,7 @@ type Handler struct {
 	ledger Ledger
 	log    *slog.Logger
 	now    func() time.Time
+	emf    io.Writer
 }
 
 // New returns a dispatcher.
@@ -197,7 +202,10 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	return &Handler{cfg: cfg, s3: deps.Objects, sqs: deps.Queue, jobs: deps.Jobs, ledger: deps.Ledger, log: deps.Logger, now: deps.Now}, nil
+	if deps.Metrics == nil {
+		deps.Metrics = os.Stdout
+	}
+	return &Handler{cfg: cfg, s3: deps.Objects, sqs: deps.Queue, jobs: deps.Jobs, ledger: deps.Ledger, log: deps.Logger, now: deps.Now, emf: deps.Metrics}, nil
 }
 
 // The waits of a fan-out task.
@@ -215,7 +223,7 @@ const (
 // Handle runs a batch; each message ends in one action (see [job.Action]).
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	start := h.now()
-	ctx, metrics := withBatchMetrics(ctx) // metrics.go: one EMF line per batch
+	ctx, metrics := withBatchMetrics(ctx, h.emf, h.cfg.FunctionName) // metrics.go: one EMF line per batch
 	acts := make([]job.Action, len(ev.Records))
 	sem := make(chan struct{}, h.cfg.Concurrency)
 	var wg sync.WaitGroup
@@ -337,6 +345,11 @@ func (h *Handler) act(rec events.SQSMessage, ans job.Answer) job.Action {
 	case job.WaitParent:
 		return job.Again(ParentWait, "its parent is not counted yet")
 	case job.NotCounted:
+		if receiveCount(rec) >= h.cfg.MaxReceiveCount {
+			// Its children are sent; only counting failed. Sent again rather than to the DLQ,
+			// where its job would wait for it.
+			return job.Again(CheckWait, "count: "+ans.Err.Error())
+		}
 		return h.retryAfter(rec, ans.Err)
 	case job.CheckFailed:
 		// Counted: never a reason to fail the job, nor to send it to the DLQ.

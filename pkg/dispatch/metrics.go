@@ -4,12 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/fileflow/fileflow/pkg/fnenv"
 )
 
 // The dispatcher's CloudWatch metrics, as Embedded Metric Format lines on stdout (Lambda
@@ -23,21 +20,21 @@ var (
 		{"TaskMessages", "Count"}, {"ChildTasks", "Count"}, {"BadEntries", "Count"}, {"BatchDuration", "Milliseconds"},
 	}
 
-	metricsOut  io.Writer = os.Stdout
-	metricsMu   sync.Mutex
-	functionArg = sync.OnceValue(func() string { return os.Getenv(fnenv.FunctionName) }) // set by Lambda, read once
+	metricsMu sync.Mutex // one line at a time on a shared writer
 )
 
 // batchMetrics sums one batch's fan-out tasks.
 type batchMetrics struct {
+	w                              io.Writer
+	function                       string
 	files, messages, children, bad atomic.Int64
 }
 
 type metricsKey struct{}
 
 // withBatchMetrics returns a context that collects the batch's fan-out results.
-func withBatchMetrics(ctx context.Context) (context.Context, *batchMetrics) {
-	m := &batchMetrics{}
+func withBatchMetrics(ctx context.Context, w io.Writer, function string) (context.Context, *batchMetrics) {
+	m := &batchMetrics{w: w, function: function}
 	return context.WithValue(ctx, metricsKey{}, m), m
 }
 
@@ -64,14 +61,14 @@ func (m *batchMetrics) emit(now time.Time, tasks, failures int, took time.Durati
 				"Namespace": "fileflow", "Dimensions": [][]string{{"Function"}}, "Metrics": defs,
 			}},
 		},
-		"Function":         functionArg(),
+		"Function":       m.function,
 		"FanoutTasks":    tasks,
 		"FanoutFailures": failures,
-		"FilesListed":     m.files.Load(),
-		"TaskMessages":     m.messages.Load(),
-		"ChildTasks":       m.children.Load(),
-		"BadEntries":       m.bad.Load(),
-		"BatchDuration":    took.Milliseconds(),
+		"FilesListed":    m.files.Load(),
+		"TaskMessages":   m.messages.Load(),
+		"ChildTasks":     m.children.Load(),
+		"BadEntries":     m.bad.Load(),
+		"BatchDuration":  took.Milliseconds(),
 	}
 	b, err := json.Marshal(doc)
 	if err != nil {
@@ -79,5 +76,5 @@ func (m *batchMetrics) emit(now time.Time, tasks, failures int, took time.Durati
 	}
 	metricsMu.Lock()
 	defer metricsMu.Unlock()
-	_, _ = metricsOut.Write(append(b, '\n'))
+	_, _ = m.w.Write(append(b, '\n'))
 }

@@ -13,8 +13,7 @@ import (
 
 func TestBatchMetricsLine(t *testing.T) {
 	var buf bytes.Buffer
-	metricsOut = &buf
-	ctx, m := withBatchMetrics(context.Background())
+	ctx, m := withBatchMetrics(context.Background(), &buf, "fileflow-dispatch")
 	recordFanout(ctx, 120, 2, 3, 1)
 	recordFanout(ctx, 5, 1, 0, 0)
 	m.emit(time.UnixMilli(1000), 4, 1, 250*time.Millisecond)
@@ -34,4 +33,5 @@ func TestBatchMetricsLine(t *testing.T) {
 	assert.EqualValues(t, 4, doc["FanoutTasks"])
 	assert.EqualValues(t, 1, doc["FanoutFailures"])
 	assert.EqualValues(t, 250, doc["BatchDuration"])
+	assert.Equal(t, "fileflow-dispatch", doc["Function"])
 }

@@ -24,9 +24,9 @@ type Ledger interface {
 	GetJob(ctx context.Context, id string) (ledger.Job, bool, error)
 	Settle(ctx context.Context, now time.Time, all []ledger.Settlement) ([]ledger.Outcome, error)
 	TaskState(ctx context.Context, jobID, taskID, parent, parentRun string) (ledger.Outcome, error)
-	JobCounts(ctx context.Context, id string, shards int) (ledger.Counts, error)
+	JobSnapshot(ctx context.Context, id string, shards int) (ledger.Snapshot, error)
 	PeekCounts(ctx context.Context, id string, shards int) (ledger.Counts, error)
-	FinishJob(ctx context.Context, id string, status ledger.JobStatus, reason string, c ledger.Counts, now time.Time) (bool, error)
+	FinishJob(ctx context.Context, id string, status ledger.JobStatus, reason string, snap ledger.Snapshot, now time.Time) (bool, error)
 	CountedTasks(ctx context.Context, jobID string) ([]ledger.CountedTask, error)
 	MarkNotified(ctx context.Context, id, report string, missing int, now time.Time) error
 	ClaimFinalize(ctx context.Context, id string, now time.Time, lease time.Duration) (int64, bool, error)
@@ -42,6 +42,7 @@ type Objects interface {
 	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
 	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
 	UploadPartCopy(context.Context, *s3.UploadPartCopyInput, ...func(*s3.Options)) (*s3.UploadPartCopyOutput, error)
 }
 
@@ -178,27 +179,21 @@ func (e *Engine) Check(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if peek.Outstanding() != 0 && !tol.Exceeded(peek.Failed, peek.Succeeded+peek.Failed, false) {
+	if peek.Outstanding() != 0 && !tol.Exceeded(peek.Failed, peek.Finished(), false) {
 		return nil
 	}
-	c, err := e.Ledger.JobCounts(ctx, id, j.Shards)
-	if err != nil {
-		return err
-	}
-	finished := c.Succeeded + c.Failed
-	status, reason := ledger.JobStatus(""), ""
-	switch {
-	case tol.Exceeded(c.Failed, finished, c.Outstanding() == 0):
-		status = ledger.JobFailed
-		reason = fmt.Sprintf("%d of %d finished files failed, over the tolerance of %s", c.Failed, finished, tol)
-	case c.Outstanding() == 0 && spec.Kind == KindSplit && c.Failed > 0:
-		status, reason = ledger.JobFailed, fmt.Sprintf("%d of %d parts failed; the parts cannot be merged", c.Failed, finished)
-	case c.Outstanding() == 0:
-		status = ledger.JobComplete
-	default:
-		return nil
-	}
-	return e.finish(ctx, j, status, reason, c)
+	return e.finishWith(ctx, j, func(c ledger.Counts) (ledger.JobStatus, string) {
+		finished := c.Finished()
+		switch {
+		case tol.Exceeded(c.Failed, finished, c.Outstanding() == 0):
+			return ledger.JobFailed, fmt.Sprintf("%d of %d finished files failed, over the tolerance of %s", c.Failed, finished, tol)
+		case c.Outstanding() == 0 && spec.Kind == KindSplit && c.Failed+c.Superseded > 0:
+			return ledger.JobFailed, fmt.Sprintf("%d of %d parts failed or were superseded; the parts cannot be merged", c.Failed+c.Superseded, finished)
+		case c.Outstanding() == 0:
+			return ledger.JobComplete, ""
+		}
+		return "", ""
+	})
 }
 
 // Cancel stops a running job: its remaining tasks are skipped, and it is reported. A
@@ -219,11 +214,7 @@ func (e *Engine) Cancel(ctx context.Context, id, reason string) (ledger.Job, err
 	case j.Status != ledger.JobRunning:
 		return j, fmt.Errorf("job %s is already %s", id, j.Status)
 	default:
-		c, err := e.Ledger.JobCounts(ctx, id, j.Shards)
-		if err != nil {
-			return j, err
-		}
-		if err := e.finish(ctx, j, ledger.JobCancelled, reason, c); err != nil {
+		if err := e.finishWith(ctx, j, func(ledger.Counts) (ledger.JobStatus, string) { return ledger.JobCancelled, reason }); err != nil {
 			return j, err
 		}
 	}
@@ -238,15 +229,32 @@ func (e *Engine) Fail(ctx context.Context, id, reason string) error {
 	if err != nil || !found || j.Status != ledger.JobRunning {
 		return err
 	}
-	c, err := e.Ledger.JobCounts(ctx, id, j.Shards)
-	if err != nil {
-		return err
-	}
-	return e.finish(ctx, j, ledger.JobFailed, reason, c)
+	return e.finishWith(ctx, j, func(ledger.Counts) (ledger.JobStatus, string) { return ledger.JobFailed, reason })
 }
 
-func (e *Engine) finish(ctx context.Context, j ledger.Job, status ledger.JobStatus, reason string, c ledger.Counts) error {
-	won, err := e.Ledger.FinishJob(ctx, j.ID, status, reason, c, e.now())
+// finishWith takes a snapshot of the job's counts, decides (status "" : not finished)
+// and finishes the job with them — again, with a new snapshot, if a task was counted in
+// between, so the final counts are exactly the tasks counted.
+func (e *Engine) finishWith(ctx context.Context, j ledger.Job, decide func(ledger.Counts) (ledger.JobStatus, string)) error {
+	for attempt := 0; ; attempt++ {
+		snap, err := e.Ledger.JobSnapshot(ctx, j.ID, j.Shards)
+		if err != nil {
+			return err
+		}
+		status, reason := decide(snap.Counts)
+		if status == "" {
+			return nil
+		}
+		err = e.finish(ctx, j, status, reason, snap)
+		if !errors.Is(err, ledger.ErrCountsChanged) || attempt == 4 {
+			return err
+		}
+	}
+}
+
+func (e *Engine) finish(ctx context.Context, j ledger.Job, status ledger.JobStatus, reason string, snap ledger.Snapshot) error {
+	c := snap.Counts
+	won, err := e.Ledger.FinishJob(ctx, j.ID, status, reason, snap, e.now())
 	if err != nil || !won {
 		return err
 	}

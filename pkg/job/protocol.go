@@ -2,6 +2,8 @@ package job
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"sync"
 
@@ -12,9 +14,10 @@ import (
 // task message of files, the dispatcher a fan-out task — reports it with
 // [Engine.Report] and acts only on the answer. Report, in this order:
 //
-//  1. writes the task's report lines (its part, keyed by the task id, so a second
-//     delivery rewrites the same lines), before the task is counted: a counted task
-//     always has its lines;
+//  1. writes the task's report lines to a part of this delivery's own, before the task
+//     is counted: a counted task always has its lines, and its marker names the part,
+//     so a later delivery (a duplicate, another run's copy) never rewrites the lines
+//     that were counted;
 //  2. counts the batch's tasks in one settlement (see [ledger.Store.Settle]): a marker
 //     per task, so a duplicate counts nothing; its parent's marker, counted by the run
 //     that sent it, checked; its children added to the expected tasks;
@@ -37,7 +40,10 @@ type TaskResult struct {
 	Listed          int64 // files it found (fan-out tasks)
 	// The files it finished, and their source bytes.
 	Succeeded, Failed, Bytes int64
-	Lines                    []Line // one per file it finished, and per bad entry
+	// Superseded are the files a newer revision of their key replaced (counted apart
+	// from failures: they do not count against the job's tolerance).
+	Superseded int64
+	Lines      []Line // one per file it finished, and per bad entry
 }
 
 // Verdict is the engine's answer for one task.
@@ -50,7 +56,7 @@ const (
 	Duplicate                  // counted before: nothing more to do
 	WaitParent                 // its parent is not counted yet: send it again after a wait
 	Orphan                     // a run of its parent that was not counted sent it: drop it
-	Gone                       // its job does not exist (never created, or expired): drop it
+	Gone                       // its job does not exist (never created, expired) or finished before it: drop it
 	NotCounted                 // not counted: a step failed (Answer.Err); try again after a backoff
 	CheckFailed                // counted, but its job's check failed (Answer.Err): send again to check
 )
@@ -72,7 +78,8 @@ const partWriters = 8
 // Report counts a batch of finished tasks (see the protocol above) and answers each.
 func (e *Engine) Report(ctx context.Context, results []TaskResult) []Answer {
 	answers := make([]Answer, len(results))
-	// 1. Lines first.
+	parts := make([]string, len(results))
+	// 1. Lines first, each delivery's to its own part.
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, partWriters)
 	for i, r := range results {
@@ -81,10 +88,11 @@ func (e *Engine) Report(ctx context.Context, results []TaskResult) []Answer {
 		}
 		wg.Add(1)
 		sem <- struct{}{}
+		parts[i] = partName(r.TaskID)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := e.WritePart(ctx, r.JobID, r.TaskID, r.Lines); err != nil {
+			if err := e.WritePart(ctx, r.JobID, parts[i], r.Lines); err != nil {
 				answers[i] = Answer{Verdict: NotCounted, Err: err}
 			}
 		}()
@@ -107,7 +115,8 @@ func (e *Engine) Report(ctx context.Context, results []TaskResult) []Answer {
 		settlements = append(settlements, ledger.Settlement{
 			JobID: r.JobID, TaskID: r.TaskID, Parent: r.Parent, ParentRun: r.ParentRun, Run: r.Run,
 			Shards: max(j.Shards, 1), Messages: r.Messages, Plans: r.Plans, Listed: r.Listed,
-			Succeeded: r.Succeeded, Failed: r.Failed, Bytes: r.Bytes, Lines: int64(len(r.Lines)),
+			Succeeded: r.Succeeded, Failed: r.Failed, Superseded: r.Superseded, Bytes: r.Bytes,
+			Lines: int64(len(r.Lines)), Part: parts[i],
 		})
 	}
 	if len(settlements) == 0 {
@@ -119,6 +128,14 @@ func (e *Engine) Report(ctx context.Context, results []TaskResult) []Answer {
 			answers[i] = Answer{Verdict: NotCounted, Err: fmt.Errorf("count task %s: %w", results[i].TaskID, err)}
 		}
 		return answers
+	}
+
+	// A part that was not counted is never read: remove it (best effort; the output
+	// bucket's expiry removes what is left).
+	for n, i := range idx {
+		if outcomes[n] != ledger.Counted && parts[i] != "" {
+			e.removePart(ctx, results[i].JobID, parts[i])
+		}
 	}
 
 	// 3. Check each job that a counted (or duplicate) task belongs to, once.
@@ -173,4 +190,11 @@ func (e *Engine) TaskState(ctx context.Context, jobID, taskID, parent, parentRun
 		return Orphan, nil
 	}
 	return Go, nil
+}
+
+// partName names one delivery's report part of a task: the task id and a random suffix.
+func partName(taskID string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return taskID + "." + hex.EncodeToString(b[:])
 }

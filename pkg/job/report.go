@@ -2,6 +2,7 @@ package job
 
 import (
 	"bytes"
+	"slices"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -18,8 +19,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/task"
 	"github.com/fileflow/fileflow/pkg/upload"
 )
 
@@ -61,9 +64,9 @@ const ReportSchema = "Bucket, Key, VersionId, TaskStatus, ErrorCode, HTTPStatusC
 // ReportPrefix is where a job's report goes in the output bucket.
 func (e *Engine) ReportPrefix(jobID string) string { return e.OutputPrefix + "reports/" + jobID + "/" }
 
-// WritePart stores one task's report lines. Its key is the task's, so a task run twice
-// overwrites its own part. A task with no lines writes nothing.
-func (e *Engine) WritePart(ctx context.Context, jobID, taskID string, lines []Line) error {
+// WritePart stores report lines as the part named part (a task's id and its delivery's
+// suffix). No lines, no part.
+func (e *Engine) WritePart(ctx context.Context, jobID, part string, lines []Line) error {
 	if len(lines) == 0 {
 		return nil
 	}
@@ -74,13 +77,22 @@ func (e *Engine) WritePart(ctx context.Context, jobID, taskID string, lines []Li
 	}
 	w.Flush()
 	_, err := e.Objects.PutObject(ctx, &s3.PutObjectInput{
-		Bucket: aws.String(e.OutputBucket), Key: aws.String(e.ReportPrefix(jobID) + "parts/" + taskID + ".csv"),
+		Bucket: aws.String(e.OutputBucket), Key: aws.String(e.partKey(jobID, part)),
 		Body: bytes.NewReader(b.Bytes()), ContentType: aws.String("text/csv"),
 	})
 	if err != nil {
-		return fmt.Errorf("job %s: report part of task %s: %w", jobID, taskID, err)
+		return fmt.Errorf("job %s: report part %s: %w", jobID, part, err)
 	}
 	return nil
+}
+
+func (e *Engine) partKey(jobID, part string) string { return e.ReportPrefix(jobID) + "parts/" + part + ".csv" }
+
+// removePart deletes a part that was not counted (best effort).
+func (e *Engine) removePart(ctx context.Context, jobID, part string) {
+	if _, err := e.Objects.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(e.OutputBucket), Key: aws.String(e.partKey(jobID, part))}); err != nil {
+		e.log().WarnContext(ctx, "cannot remove an uncounted report part; the bucket's expiry will", "job_id", jobID, "part", part, "error", err)
+	}
 }
 
 // ErrReportIncomplete: report lines of counted tasks are still being written.
@@ -135,11 +147,16 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec, force
 	}
 	var parts []string
 	lines := map[string]int64{}
+	task := map[string]string{}
 	for _, t := range counted {
 		if t.Lines > 0 {
-			key := prefix + "parts/" + t.TaskID + ".csv"
+			part := t.Part
+			if part == "" {
+				part = t.TaskID // a marker from before parts were named per delivery
+			}
+			key := e.partKey(j.ID, part)
 			parts = append(parts, key)
-			lines[key] = t.Lines
+			lines[key], task[key] = t.Lines, t.TaskID
 		}
 	}
 	up, err := upload.New(e.Objects, 0)
@@ -178,7 +195,7 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec, force
 			body, err := next(i)
 			var nsk *s3types.NoSuchKey
 			if errors.As(err, &nsk) {
-				rep.missing = append(rep.missing, strings.TrimSuffix(strings.TrimPrefix(key, prefix+"parts/"), ".csv"))
+				rep.missing = append(rep.missing, task[key])
 				continue
 			}
 			if err != nil {
@@ -232,8 +249,10 @@ func (e *Engine) writeReport(ctx context.Context, j ledger.Job, spec Spec, force
 	// only if it was lost since (deleted, expired): wait for a redelivery to write it
 	// again, unless this is the last attempt; then the report names what is missing.
 	var missingLines int64
-	for _, t := range rep.missing {
-		missingLines += lines[prefix+"parts/"+t+".csv"]
+	for key, t := range task {
+		if slices.Contains(rep.missing, t) {
+			missingLines += lines[key]
+		}
 	}
 	if len(rep.missing) > 0 && !force {
 		return rep, fmt.Errorf("job %s: the report lines of %d counted tasks are missing (%s): %w",
@@ -355,8 +374,20 @@ func (e *Engine) merge(ctx context.Context, j ledger.Job, spec Spec, parts []spl
 		}
 	}
 	bucket, key := parts[0].bucket, parts[0].merged
+	// The merged output is the split file's output only if the file is still the
+	// revision the parts were cut from; if it changed since, the newer revision is the
+	// key's (its own event processes it), and the merge goes beside the parts.
+	current, rev, err := e.splitStillCurrent(ctx, spec, parts[0])
+	if err != nil {
+		return "", fmt.Errorf("job %s: merge: %w", j.ID, err)
+	}
+	if !current {
+		key = strings.TrimSuffix(parts[0].key, fmt.Sprintf("/%05d", parts[0].n)) + "/merged"
+		e.log().WarnContext(ctx, "the split file changed since the job was planned: merged beside its parts, not over the key's output",
+			"job_id", j.ID, "source", spec.Source(), "parts_of", rev, "merged", "s3://"+bucket+"/"+key)
+	}
 	meta := map[string]string{"fileflow-job": j.ID, "fileflow-source": url.PathEscape(spec.Bucket + "/" + spec.Key),
-		"fileflow-parts": strconv.Itoa(len(parts))}
+		"fileflow-parts": strconv.Itoa(len(parts)), task.MetaRevision: rev}
 	copied, err := e.mergeByCopy(ctx, bucket, key, parts, meta)
 	if err != nil {
 		return "", fmt.Errorf("job %s: merge %d parts into s3://%s/%s by copy: %w", j.ID, len(parts), bucket, key, err)
@@ -393,6 +424,31 @@ func (e *Engine) merge(ctx context.Context, j ledger.Job, spec Spec, parts []spl
 		return "", fmt.Errorf("job %s: merge %d parts into s3://%s/%s: %w", j.ID, len(parts), bucket, key, err)
 	}
 	return "s3://" + bucket + "/" + key, nil
+}
+
+// splitStillCurrent says whether the split file is still the revision its parts were cut
+// from (the parts' fileflow-revision metadata), and that revision.
+func (e *Engine) splitStillCurrent(ctx context.Context, spec Spec, first splitPart) (bool, string, error) {
+	h, err := e.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(first.bucket), Key: aws.String(first.key)})
+	if err != nil {
+		return false, "", fmt.Errorf("part 0: %w", err)
+	}
+	rev := h.Metadata[task.MetaRevision]
+	cur, err := e.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(spec.Bucket), Key: aws.String(spec.Key)})
+	var api smithy.APIError
+	if errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey") {
+		return false, rev, nil // deleted since
+	}
+	if err != nil {
+		return false, rev, fmt.Errorf("head %s: %w", spec.Source(), err)
+	}
+	switch {
+	case strings.HasPrefix(rev, "v:"):
+		return aws.ToString(cur.VersionId) == rev[2:], rev, nil
+	case strings.HasPrefix(rev, "e:"):
+		return strings.Trim(aws.ToString(cur.ETag), `"`) == rev[2:], rev, nil
+	}
+	return true, rev, nil // parts from before revisions were recorded: as before
 }
 
 // mergeByCopy merges the parts server-side with a multipart upload of UploadPartCopy,

@@ -279,7 +279,7 @@ func (c *Client) Watch(ctx context.Context, id string, w io.Writer, interval tim
 	}
 }
 
-func finished(s Status) int64 { return s.Counts.Succeeded + s.Counts.Failed }
+func finished(s Status) int64 { return s.Counts.Finished() }
 
 // Line is one progress line: a bar, listed, done, failed, rate, ETA.
 func Line(s Status, rate float64) string {

@@ -57,8 +57,14 @@ type Counts struct {
 	Listed    int64 `json:"files_listed"` // files
 	Succeeded int64 `json:"files_succeeded"`
 	Failed    int64 `json:"files_failed"`
-	Bytes     int64 `json:"bytes"` // source bytes of the succeeded files
+	// Superseded files: a newer revision of their key was processed instead (not
+	// failures: they do not count against a job's tolerance).
+	Superseded int64 `json:"files_superseded"`
+	Bytes      int64 `json:"bytes"` // source bytes of the succeeded files
 }
+
+// Finished is the files that reached an outcome.
+func (c Counts) Finished() int64 { return c.Succeeded + c.Failed + c.Superseded }
 
 // Outstanding is the number of tasks not yet finished.
 func (c Counts) Outstanding() int64 { return c.Expected - c.Done }
@@ -106,10 +112,12 @@ type Settlement struct {
 	Children        int64 // other children (tests; counted in expected)
 	Listed          int64 // files it found (fan-out) or carried (a task message: 0)
 	// The files it finished.
-	Succeeded, Failed, Bytes int64
-	// Lines is how many report lines the task wrote (its part, written before it is
-	// counted): the report is complete when every counted task with lines has its part.
+	Succeeded, Failed, Superseded, Bytes int64
+	// Lines is how many report lines the task wrote, and Part the name of the part it
+	// wrote them to (before it was counted; each delivery writes its own): the report
+	// reads exactly the counted delivery's part.
 	Lines int64
+	Part  string
 }
 
 // Outcome is what happened to one settlement.
@@ -122,10 +130,12 @@ const (
 	ParentPending                    // the parent is not counted yet: try again later
 	UnknownJob                       // no such job (never created, or expired)
 	Orphan                           // the parent was counted by another run, which did not send it: never counted
+	JobStopped                       // the job finished (failed, cancelled) before this task: never counted
 )
 
 func (o Outcome) String() string {
-	return map[Outcome]string{Counted: "counted", Duplicate: "duplicate", ParentPending: "parent pending", UnknownJob: "unknown job", Orphan: "orphan"}[o]
+	return map[Outcome]string{Counted: "counted", Duplicate: "duplicate", ParentPending: "parent pending", UnknownJob: "unknown job",
+		Orphan: "orphan", JobStopped: "job stopped"}[o]
 }
 
 func jobPK(id string) string { return "J#" + id }
@@ -172,7 +182,7 @@ func (s *Store) CreateJob(ctx context.Context, id, spec string, shards int, now 
 	}}}
 	for n := range shards {
 		c := jobKey(id, shardSK(n))
-		for _, a := range []string{"expected", "done", "listed", "succeeded", "failed", "bytes"} {
+		for _, a := range []string{"expected", "done", "listed", "succeeded", "failed", "superseded", "bytes"} {
 			c[a] = n64(0)
 		}
 		if n == 0 {
@@ -263,8 +273,12 @@ func (s *Store) Settle(ctx context.Context, now time.Time, all []Settlement) ([]
 }
 
 // maxSettlements bounds one transaction: 100 items at most; a settlement takes up to
-// two (marker, parent check) and each job one more.
+// two (marker, parent check) and each of its jobs two more (status check, shard), so
+// a transaction of 30 holds up to 5 jobs (chunks closes one early past that).
 const maxSettlements = 30
+
+// maxJobsPerTx: 30 settlements × 2 + 5 jobs × 2 = 70, well under 100.
+const maxJobsPerTx = 5
 
 // chunks groups the undecided settlements into transactions that name each item once:
 // a settlement whose marker or parent check would repeat an item already in the
@@ -275,11 +289,16 @@ func chunks(all []Settlement, undecided []int) [][]int {
 	var cur []int
 	markers := map[[2]string]bool{}  // job, task: counted in cur
 	checks := map[[2]string]string{} // job, parent: the run cur checks it for
+	jobs := map[string]bool{}
 	var later []int
 	for _, i := range undecided {
 		st := all[i]
 		me := [2]string{st.JobID, st.TaskID}
 		par := [2]string{st.JobID, st.Parent}
+		if !jobs[st.JobID] && len(jobs) == maxJobsPerTx {
+			later = append(later, i) // one job too many for this transaction
+			continue
+		}
 		switch {
 		case markers[me]:
 			later = append(later, i) // another run's copy of the same task
@@ -297,13 +316,14 @@ func chunks(all []Settlement, undecided []int) [][]int {
 			continue
 		}
 		markers[me] = true
+		jobs[st.JobID] = true
 		if st.Parent != "" {
 			checks[par] = st.ParentRun
 		}
 		cur = append(cur, i)
 		if len(cur) == maxSettlements {
 			out = append(out, cur)
-			cur, markers, checks = nil, map[[2]string]bool{}, map[[2]string]string{}
+			cur, markers, checks, jobs = nil, map[[2]string]bool{}, map[[2]string]string{}, map[string]bool{}
 		}
 	}
 	if len(cur) > 0 {
@@ -401,9 +421,9 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int) ([]type
 	var owners []owner
 	table := aws.String(s.table)
 	type sum struct {
-		idx                                              []int
-		shards                                           int
-		children, done, listed, succeeded, failed, bytes int64
+		idx                                                          []int
+		shards                                                       int
+		children, done, listed, succeeded, failed, superseded, bytes int64
 	}
 	sums := map[string]*sum{}
 	var jobs []string
@@ -418,6 +438,9 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int) ([]type
 		m := jobKey(st.JobID, "t#"+st.TaskID)
 		m["at"] = str(now.UTC().Format(time.RFC3339Nano))
 		m["msgs"], m["plans"], m["lines"] = n64(st.Messages), n64(st.Plans), n64(st.Lines)
+		if st.Part != "" {
+			m["part"] = str(st.Part)
+		}
 		if st.Run != "" {
 			m["run"] = str(st.Run)
 		}
@@ -451,6 +474,7 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int) ([]type
 		a.listed += st.Listed
 		a.succeeded += st.Succeeded
 		a.failed += st.Failed
+		a.superseded += st.Superseded
 		a.bytes += st.Bytes
 	}
 	// One check per parent item: it exists, counted by the run that sent the children.
@@ -471,20 +495,41 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int) ([]type
 		items = append(items, types.TransactWriteItem{Update: &types.Update{
 			TableName:           table,
 			Key:                 jobKey(job, shardSK(rand.IntN(a.shards))),
-			UpdateExpression:    aws.String("ADD expected :e, done :d, listed :l, succeeded :s, failed :f, bytes :b"),
+			UpdateExpression:    aws.String("ADD expected :e, done :d, listed :l, succeeded :s, failed :f, superseded :x, bytes :b"),
 			ConditionExpression: aws.String("attribute_exists(pk)"),
 			ExpressionAttributeValues: map[string]types.AttributeValue{
 				":e": n64(a.children), ":d": n64(a.done), ":l": n64(a.listed),
-				":s": n64(a.succeeded), ":f": n64(a.failed), ":b": n64(a.bytes),
+				":s": n64(a.succeeded), ":f": n64(a.failed), ":x": n64(a.superseded), ":b": n64(a.bytes),
 			},
 		}})
 		owners = append(owners, owner{a.idx, UnknownJob})
+		// A finished job counts nothing more: its counts and its report stay as they were
+		// when it finished.
+		items = append(items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
+			TableName: table, Key: jobKey(job, "job"), ConditionExpression: aws.String("#status = :running"),
+			ExpressionAttributeNames:  map[string]string{"#status": "status"},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":running": str(string(JobRunning))},
+		}})
+		owners = append(owners, owner{a.idx, JobStopped})
 	}
 	return items, owners
 }
 
+// Snapshot is a job's counts read in one serializable snapshot, with each shard's done
+// count: [Store.FinishJob] finishes the job only if no task was counted since.
+type Snapshot struct {
+	Counts
+	Done []int64 // per shard
+}
+
 // JobCounts reads every shard in one serializable snapshot.
 func (s *Store) JobCounts(ctx context.Context, id string, shards int) (Counts, error) {
+	snap, err := s.JobSnapshot(ctx, id, shards)
+	return snap.Counts, err
+}
+
+// JobSnapshot reads every shard in one serializable snapshot (TransactGetItems).
+func (s *Store) JobSnapshot(ctx context.Context, id string, shards int) (Snapshot, error) {
 	var gets []types.TransactGetItem
 	for n := range shards {
 		gets = append(gets, types.TransactGetItem{Get: &types.Get{TableName: aws.String(s.table), Key: jobKey(id, shardSK(n))}})
@@ -499,23 +544,29 @@ func (s *Store) JobCounts(ctx context.Context, id string, shards int) (Counts, e
 		}
 		// A concurrent settlement on a shard: read the snapshot again.
 		if err := sleep(ctx, time.Duration(1+rand.Int64N(int64(10*time.Millisecond<<attempt)))); err != nil {
-			return Counts{}, err
+			return Snapshot{}, err
 		}
 	}
 	if err != nil {
-		return Counts{}, fmt.Errorf("ledger: job %s counts: %w", id, err)
+		return Snapshot{}, fmt.Errorf("ledger: job %s counts: %w", id, err)
 	}
-	var c Counts
-	for _, r := range out.Responses {
-		c.Expected += num(r.Item["expected"])
-		c.Done += num(r.Item["done"])
-		c.Listed += num(r.Item["listed"])
-		c.Succeeded += num(r.Item["succeeded"])
-		c.Failed += num(r.Item["failed"])
-		c.Bytes += num(r.Item["bytes"])
+	snap := Snapshot{Done: make([]int64, len(out.Responses))}
+	for n, r := range out.Responses {
+		snap.Expected += num(r.Item["expected"])
+		snap.Done[n] = num(r.Item["done"])
+		snap.Counts.Done += snap.Done[n]
+		snap.Listed += num(r.Item["listed"])
+		snap.Succeeded += num(r.Item["succeeded"])
+		snap.Failed += num(r.Item["failed"])
+		snap.Superseded += num(r.Item["superseded"])
+		snap.Bytes += num(r.Item["bytes"])
 	}
-	return c, nil
+	return snap, nil
 }
+
+// ErrCountsChanged: a task was counted after the snapshot a finish was decided on;
+// take the snapshot again and decide again.
+var ErrCountsChanged = errors.New("ledger: job counts changed since the snapshot")
 
 func num(v types.AttributeValue) int64 {
 	n, ok := v.(*types.AttributeValueMemberN)
@@ -549,7 +600,7 @@ func (s *Store) GetJob(ctx context.Context, id string) (Job, bool, error) {
 		Reason: text(it["reason"]), Report: text(it["report"]), Notified: text(it["notified_at"]) != "",
 		Final: Counts{
 			Expected: num(it["tasks_expected"]), Done: num(it["tasks_done"]), Listed: num(it["files_listed"]),
-			Succeeded: num(it["files_succeeded"]), Failed: num(it["files_failed"]), Bytes: num(it["bytes"]),
+			Succeeded: num(it["files_succeeded"]), Failed: num(it["files_failed"]), Superseded: num(it["files_superseded"]), Bytes: num(it["bytes"]),
 		},
 	}
 	j.CreatedAt, _ = time.Parse(time.RFC3339Nano, text(it["created_at"]))
@@ -561,30 +612,48 @@ func (s *Store) GetJob(ctx context.Context, id string) (Job, bool, error) {
 	return j, true, nil
 }
 
-// FinishJob moves a running job to status (COMPLETE, FAILED or CANCELLED) with its final
-// counts: exactly one caller gets finished = true; for the others the job was already
-// finished (or does not exist).
-func (s *Store) FinishJob(ctx context.Context, id string, status JobStatus, reason string, c Counts, now time.Time) (finished bool, err error) {
+// FinishJob moves a running job to status (COMPLETE, FAILED or CANCELLED) with the
+// snapshot's counts as its final counts: exactly one caller gets finished = true; for
+// the others the job was already finished (or does not exist). The job finishes only if
+// no task was counted since the snapshot ([ErrCountsChanged]): its final counts are
+// exactly the tasks counted, and, since a finished job counts nothing more, its report.
+func (s *Store) FinishJob(ctx context.Context, id string, status JobStatus, reason string, snap Snapshot, now time.Time) (finished bool, err error) {
 	if status == JobRunning {
 		return false, fmt.Errorf("ledger: finish job %s: %s is not a final status", id, status)
 	}
-	_, err = s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	c := snap.Counts
+	update := &types.Update{
 		TableName: aws.String(s.table),
 		Key:       jobKey(id, "job"),
 		UpdateExpression: aws.String("SET #status = :status, finished_at = :now, reason = :reason, " +
-			"tasks_expected = :e, tasks_done = :d, files_listed = :l, files_succeeded = :s, files_failed = :f, bytes = :b"),
+			"tasks_expected = :e, tasks_done = :d, files_listed = :l, files_succeeded = :s, files_failed = :f, files_superseded = :x, bytes = :b"),
 		ConditionExpression:      aws.String("#status = :running"),
 		ExpressionAttributeNames: map[string]string{"#status": "status"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":status": str(string(status)), ":running": str(string(JobRunning)),
 			":now": str(now.UTC().Format(time.RFC3339Nano)), ":reason": str(reason),
 			":e": n64(c.Expected), ":d": n64(c.Done), ":l": n64(c.Listed),
-			":s": n64(c.Succeeded), ":f": n64(c.Failed), ":b": n64(c.Bytes),
+			":s": n64(c.Succeeded), ":f": n64(c.Failed), ":x": n64(c.Superseded), ":b": n64(c.Bytes),
 		},
-	})
-	var ccf *types.ConditionalCheckFailedException
-	if errors.As(err, &ccf) {
-		return false, nil
+	}
+	items := []types.TransactWriteItem{{Update: update}}
+	for n, done := range snap.Done {
+		items = append(items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
+			TableName: aws.String(s.table), Key: jobKey(id, shardSK(n)), ConditionExpression: aws.String("done = :done"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{":done": n64(done)},
+		}})
+	}
+	_, err = s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+	var tce *types.TransactionCanceledException
+	if errors.As(err, &tce) {
+		for n, r := range tce.CancellationReasons {
+			switch code := aws.ToString(r.Code); {
+			case n == 0 && code == "ConditionalCheckFailed":
+				return false, nil // finished by another caller
+			case code == "ConditionalCheckFailed", code == "TransactionConflict":
+				return false, fmt.Errorf("ledger: finish job %s: %w", id, ErrCountsChanged)
+			}
+		}
 	}
 	if err != nil {
 		return false, fmt.Errorf("ledger: finish job %s: %w", id, err)
@@ -595,12 +664,15 @@ func (s *Store) FinishJob(ctx context.Context, id string, status JobStatus, reas
 // TryComplete completes the job if no task is outstanding: exactly one caller gets
 // completed = true; the others (and any caller while work remains) get false.
 func (s *Store) TryComplete(ctx context.Context, id string, shards int, now time.Time) (completed bool, c Counts, err error) {
-	c, err = s.JobCounts(ctx, id, shards)
-	if err != nil || c.Outstanding() != 0 {
-		return false, c, err
+	snap, err := s.JobSnapshot(ctx, id, shards)
+	if err != nil || snap.Outstanding() != 0 {
+		return false, snap.Counts, err
 	}
-	completed, err = s.FinishJob(ctx, id, JobComplete, "", c, now)
-	return completed, c, err
+	completed, err = s.FinishJob(ctx, id, JobComplete, "", snap, now)
+	if errors.Is(err, ErrCountsChanged) {
+		return false, snap.Counts, nil // counted meanwhile: not done after all
+	}
+	return completed, snap.Counts, err
 }
 
 // MarkNotified records that the job's report was written (at report) and its
@@ -700,6 +772,7 @@ func (s *Store) PeekCounts(ctx context.Context, id string, shards int) (Counts, 
 			c.Listed += num(it["listed"])
 			c.Succeeded += num(it["succeeded"])
 			c.Failed += num(it["failed"])
+			c.Superseded += num(it["superseded"])
 			c.Bytes += num(it["bytes"])
 		}
 		keys = out.UnprocessedKeys[s.table].Keys
@@ -746,10 +819,12 @@ func (s *Store) TaskState(ctx context.Context, jobID, taskID, parent, parentRun 
 	return 0, nil
 }
 
-// CountedTask is a task's marker: it was counted, with this many report lines.
+// CountedTask is a task's marker: it was counted, with this many report lines, written
+// to this part.
 type CountedTask struct {
 	TaskID string
 	Lines  int64
+	Part   string
 	At     time.Time
 }
 
@@ -760,8 +835,8 @@ func (s *Store) CountedTasks(ctx context.Context, jobID string) ([]CountedTask, 
 		TableName:                 aws.String(s.table),
 		KeyConditionExpression:    aws.String("pk = :pk AND begins_with(sk, :t)"),
 		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": str(jobPK(jobID)), ":t": str("t#")},
-		ProjectionExpression:      aws.String("sk, #lines, #at"),
-		ExpressionAttributeNames:  map[string]string{"#at": "at", "#lines": "lines"},
+		ProjectionExpression:      aws.String("sk, #lines, #at, #part"),
+		ExpressionAttributeNames:  map[string]string{"#at": "at", "#lines": "lines", "#part": "part"},
 		ConsistentRead:            aws.Bool(true),
 	})
 	for p.HasMorePages() {
@@ -770,7 +845,7 @@ func (s *Store) CountedTasks(ctx context.Context, jobID string) ([]CountedTask, 
 			return nil, fmt.Errorf("ledger: counted tasks of job %s: %w", jobID, err)
 		}
 		for _, it := range page.Items {
-			t := CountedTask{TaskID: strings.TrimPrefix(text(it[AttrSK]), "t#"), Lines: num(it["lines"])}
+			t := CountedTask{TaskID: strings.TrimPrefix(text(it[AttrSK]), "t#"), Lines: num(it["lines"]), Part: text(it["part"])}
 			t.At, _ = time.Parse(time.RFC3339Nano, text(it["at"]))
 			out = append(out, t)
 		}

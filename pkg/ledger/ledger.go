@@ -101,10 +101,25 @@ func (e *OtherRevisionError) Error() string {
 type Key struct {
 	Bucket string
 	Key    string // the object key; for an archive member or a split part, its name
-	// Scope is "" for the key's own record, where the newest revision wins, or
-	// "job:<id>" for a record one job keeps on its own.
+	// Scope is "" for the key's own record, where the newest revision wins; ScopeMember
+	// for an archive member's (revisions of its archive, newest wins); JobScope(id) for
+	// a record one job keeps on its own, and ScopeUnread for a file that failed before
+	// its revision was known (neither has revisions: only a success is final).
 	Scope string
 }
+
+// The scopes of file records besides the key's own ("").
+const (
+	ScopeMember = "member"
+	ScopeUnread = "unread"
+)
+
+// JobScope is the scope of the records job id keeps on its own.
+func JobScope(id string) string { return "job:" + id }
+
+// Ordered says whether the record keeps the newest revision (the key's own, or a
+// member's): revisions are compared, and an older one is superseded.
+func (k Key) Ordered() bool { return k.Scope == "" || k.Scope == ScopeMember }
 
 func (k Key) pk() string { return filePrefix + k.Bucket + "/" + k.Key }
 
@@ -167,6 +182,12 @@ func (r Revision) Older(o Revision) bool {
 	return r.Sequencer != "" && o.Sequencer != "" && r.Sequencer < o.Sequencer
 }
 
+// Placed says whether r's sequencer places it after o: r has one, and o has none or a
+// lower one (for the same content: o's record may take r's sequencer).
+func (r Revision) Placed(o Revision) bool {
+	return r.Sequencer != "" && (o.Sequencer == "" || o.Sequencer < r.Sequencer)
+}
+
 // NormalizeSequencer makes S3 event sequencers of one key comparable as strings: AWS
 // documents that the greater sequencer is the later event once the shorter is right-
 // padded with zeros. Hex digits are upper-cased.
@@ -211,6 +232,19 @@ type Result struct {
 	ContentType string   `dynamodbav:"content_type,omitempty"`
 	Outputs     []string `dynamodbav:"outputs"` // s3://bucket/key of each output
 	Processors  []string `dynamodbav:"processors"`
+	// Member, for an archive member, is where it is in its archive's revision: enough to
+	// read it again (a worker restoring the newest revision's output reads it).
+	Member *Member `dynamodbav:"member,omitempty"`
+}
+
+// Member locates an archive member in its archive.
+type Member struct {
+	Name           string `dynamodbav:"name"`
+	Offset         int64  `dynamodbav:"offset"`
+	CompressedSize int64  `dynamodbav:"csize"`
+	Size           int64  `dynamodbav:"size"`
+	Method         uint16 `dynamodbav:"method"`
+	CRC32          uint32 `dynamodbav:"crc32"`
 }
 
 // Record is a file record as stored.
@@ -234,6 +268,8 @@ type Record struct {
 	PrevVersionID string `dynamodbav:"prev_version_id,omitempty"`
 	// SupersededBy, in a superseded#<revision> record, names the newer revision.
 	SupersededBy string `dynamodbav:"superseded_by,omitempty"`
+	// Replay is the id of the last deliberate reprocessing (`fileflow replay`).
+	Replay string `dynamodbav:"replay,omitempty"`
 	Result
 }
 

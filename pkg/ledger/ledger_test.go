@@ -168,7 +168,11 @@ func TestNewestRevisionWins(t *testing.T) {
 	require.ErrorAs(t, st.Write(ctx, succeed(k, j, res("j"), ledger.Attempt{At: t0})), &other)
 	assert.Equal(t, v3, other.Head.Rev)
 	w := succeed(k, j, res("j"), ledger.Attempt{At: t0})
-	w.Over = "e3"
+	stale := other.Head
+	stale.Attempts-- // a reading of the record from before its last attempt
+	w.Over = &stale
+	require.ErrorAs(t, st.Write(ctx, w), &other, "the record changed since it was read: confirm again")
+	w.Over = &other.Head
 	require.NoError(t, st.Write(ctx, w))
 	rec, _, err = st.Get(ctx, k)
 	require.NoError(t, err)
@@ -245,4 +249,24 @@ func TestFailuresIndex(t *testing.T) {
 	assert.True(t, ok)
 	assert.Equal(t, "malformed JSON", reason)
 	assert.Equal(t, "garbage", body)
+}
+
+// A replay writes a success of the same revision again, once per replay id.
+func TestReplayWritesOncePerID(t *testing.T) {
+	st, _ := newStore(t, 0)
+	ctx := context.Background()
+	k := ledger.Key{Bucket: "in", Key: "replayed.txt"}
+	rev := ledger.Revision{ETag: "e"}
+	require.NoError(t, st.Write(ctx, succeed(k, rev, ledger.Result{}, ledger.Attempt{At: t0})))
+	require.ErrorIs(t, st.Write(ctx, succeed(k, rev, ledger.Result{}, ledger.Attempt{At: t0})), ledger.ErrAlreadySucceeded)
+	w := succeed(k, rev, ledger.Result{Outputs: []string{"again"}}, ledger.Attempt{At: t0})
+	w.Replay = "r1"
+	require.NoError(t, st.Write(ctx, w), "the replay goes through")
+	require.ErrorIs(t, st.Write(ctx, w), ledger.ErrAlreadySucceeded, "once")
+	w.Replay = "r2"
+	require.NoError(t, st.Write(ctx, w), "another replay goes through")
+	rec, _, err := st.Get(ctx, k)
+	require.NoError(t, err)
+	assert.Equal(t, 3, rec.Attempts)
+	assert.Equal(t, "r2", rec.Replay)
 }

@@ -22,10 +22,14 @@ type Write struct {
 	Result  Result // a success's
 	Reason  string // a failure's
 	Attempt Attempt
-	// Over is the ETag of another revision this one may replace: the caller confirmed
-	// that Rev is the object's current content while that revision held the key (see
-	// [OtherRevisionError]).
-	Over string
+	// Over is the record, exactly as the caller read it, that this revision may replace:
+	// the caller confirmed that Rev is the object's current content while that record
+	// held the key (see [OtherRevisionError]). If the record changed since (another
+	// revision, a new sequencer, another attempt), the write is refused again.
+	Over *State
+	// Replay, if set, lets a success of the same revision be written again, once per
+	// replay id (a deliberate reprocessing, `fileflow replay`).
+	Replay string
 }
 
 // Write records an attempt with one conditional UpdateItem. On a key's own record:
@@ -56,9 +60,9 @@ func (s *Store) Write(ctx context.Context, w Write) error {
 		}
 		head := State{Status: old.Status, Rev: old.Rev(), Attempts: old.Attempts}
 		switch {
-		case w.Key.Scope != "" || head.Rev.Same(w.Rev):
-			if head.Status == StatusSucceeded {
-				if w.Key.Scope == "" && head.Rev.Older(w.Rev) {
+		case !w.Key.Ordered() || head.Rev.Same(w.Rev):
+			if head.Status == StatusSucceeded && (w.Replay == "" || old.Replay == w.Replay) {
+				if w.Key.Ordered() && w.Rev.Placed(head.Rev) {
 					s.advance(ctx, w.Key, w.Rev) // the same content, uploaded again later
 				}
 				return ErrAlreadySucceeded
@@ -69,7 +73,7 @@ func (s *Store) Write(ctx context.Context, w Write) error {
 			}
 		case w.Rev.Older(head.Rev):
 			return &SupersededError{Head: head}
-		case head.Rev.Older(w.Rev) || (w.Over != "" && w.Over == head.Rev.ETag):
+		case head.Rev.Older(w.Rev) || (w.Over != nil && *w.Over == head):
 			if _, err := s.put(ctx, w, modeReplace, old); err != errCondition {
 				return err
 			}
@@ -80,9 +84,13 @@ func (s *Store) Write(ctx context.Context, w Write) error {
 	return fmt.Errorf("ledger: write %s: the record kept changing under six attempts", w.Key)
 }
 
-// SupersededKey is where [Store.RecordSuperseded] keeps revision rev of k's key.
+// SupersededKey is where [Store.RecordSuperseded] keeps revision rev of k's record.
 func SupersededKey(k Key, rev Revision) Key {
-	return Key{Bucket: k.Bucket, Key: k.Key, Scope: "superseded#" + rev.String()}
+	scope := "superseded#"
+	if k.Scope != "" {
+		scope += k.Scope + "#"
+	}
+	return Key{Bucket: k.Bucket, Key: k.Key, Scope: scope + rev.String()}
 }
 
 // RecordSuperseded keeps a revision that arrived after a newer one (acknowledged,
@@ -117,22 +125,23 @@ func (s *Store) RecordSuperseded(ctx context.Context, k Key, rev Revision, by Re
 	return nil
 }
 
-// Advance raises a SUCCEEDED record's sequencer to rev's, when rev is the same content
-// uploaded again later: an older event of other content that arrives afterwards is then
-// superseded, as it should be. Best effort; used when a duplicate is skipped.
+// Advance raises a SUCCEEDED record's sequencer to rev's (or sets it, if the record has
+// none), when rev is the same content uploaded again later: an older event of other
+// content that arrives afterwards is then superseded, as it should be, and a writer that
+// read the record before sees it changed. Best effort; used when a duplicate is skipped.
 func (s *Store) Advance(ctx context.Context, k Key, rev Revision) {
 	s.advance(ctx, k, rev)
 }
 
 func (s *Store) advance(ctx context.Context, k Key, rev Revision) {
-	if rev.Sequencer == "" || rev.ETag == "" || k.Scope != "" {
+	if rev.Sequencer == "" || rev.ETag == "" || !k.Ordered() {
 		return
 	}
 	_, _ = s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                 aws.String(s.table),
 		Key:                       map[string]types.AttributeValue{AttrPK: &types.AttributeValueMemberS{Value: k.pk()}, AttrSK: &types.AttributeValueMemberS{Value: k.sk()}},
 		UpdateExpression:          aws.String("SET seq = :seq"),
-		ConditionExpression:       aws.String("etag = :etag AND seq < :seq"),
+		ConditionExpression:       aws.String("etag = :etag AND (attribute_not_exists(seq) OR seq < :seq)"),
 		ExpressionAttributeValues: map[string]types.AttributeValue{":seq": &types.AttributeValueMemberS{Value: rev.Sequencer}, ":etag": &types.AttributeValueMemberS{Value: rev.ETag}},
 	})
 }
@@ -179,6 +188,9 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 		u.set("#content_type", ":content_type", res.ContentType)
 		u.set("#outputs", ":outputs", nonNil(res.Outputs))
 		u.set("#processors", ":processors", nonNil(res.Processors))
+		if res.Member != nil {
+			u.set("#member", ":member", res.Member)
+		}
 		u.remove("#reason", "#gsi1pk", "#gsi1sk")
 	} else {
 		u.set("#reason", ":reason", w.Reason)
@@ -200,12 +212,16 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 		u.values[":empty"] = []Attempt{}
 		u.values[":attempt"] = []Attempt{w.Attempt}
 		u.values[":hmax"] = MaxHistory
-		if w.Key.Scope == "" && w.Rev.Sequencer != "" {
+		if w.Key.Ordered() && w.Rev.Sequencer != "" {
 			u.set("#seq", ":seq", w.Rev.Sequencer)
 		}
 		u.values[":succeeded"] = StatusSucceeded
 		same := "#status <> :succeeded"
-		if w.Key.Scope == "" {
+		if w.Replay != "" {
+			u.set("#replay", ":replay", w.Replay)
+			same = "(#status <> :succeeded OR attribute_not_exists(#replay) OR #replay <> :replay)"
+		}
+		if w.Key.Ordered() {
 			same = u.same(w.Rev) + " AND " + same
 		}
 		cond = "attribute_not_exists(#status) OR (" + same + " AND size(#history) < :hmax)"
@@ -216,7 +232,7 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 		u.values[":seen"] = old.Attempts
 		u.values[":succeeded"] = StatusSucceeded
 		cond = "#attempts = :seen AND #status <> :succeeded"
-		if w.Key.Scope == "" {
+		if w.Key.Ordered() {
 			cond += " AND " + u.same(w.Rev)
 		}
 	case modeReplace:

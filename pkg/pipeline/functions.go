@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/appautoscaling"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/cloudwatch"
@@ -80,6 +81,9 @@ func (b *builder) environment(name string, f FunctionArgs) (pulumi.StringMap, er
 	if name == "dispatch" {
 		env[fnenv.TasksQueueURL] = b.queues["tasks"].Url
 		env[fnenv.JobsQueueURL] = b.queues["jobs"].Url
+		// The reconciler peeks at both dead-letter queues for jobs' stuck tasks.
+		env[fnenv.TasksDLQURL] = b.queues["tasks-dlq"].Url
+		env[fnenv.JobsDLQURL] = b.queues["jobs-dlq"].Url
 	}
 	if jobs, ok := b.queues["jobs"]; ok && name == "worker" {
 		// Finished jobs' finalize tasks go to the dispatcher.
@@ -141,12 +145,17 @@ func (b *builder) lambdaFunction(name string) (*function, error) {
 	if b.key != nil {
 		keyArn = b.key.Arn
 	}
-	policy := pulumi.All(b.ingest.Arn, b.output.Arn, b.table.Arn, queue.Arn, out.logGroup.Arn, tasksArn, b.completionTopic.Arn, jobsArn, keyArn).ApplyT(
+	dlqArns := pulumi.String("").ToStringOutput()
+	if name == "dispatch" {
+		dlqArns = pulumi.Sprintf("%s %s", b.queues["tasks-dlq"].Arn, b.queues["jobs-dlq"].Arn)
+	}
+	policy := pulumi.All(b.ingest.Arn, b.output.Arn, b.table.Arn, queue.Arn, out.logGroup.Arn, tasksArn, b.completionTopic.Arn, jobsArn, keyArn, dlqArns).ApplyT(
 		func(v []any) (string, error) {
 			return FunctionPolicy(name, resourceARNs{
 				Ingest: v[0].(string), Output: v[1].(string), Table: v[2].(string), Queue: v[3].(string),
 				LogGroup: v[4].(string), Tasks: v[5].(string), CompletionTopic: v[6].(string), Jobs: v[7].(string),
 				Key: v[8].(string), OutputPrefix: b.args.OutputPrefix, Region: b.regionName,
+				DeadLetters: strings.Fields(v[9].(string)),
 			}, b.args.Tracing).JSON()
 		}).(pulumi.StringOutput)
 	rolePolicy, err := iam.NewRolePolicy(b.ctx, b.n(name+"-policy"), &iam.RolePolicyArgs{

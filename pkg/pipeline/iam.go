@@ -204,6 +204,7 @@ type resourceARNs struct {
 	OutputPrefix                           string // outputs and reports are written under it
 	Key                                    string // the customer-managed KMS key, if any
 	Region                                 string
+	DeadLetters                            []string // the DLQs the dispatcher's reconciler peeks at
 }
 
 // FunctionPolicy is the least-privilege policy of one function: only the actions its
@@ -234,6 +235,9 @@ func FunctionPolicy(fn string, r resourceARNs, tracing bool) PolicyDocument {
 			// PutObject and multipart for outputs, split parts and job report parts;
 			// GetObject for the in-place copy that sets late metadata on multipart outputs.
 			allow("WriteOutput", []string{"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"}, out+"*"),
+			// A superseded revision's output is removed when the newest revision has none
+			// there; an uncounted delivery's report part is removed.
+			allow("RemoveStaleOutputs", []string{"s3:DeleteObject"}, out+"*"),
 			allow("ListOutput", []string{"s3:ListBucket"}, r.Output),
 			ledger,
 			logs,
@@ -254,10 +258,18 @@ func FunctionPolicy(fn string, r resourceARNs, tracing bool) PolicyDocument {
 			allow("ReadSplitParts", []string{"s3:GetObject"}, out+"*.parts/*"),
 			// …into the split file's own output key, which is any key under the prefix.
 			allow("WriteMergedSplitOutputs", []string{"s3:PutObject", "s3:AbortMultipartUpload"}, out+"*"),
+			// An uncounted delivery's report part is removed.
+			allow("RemoveUncountedParts", []string{"s3:DeleteObject"}, out+"reports/*"),
 			allow("ListOutput", []string{"s3:ListBucket"}, r.Output),
 			ledger,
+			// A job's counted tasks (its report), and the open jobs (the reconciler).
+			allow("QueryLedger", []string{"dynamodb:Query"}, r.Table, r.Table+"/index/*"),
 			allow("NotifyCompletion", []string{"sns:Publish"}, r.CompletionTopic),
 			logs,
+		}
+		if len(r.DeadLetters) > 0 {
+			// The reconciler reads, and makes visible again at once, the DLQs' messages.
+			st = append(st, allow("PeekDeadLetters", []string{"sqs:ReceiveMessage", "sqs:ChangeMessageVisibility"}, r.DeadLetters...))
 		}
 	}
 	if r.Key != "" {

@@ -174,7 +174,7 @@ func TestWorkerIAMLeastPrivilege(t *testing.T) {
 		arn + "sqs:us-east-1:123456789012:files-tasks":             {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl", "sqs:SendMessage"},
 		arn + "s3:::files-ingest":                                  {"s3:ListBucket"},
 		arn + "s3:::files-ingest/*":                                {"s3:GetObject", "s3:GetObjectVersion"},
-		arn + "s3:::files-output/*":                                {"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"},
+		arn + "s3:::files-output/*":                                {"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:DeleteObject"},
 		arn + "s3:::files-output":                                  {"s3:ListBucket"},
 		arn + "dynamodb:us-east-1:123456789012:table/files-ledger": {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"},
 		arn + "logs:us-east-1:123456789012:log-group:/fileflow/fileflow/test/files/worker:*": {"logs:CreateLogStream", "logs:PutLogEvents"},

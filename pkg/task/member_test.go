@@ -1,6 +1,7 @@
 package task
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -30,4 +31,28 @@ func TestMemberName(t *testing.T) {
 	assert.Equal(t, []string{"gzip"}, r.Processors, "the member's suffix and the archive's prefix")
 	r, _ = rules.Match(zip.Name(), "")
 	assert.Equal(t, []string{"checksum"}, r.Processors)
+}
+
+// No object, however it is named, shares an output name with an archive member: an
+// ordinary key's "!" are doubled, the member's joint is a single "!".
+func TestOutputNamesOfObjectsAndMembersNeverMeet(t *testing.T) {
+	member := File{Key: "z/b.zip", Member: &Member{Name: "x.txt"}}
+	object := File{Key: "z/b.zip!/x.txt"}
+	assert.Equal(t, "z/b.zip!/x.txt", member.OutputName())
+	assert.Equal(t, "z/b.zip!!/x.txt", object.OutputName())
+	assert.Equal(t, "plain/key.txt", File{Key: "plain/key.txt"}.OutputName(), "keys without !/ keep their names")
+	assert.Equal(t, "odd ;,&?#%~()!'*.csv", File{Key: "odd ;,&?#%~()!'*.csv"}.OutputName())
+	assert.Equal(t, "a!!!!/b!!", File{Key: "a!!/b!"}.OutputName())
+	// Every way of splitting a name into an archive and an entry, and the plain object:
+	// all distinct.
+	seen := map[string]string{}
+	for _, f := range []File{
+		{Key: "a!/b"}, {Key: "a!!/b"}, {Key: "a"}, {Key: "a!"}, {Key: "a!!"},
+		{Key: "a", Member: &Member{Name: "b"}}, {Key: "a!", Member: &Member{Name: "b"}}, {Key: "a", Member: &Member{Name: "!/b"}},
+		{Key: "a!", Member: &Member{Name: "/b"}}, {Key: "a", Member: &Member{Name: "b!"}}, {Key: "a!/", Member: &Member{Name: "b"}},
+	} {
+		n := f.OutputName()
+		assert.NotContains(t, seen, n, "%s and %+v share %q", seen[n], f, n)
+		seen[n] = fmt.Sprintf("%+v", f)
+	}
 }

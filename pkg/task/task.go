@@ -48,6 +48,10 @@ type File struct {
 	// Member, if set, is one entry of the zip archive at Key: read through a ranged GET
 	// of its compressed bytes, never the whole archive.
 	Member *Member `json:"member,omitempty"`
+	// Replay, if set, processes the file again although its revision already succeeded
+	// (`fileflow replay`): once per replay id — a redelivery of the same replay is a
+	// duplicate like any other.
+	Replay string `json:"replay,omitempty"`
 }
 
 // Range is a byte range [Start, End) of an object: part Part of a split job.
@@ -83,6 +87,45 @@ func (f File) Name() string {
 	return f.Key
 }
 
+// OutputName is the name the file's output is derived from: its Name, except that a
+// run of "!" right before a "/" or at the end is doubled — but for the single "!" that
+// joins an archive member to its archive ("<archive key>!/<entry>"). Every other output
+// name then has only even runs of "!" before a "/", a member's exactly one odd run, so
+// no object, however it is named, shares an output with an archive member. Keys without
+// "!/" and without a trailing "!" keep their names.
+func (f File) OutputName() string {
+	if f.Member != nil {
+		return escapeBangs(f.Key) + "!/" + escapeBangs(f.Member.Name)
+	}
+	return escapeBangs(f.Key)
+}
+
+// escapeBangs doubles each run of "!" that ends right before a "/" or at the end of s.
+func escapeBangs(s string) string {
+	if !strings.Contains(s, "!/") && !strings.HasSuffix(s, "!") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && s[j] == '!' {
+			j++
+		}
+		if j > i {
+			run := s[i:j]
+			b.WriteString(run)
+			if j == len(s) || s[j] == '/' {
+				b.WriteString(run)
+			}
+			i = j
+			continue
+		}
+		b.WriteByte(s[i])
+		i++
+	}
+	return b.String()
+}
+
 // String is s3://bucket/key, with the member or byte range.
 func (f File) String() string {
 	switch {
@@ -93,6 +136,16 @@ func (f File) String() string {
 	}
 	return "s3://" + f.Bucket + "/" + f.Key
 }
+
+// Metadata keys on every output object (S3 stores them as x-amz-meta-<key>): the
+// worker writes them; a job's finalizer and the CLI read them.
+const (
+	MetaSource      = "fileflow-source"       // bucket/key of the input (hashed when long)
+	MetaRevision    = "fileflow-revision"     // "v:<version id>" or "e:<etag>" of the input
+	MetaSHA256      = "fileflow-sha256"       // of the bytes at the checksum processor
+	MetaCRC32C      = "fileflow-crc32c"       // of the same bytes
+	MetaContentType = "fileflow-content-type" // detected
+)
 
 // Message is a fileflow task message: a batch of files, optionally part of a job.
 type Message struct {

@@ -185,6 +185,7 @@ type fakeLedger struct {
 	revs       map[ledger.Key]ledger.Revision
 	outputs    map[ledger.Key][]string
 	superseded map[ledger.Key]string // superseded revision's key -> reason
+	replays    map[ledger.Key]string
 	poison     map[string]string
 	writes     int
 	failNext   error
@@ -192,7 +193,7 @@ type fakeLedger struct {
 
 func newFakeLedger() *fakeLedger {
 	return &fakeLedger{status: map[ledger.Key]ledger.Status{}, reasons: map[ledger.Key]string{}, attempts: map[ledger.Key]int{},
-		revs: map[ledger.Key]ledger.Revision{}, outputs: map[ledger.Key][]string{}, superseded: map[ledger.Key]string{}, poison: map[string]string{}}
+		revs: map[ledger.Key]ledger.Revision{}, replays: map[ledger.Key]string{}, outputs: map[ledger.Key][]string{}, superseded: map[ledger.Key]string{}, poison: map[string]string{}}
 }
 
 func (l *fakeLedger) Lookup(_ context.Context, keys []ledger.Key) (map[ledger.Key]ledger.State, error) {
@@ -217,21 +218,24 @@ func (l *fakeLedger) Write(_ context.Context, w ledger.Write) error {
 	l.writes++ // a refused conditional write costs a write too
 	k := w.Key
 	if st, ok := l.status[k]; ok {
-		head := ledger.State{Status: st, Rev: l.revs[k]}
+		head := ledger.State{Status: st, Rev: l.revs[k], Attempts: l.attempts[k]}
 		switch {
-		case k.Scope != "" || head.Rev.Same(w.Rev):
-			if st == ledger.StatusSucceeded {
+		case !k.Ordered() || head.Rev.Same(w.Rev):
+			if st == ledger.StatusSucceeded && (w.Replay == "" || l.replays[k] == w.Replay) {
 				return ledger.ErrAlreadySucceeded
 			}
 		case w.Rev.Older(head.Rev):
 			return &ledger.SupersededError{Head: head}
-		case head.Rev.Older(w.Rev) || (w.Over != "" && w.Over == head.Rev.ETag):
+		case head.Rev.Older(w.Rev) || (w.Over != nil && *w.Over == head):
 			l.attempts[k] = 0
 		default:
 			return &ledger.OtherRevisionError{Head: head}
 		}
 	}
 	l.status[k], l.reasons[k], l.revs[k] = w.Status, w.Reason, w.Rev
+	if w.Replay != "" {
+		l.replays[k] = w.Replay
+	}
 	l.outputs[k] = w.Result.Outputs
 	l.attempts[k]++
 	return nil

@@ -45,8 +45,8 @@ func (h *Handler) forwardSpecs(ctx context.Context, log *slog.Logger, m *message
 // checkJobs reads the job of each job task message (cached per environment): a task
 // of a job that is no longer running is acknowledged without any work, so a cancelled
 // or failed job's remaining tasks cost one cached read. A task received before (a
-// redelivery) is first looked up in the ledger: one counted already is acknowledged
-// without redoing its files.
+// redelivery, or a copy sent again) is first looked up in the ledger: one counted
+// already is acknowledged without redoing its files.
 func (h *Handler) checkJobs(ctx context.Context, log *slog.Logger, msgs []*message) {
 	for _, m := range msgs {
 		if m.d.JobID == "" || m.decided != nil {
@@ -65,7 +65,7 @@ func (h *Handler) checkJobs(ctx context.Context, log *slog.Logger, msgs []*messa
 			m.decide(job.Acknowledge("job " + string(j.Status)))
 			continue
 		}
-		if m.receive > 1 {
+		if m.receive > 1 || job.SentAgain(m.rec) > 0 {
 			switch v, err := h.deps.Jobs.TaskState(ctx, m.d.JobID, m.d.TaskID, m.d.Parent, m.d.ParentRun); {
 			case err != nil:
 				log.WarnContext(ctx, "cannot read the task's state; processing it", "job_id", m.d.JobID, "task_id", m.d.TaskID, "error", err)
@@ -112,7 +112,11 @@ func (h *Handler) reportJobs(ctx context.Context, log *slog.Logger, msgs []*mess
 				l.Status, l.HTTPStatus = job.Succeeded, 200
 				l.Message = "s3://" + h.cfg.OutputBucket + "/" + h.outputKey(it.file, m.d.JobID, it.pr)
 			} else {
-				r.Failed++
+				if it.state == superseded {
+					r.Superseded++
+				} else {
+					r.Failed++
+				}
 				l.Status = job.Failed
 				def := failure.ProcessorFailed
 				if it.state == deadLettered {
@@ -192,7 +196,7 @@ func (h *Handler) outputKey(f task.File, jobID string, pr *process.Result) strin
 			_, _ = process.Chain(strings.NewReader(""), pr, h.procs[strings.Join(rule.Processors, ",")]...)
 		}
 	}
-	out := h.cfg.OutputPrefix + pr.OutputKey(name)
+	out := h.cfg.OutputPrefix + pr.OutputKey(f.OutputName())
 	if f.Range != nil {
 		return job.PartOutputKey(out, jobID, f.Range.Part)
 	}

@@ -138,3 +138,25 @@ func TestUnorderedRevisionIsCheckedAgainstTheObject(t *testing.T) {
 	assert.Equal(t, "e2", e.ledger.revs[k].ETag)
 	assert.Contains(t, e.ledger.superseded[ledger.SupersededKey(k, ledger.Revision{ETag: "e1"})], "superseded")
 }
+
+// A replay processes a committed file again, once per replay id.
+func TestReplayProcessesOncePerID(t *testing.T) {
+	e := newEnv(t, nil)
+	e.s3.put("in", "r.txt", []byte("r"))
+	handle := func(id string, f task.File) {
+		body, _ := task.Message{Files: []task.File{f}}.Encode()
+		resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: id, Body: string(body), EventSourceARN: queueARN}}})
+		require.NoError(t, err)
+		require.Empty(t, resp.BatchItemFailures)
+	}
+	f := task.File{Bucket: "in", Key: "r.txt", ETag: "e-r.txt"}
+	handle("first", f)
+	handle("dup", f)
+	assert.Equal(t, 1, e.s3.puts, "a duplicate does nothing")
+	f.Replay = "replay-1"
+	handle("replay", f)
+	assert.Equal(t, 2, e.s3.puts, "the replay is processed")
+	handle("replay-again", f)
+	assert.Equal(t, 3, e.s3.puts, "its redelivery is processed (the ledger counts it once)")
+	assert.Equal(t, 2, e.ledger.attempts[ledger.Key{Bucket: "in", Key: "r.txt"}])
+}

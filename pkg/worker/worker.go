@@ -170,7 +170,7 @@ type item struct {
 	file task.File
 	key  ledger.Key
 	rev  ledger.Revision
-	over string // the head this revision may replace (confirmed current)
+	over *ledger.State // the record this revision may replace (it was confirmed current over it)
 
 	state state
 	class retry.Class // of a pending item's error
@@ -405,30 +405,33 @@ func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item)
 		head, ok := heads[it.key]
 		switch {
 		case !ok:
-		case it.key.Scope != "" || head.Rev.Same(it.rev):
-			if head.Status == ledger.StatusSucceeded {
+		case it.rev.ETag == "" && it.rev.VersionID == "" && it.key.Ordered():
+			// A file that names no revision (a manifest row with only a key): its
+			// revision is the content its GET reads, placed when it is committed.
+		case !it.key.Ordered() || head.Rev.Same(it.rev):
+			if head.Status == ledger.StatusSucceeded && it.file.Replay == "" {
 				it.state, it.dup = succeeded, true
-				if head.Rev.Older(it.rev) {
+				if it.rev.Placed(head.Rev) {
 					h.deps.Ledger.Advance(ctx, it.key, it.rev) // the same content uploaded again
 				}
 				continue
 			}
 		case it.rev.Older(head.Rev):
-			h.supersede(ctx, log, it, head.Rev, false)
+			h.supersede(ctx, log, it, head.Rev, "")
 			continue
 		case head.Rev.Older(it.rev):
 		default:
 			// Nothing orders the two revisions: this one goes ahead only if it is still the
 			// object's content.
-			cur, err := h.current(ctx, it.file)
+			cur, err := h.current(ctx, it)
 			switch {
 			case err != nil:
 				log.WarnContext(ctx, "cannot tell whether the revision is current; processing it", "key", it.file.Key, "error", err)
 			case !cur:
-				h.supersede(ctx, log, it, head.Rev, false)
+				h.supersede(ctx, log, it, head.Rev, "")
 				continue
 			default:
-				it.over = head.Rev.ETag
+				it.over = &head
 			}
 		}
 		pending = append(pending, it)
@@ -436,12 +439,12 @@ func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item)
 	return pending
 }
 
-// current says whether the revision a file names is still its object's content (for an
+// current says whether the item's revision is still its object's content (for an
 // archive member or a split part: the archive's, the split file's).
-func (h *Handler) current(ctx context.Context, f task.File) (bool, error) {
-	etag := strings.Trim(f.ETag, `"`)
+func (h *Handler) current(ctx context.Context, it *item) (bool, error) {
+	f, etag := it.file, it.rev.ETag
 	if etag == "" {
-		return true, nil // a file that names no content: whatever is there
+		return true, nil // a file that names no content and was not read yet: whatever is there
 	}
 	_, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(f.Bucket), Key: aws.String(f.Key), IfMatch: aws.String(`"` + etag + `"`)})
 	var api smithy.APIError
@@ -518,7 +521,7 @@ func (h *Handler) processOne(ictx, ctx context.Context, log *slog.Logger, it *it
 	}
 	var sup *supersededSource
 	if errors.As(err, &sup) {
-		h.supersede(ctx, flog, it, ledger.Revision{}, false)
+		h.supersede(ctx, flog, it, ledger.Revision{}, sup.Error())
 		return
 	}
 	it.err, it.class = err, retry.Classify(err)
@@ -536,7 +539,8 @@ func (h *Handler) processOne(ictx, ctx context.Context, log *slog.Logger, it *it
 // commit writes a success; a write refused because another revision holds the key is
 // sorted out here.
 func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res ledger.Result, att ledger.Attempt) {
-	w := ledger.Write{Key: it.key, Rev: it.rev, JobID: it.msg.d.JobID, Status: ledger.StatusSucceeded, Result: res, Attempt: att, Over: it.over}
+	w := ledger.Write{Key: it.key, Rev: it.rev, JobID: it.msg.d.JobID, Status: ledger.StatusSucceeded, Result: res, Attempt: att, Over: it.over,
+		Replay: it.file.Replay}
 	for range 3 {
 		err := h.deps.Ledger.Write(ctx, w)
 		var sup *ledger.SupersededError
@@ -550,33 +554,63 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res le
 			log.InfoContext(ctx, "duplicate delivery: already committed")
 			return
 		case errors.As(err, &sup):
-			h.supersede(ctx, log, it, sup.Head.Rev, true)
+			h.supersede(ctx, log, it, sup.Head.Rev, "")
 			return
 		case errors.As(err, &other):
-			cur, cerr := h.current(ctx, it.file)
+			cur, cerr := h.current(ctx, it)
 			if cerr != nil {
 				it.state, it.class, it.err = pending, retry.Classify(cerr), cerr
+				h.verifyOutput(ctx, log, it)
 				return
 			}
 			if !cur {
-				h.supersede(ctx, log, it, other.Head.Rev, true)
+				h.supersede(ctx, log, it, other.Head.Rev, "")
 				return
 			}
-			w.Over = other.Head.Rev.ETag // still the object's content: it replaces the other
+			head := other.Head
+			w.Over = &head // still the object's content: it replaces exactly that record
 		default:
 			// The output exists (deterministic key); only the record is missing. Retry: the
-			// rerun overwrites the same output and commits.
+			// rerun overwrites the same output and commits. Meanwhile, if a newer revision
+			// holds the key, its output is put back now (this message may never come back
+			// to do it: its job may finish, another copy be counted).
 			it.state, it.class, it.err = pending, retry.Classify(err), err
 			log.ErrorContext(ctx, "commit failed; will retry", "error", err)
+			h.verifyOutput(ctx, log, it)
 			return
 		}
 	}
 	it.state, it.class, it.err = pending, retry.Retryable, errors.New("commit: the key's record kept changing")
+	h.verifyOutput(ctx, log, it)
+}
+
+// verifyOutput puts the newest revision's output back if this item's revision wrote
+// the output and another revision holds the key's record. Best effort: used where this
+// item's own write did not land.
+func (h *Handler) verifyOutput(ctx context.Context, log *slog.Logger, it *item) {
+	if !it.key.Ordered() {
+		return
+	}
+	rec, ok, err := h.deps.Ledger.Get(ctx, it.key)
+	if err != nil || !ok || rec.Rev().Same(it.rev) {
+		return
+	}
+	if err := h.restore(ctx, log, it); err != nil {
+		log.WarnContext(ctx, "cannot check the key's output against its newest revision", "key", it.file.Key, "error", err)
+	}
 }
 
 // record writes a failure; status is FAILED, RETRYING or DEAD_LETTERED.
 func (h *Handler) record(ctx context.Context, log *slog.Logger, it *item, status ledger.Status, reason string, att ledger.Attempt) {
 	w := ledger.Write{Key: it.key, Rev: it.rev, JobID: it.msg.d.JobID, Status: status, Reason: reason, Attempt: att, Over: it.over}
+	if it.rev.ETag == "" && it.rev.VersionID == "" && it.key.Ordered() {
+		// Never read, so no revision is known: the failure is kept beside the key's
+		// record (the job's own, or an "unread" one), never in place of it.
+		w.Key.Scope = ledger.ScopeUnread
+		if it.msg.d.JobID != "" {
+			w.Key.Scope = ledger.JobScope(it.msg.d.JobID)
+		}
+	}
 	err := h.deps.Ledger.Write(ctx, w)
 	var sup *ledger.SupersededError
 	var other *ledger.OtherRevisionError
@@ -586,11 +620,11 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, it *item, status
 		it.state, it.dup, it.err = succeeded, true, nil
 		return
 	case errors.As(err, &sup):
-		h.supersede(ctx, log, it, sup.Head.Rev, false)
+		h.supersede(ctx, log, it, sup.Head.Rev, "")
 		return
 	case errors.As(err, &other) && status != ledger.StatusRetrying:
 		// Another revision holds the key; this one's failure is kept beside it.
-		h.supersede(ctx, log, it, other.Head.Rev, false)
+		h.supersede(ctx, log, it, other.Head.Rev, "")
 		return
 	case errors.As(err, &other):
 		// A transient failure of a revision not yet placed: it comes back and is sorted out
@@ -636,12 +670,12 @@ func (e *supersededSource) Error() string { return e.err.Error() }
 func (e *supersededSource) Unwrap() error { return e.err }
 
 // supersede records a revision that a newer one replaces (by is the newer one, if
-// known). If this invocation wrote the output (wrote) — or an earlier delivery may have,
-// before it died — the output is made the newest revision's again.
-func (h *Handler) supersede(ctx context.Context, log *slog.Logger, it *item, by ledger.Revision, wrote bool) {
-	reason := "superseded: a newer revision of the key was processed instead"
-	if by != (ledger.Revision{}) {
-		reason = "superseded by revision " + by.String() + " of the key"
+// known; else why says what is known). If this revision's output is the key's output
+// (this or another delivery of it wrote it last), it is made the newest revision's again.
+func (h *Handler) supersede(ctx context.Context, log *slog.Logger, it *item, by ledger.Revision, why string) {
+	reason := "superseded by revision " + by.String() + " of the key"
+	if by == (ledger.Revision{}) {
+		reason = "superseded: " + why
 	}
 	it.state, it.err = superseded, failure.New(failure.Superseded, errors.New(reason))
 	if err := h.deps.Ledger.RecordSuperseded(ctx, it.key, it.rev, by, reason, h.attempt(ctx, it, 0)); err != nil {
@@ -650,7 +684,9 @@ func (h *Handler) supersede(ctx context.Context, log *slog.Logger, it *item, by 
 		return
 	}
 	log.InfoContext(ctx, "revision superseded", "key", it.file.Key, "revision", it.rev.String(), "by", by.String())
-	if wrote || it.msg.receive > 1 {
+	// Whether or not this delivery wrote the output, another delivery of this revision
+	// may have (one that died, or whose task was counted elsewhere): one HEAD tells.
+	if it.key.Ordered() {
 		if err := h.restore(ctx, log, it); err != nil {
 			log.ErrorContext(ctx, "cannot restore the newest revision's output; it comes back", "key", it.file.Key, "error", err)
 			it.state, it.class, it.err = pending, retry.Classify(err), err
@@ -682,7 +718,7 @@ func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error
 		}
 		uri := "s3://" + h.cfg.OutputBucket + "/" + outKey
 		newest := rec.Rev()
-		if !ok || rec.Status != ledger.StatusSucceeded || !contains(rec.Outputs, uri) || it.file.Member != nil {
+		if !ok || rec.Status != ledger.StatusSucceeded || !contains(rec.Outputs, uri) {
 			// The newest revision has no output here (yet: its own writer puts it): remove
 			// this revision's.
 			if _, err := h.deps.Objects.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)}); err != nil {
@@ -693,6 +729,15 @@ func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error
 		}
 		f := it.file
 		f.VersionID, f.ETag, f.Sequencer = newest.VersionID, newest.ETag, newest.Sequencer
+		if f.Member != nil {
+			if rec.Member == nil {
+				// Nothing says where the member is in the newest archive: leave the output
+				// (never remove one the newest revision names) and say so.
+				return fmt.Errorf("restore: %s: the newest revision's record does not locate its member; re-run its archive job", uri)
+			}
+			m := *rec.Member
+			f.Member = &task.Member{Name: m.Name, Offset: m.Offset, CompressedSize: m.CompressedSize, Size: m.Size, Method: m.Method, CRC32: m.CRC32}
+		}
 		if _, err := h.run(ctx, it, f); err != nil {
 			return fmt.Errorf("restore: process newest revision %s: %w", newest, err)
 		}
@@ -727,13 +772,29 @@ func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Re
 			err = failure.New(failure.Internal, fmt.Errorf("processor panicked: %v\n%s", p, debug.Stack()))
 		}
 	}()
-	obj, err := source.Open(ctx, h.deps.Objects, f, source.Options{Limits: source.Limits{MaxMemberBytes: h.cfg.Archive.MaxMemberBytes, MaxRatio: h.cfg.Archive.MaxRatio}})
+	opts := source.Options{Limits: source.Limits{MaxMemberBytes: h.cfg.Archive.MaxMemberBytes, MaxRatio: h.cfg.Archive.MaxRatio}}
+	obj, err := source.Open(ctx, h.deps.Objects, f, opts)
+	var api smithy.APIError
+	if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" && it.msg.d.JobID != "" && f == it.file &&
+		f.VersionID == "" && f.Member == nil && f.Range == nil {
+		// A job's file changed since it was listed. Nothing says its new content reaches
+		// fileflow by an event (a job may read any bucket): the job processes the key's
+		// content as it is now, placed by the ledger like any revision without an order.
+		f.ETag = ""
+		if obj, err = source.Open(ctx, h.deps.Objects, f, opts); err == nil {
+			it.file.ETag, it.rev = obj.ETag, ledger.Revision{ETag: obj.ETag}
+			f = it.file
+		}
+	}
 	if err != nil {
-		var api smithy.APIError
 		if errors.As(err, &api) {
 			switch api.ErrorCode() {
 			case "PreconditionFailed":
-				return res, &supersededSource{fmt.Errorf("get %s: the object changed since this event (ETag %s); the newer content has its own event", f, f.ETag)}
+				why := "the newer content has its own event"
+				if f.Member != nil || f.Range != nil {
+					why = "the job was planned on an earlier revision"
+				}
+				return res, &supersededSource{fmt.Errorf("get %s: the object changed since (ETag %s); %s", f, f.ETag, why)}
 			case "NoSuchKey", "NoSuchVersion":
 				return res, failure.New(failure.NoSuchKey, fmt.Errorf("get %s: the object was deleted before it was processed: %w", f, err))
 			case "AccessDenied":
@@ -744,7 +805,7 @@ func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Re
 	}
 	defer obj.Body.Close()
 	src := &sourceReader{r: obj.Body, want: obj.Size}
-	if it.rev.ETag == "" && it.key.Scope == "" && f.Member == nil {
+	if it.rev.ETag == "" && it.key.Ordered() && f.Member == nil {
 		it.rev.ETag = obj.ETag // the content read: the record's identity
 	}
 
@@ -786,7 +847,7 @@ func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Re
 		h.deps.Logger.WarnContext(ctx, "output too large for metadata by copy; checksums are in the ledger only",
 			"bucket", h.cfg.OutputBucket, "key", outKey, "bytes", up.Size)
 	}
-	return ledger.Result{
+	res = ledger.Result{
 		Size:        size,
 		OutputSize:  up.Size,
 		SHA256:      pr.SHA256,
@@ -794,7 +855,11 @@ func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Re
 		ContentType: pr.ContentType,
 		Outputs:     []string{"s3://" + h.cfg.OutputBucket + "/" + outKey},
 		Processors:  rule.Processors,
-	}, nil
+	}
+	if m := f.Member; m != nil {
+		res.Member = &ledger.Member{Name: m.Name, Offset: m.Offset, CompressedSize: m.CompressedSize, Size: m.Size, Method: m.Method, CRC32: m.CRC32}
+	}
+	return res, nil
 }
 
 // sourceReader checks that the source body is as long as S3 said. A body cut short is a
@@ -824,11 +889,11 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 
 // Metadata keys on every output object (S3 stores them as x-amz-meta-<key>).
 const (
-	MetaSource      = "fileflow-source"
-	MetaRevision    = "fileflow-revision"
-	MetaSHA256      = "fileflow-sha256"
-	MetaCRC32C      = "fileflow-crc32c"
-	MetaContentType = "fileflow-content-type"
+	MetaSource      = task.MetaSource
+	MetaRevision    = task.MetaRevision
+	MetaSHA256      = task.MetaSHA256
+	MetaCRC32C      = task.MetaCRC32C
+	MetaContentType = task.MetaContentType
 )
 
 func outputMetadata(f task.File, rev ledger.Revision, pr *process.Result) map[string]string {

@@ -208,7 +208,7 @@ func (s *stack) rewire(t *testing.T) {
 	s.engine = &job.Engine{Ledger: s.store, Objects: s.s3, OutputBucket: s.out, Queue: s.q, JobsQueueURL: jobsQueue}
 	s.dispatch, err = dispatch.New(dispatch.Config{TasksQueueURL: tasksQueue, JobsQueueURL: jobsQueue, MaxReceiveCount: maxReceive,
 		DeadLetterQueues: []string{tasksQueue + "-dlq", jobsQueue + "-dlq"}},
-		dispatch.Deps{Objects: s.s3, Queue: s.q, Ledger: s.store, Jobs: s.engine})
+		dispatch.Deps{Objects: s.s3, Queue: s.q, Ledger: s.store, Jobs: s.engine, Metrics: io.Discard})
 	require.NoError(t, err)
 	s.worker, err = worker.New(worker.Config{Table: s.store.Table(), OutputBucket: s.out, MaxReceiveCount: maxReceive, MinItemTime: time.Millisecond},
 		worker.Deps{Objects: s.s3, Ledger: s.store, Queue: s.q, Jobs: s.engine, Metrics: io.Discard})

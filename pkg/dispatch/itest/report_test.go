@@ -34,15 +34,16 @@ func TestReportIsByCountedTask(t *testing.T) {
 
 	counted, err := s.store.CountedTasks(s.ctx, id)
 	require.NoError(t, err)
-	var lost string
+	var lost, lostPart string
 	for _, c := range counted {
 		if c.Lines > 0 {
-			lost = c.TaskID
+			lost, lostPart = c.TaskID, c.Part
 			break
 		}
 	}
+	require.NotEmpty(t, lostPart, "the marker names the counted delivery's part")
 	prefix := "reports/" + id + "/parts/"
-	_, err = s.s3.DeleteObject(s.ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.out), Key: aws.String(prefix + lost + ".csv")})
+	_, err = s.s3.DeleteObject(s.ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.out), Key: aws.String(prefix + lostPart + ".csv")})
 	require.NoError(t, err)
 	_, err = s.s3.PutObject(s.ctx, &s3.PutObjectInput{Bucket: aws.String(s.out), Key: aws.String(prefix + "m-never-counted.csv"),
 		Body: strings.NewReader(s.in + ",r/stray.txt,,succeeded,,200,s3://out/stray\n")})

@@ -357,7 +357,7 @@ func TestReview_ArchiveMemberRestoreDeletesTheNewestOutput(t *testing.T) {
 	require.True(t, fired.Load())
 	s.drain()
 
-	rec, ok, err := s.store.Get(s.ctx, ledger.Key{Bucket: s.in, Key: "z/a.zip!/x.txt"})
+	rec, ok, err := s.store.Get(s.ctx, ledger.Key{Bucket: s.in, Key: "z/a.zip!/x.txt", Scope: ledger.ScopeMember})
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, ledger.StatusSucceeded, rec.Status)
@@ -510,8 +510,8 @@ func TestReview_StaleOutputNeverRestoredWhenTheTaskIsCountedElsewhere(t *testing
 	s.deliverTo(w, t1[0])
 	require.True(t, fired.Load())
 	require.Same(t, t1[0], s.q.pop(tasksQueue), "T1 comes back: its commit failed")
-	got, _, _ := s.output("o/k.txt")
-	require.Equal(t, "AAAA", got, "T1's upload landed last")
+	// T1's upload landed last; since the fix, T1 puts B's output back at once, when its
+	// commit fails and B holds the key (before, nothing ever did).
 
 	s.deliverTo(s.worker, t2[0]) // A superseded, counted; the job completes
 	s.deliverTo(s.worker, t1[0]) // T1's second receive
@@ -578,7 +578,8 @@ func TestReview_ObjectNamedLikeAnArchiveMemberSharesItsRecord(t *testing.T) {
 	s := newStack(t)
 	s.put("z/b.zip!/x.txt", "an ordinary object")
 	s.deliverTo(s.worker, s.s3Event("z/b.zip!/x.txt", s.etag("z/b.zip!/x.txt"), "0000000000000000E1"))
-	got, _, _ := s.output("z/b.zip!/x.txt")
+	objectOut := task.File{Key: "z/b.zip!/x.txt"}.OutputName() // "!" doubled: no member's name
+	got, _, _ := s.output(objectOut)
 	require.Equal(t, "an ordinary object", got)
 
 	member := s.zipOf("z/b.zip", "x.txt", "an archive member")
@@ -587,8 +588,10 @@ func TestReview_ObjectNamedLikeAnArchiveMemberSharesItsRecord(t *testing.T) {
 	rec, ok, err := s.store.Get(s.ctx, ledger.Key{Bucket: s.in, Key: "z/b.zip!/x.txt"})
 	require.NoError(t, err)
 	require.True(t, ok)
-	got, _, _ = s.output("z/b.zip!/x.txt")
+	got, _, _ = s.output(objectOut)
 	assert.Equal(t, "an ordinary object", got, "an object's output is its own, not another input's")
+	memberOut, _, _ := s.output("z/b.zip!/x.txt")
+	assert.Equal(t, "an archive member", memberOut, "and the member's its own")
 	assert.Equal(t, s.etag("z/b.zip!/x.txt"), rec.ETag, "the object's record is its own")
 }
 

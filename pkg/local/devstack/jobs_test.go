@@ -82,6 +82,8 @@ func startJobEnv(t *testing.T, mutate func(*devstack.Options)) *jobEnv {
 		Log:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		FunctionLogs: fnLogs,
 		Record:       recording, // judged by TestIAMAllowsEveryRecordedCall
+		// The reconciler runs during the jobs, as the component's schedule would.
+		ReconcileEvery: 20 * time.Second,
 	}
 	if mutate != nil {
 		mutate(&opts)
