@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,22 +21,32 @@ import (
 	"github.com/fileflow/fileflow/pkg/pipeline"
 	"github.com/fileflow/fileflow/pkg/plan"
 	"github.com/fileflow/fileflow/pkg/stack"
+	"github.com/fileflow/fileflow/pkg/stage"
 	"github.com/fileflow/fileflow/pkg/workload"
 )
 
-// loadStage reads a stage's settings from Pulumi.<stack>.yaml and counts what its plan
-// declares (alarms, dashboards, schedules), running the component under mocks with
-// placeholder archives: nothing is built.
-func loadStage(stackName string) (workload.Stage, error) {
+// loadStage reads a stage's settings from Pulumi.<stack>.yaml, with overrides, and
+// counts what its plan declares (alarms, dashboards, schedules), running the component
+// under mocks with placeholder archives: nothing is built.
+func loadStage(stackName string, overrides map[string]string) (workload.Stage, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return workload.Stage{}, err
 	}
-	args, err := stack.LoadFile(root, stackName)
+	if _, err := stack.LoadFile(root, stackName); err != nil {
+		return workload.Stage{}, err // names the stages there are
+	}
+	path := stack.StageFile(root, stackName)
+	values, err := stage.ReadFile(path)
 	if err != nil {
 		return workload.Stage{}, err
 	}
+	maps.Copy(values, overrides)
 	fns, err := build.Functions(root)
+	if err != nil {
+		return workload.Stage{}, err
+	}
+	args, err := stage.Parse(values, filepath.Base(path), fns)
 	if err != nil {
 		return workload.Stage{}, err
 	}
@@ -51,12 +63,14 @@ func loadStage(stackName string) (workload.Stage, error) {
 
 // workloadFlags are the assumptions both models take.
 type workloadFlags struct {
+	set                       map[string]string
 	size, path                string
 	fileMS, checkMS           float64
 	recordBytes, filesPerTask int
 }
 
 func (f *workloadFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringToStringVar(&f.set, "set", nil, "override the stage's fileflow:* settings, e.g. --set fileflow:duplicateCheck=redelivery")
 	cmd.Flags().StringVar(&f.size, "size", "100KB", "`SIZE` of each file: 100KB, 1MiB, ...")
 	cmd.Flags().StringVar(&f.path, "path", "events", "how files arrive: events (each upload sends an S3 event) or job (listed by a fan-out job into task messages)")
 	cmd.Flags().Float64Var(&f.fileMS, "file-ms", 50, "milliseconds one file takes from GET to ledger commit (AWS-FACTS.md's reference: 50 ms at 100 KB)")
@@ -120,7 +134,7 @@ to zero. Prices: pkg/cost/prices.json (dated, us-east-1, arm64).`,
 					return err
 				}
 			}
-			s, err := loadStage(stackName)
+			s, err := loadStage(stackName, wf.set)
 			if err != nil {
 				return err
 			}
@@ -309,7 +323,7 @@ stage's settings (Pulumi.<stack>.yaml) and AWS's limits (AWS-FACTS.md).`,
 			if err != nil {
 				return err
 			}
-			s, err := loadStage(stackName)
+			s, err := loadStage(stackName, wf.set)
 			if err != nil {
 				return err
 			}

@@ -111,14 +111,20 @@ func TestStageDesignByHand(t *testing.T) {
 	assert.Equal(t, []string{"SQS.GetQueueAttributes"}, e.NotBilled)
 	assert.Empty(t, e.Unpriced)
 
-	// The same with the duplicate check only on redelivery: no check time, no reads.
+	// The same with the duplicate check only on redelivery: no check time, and no reads
+	// when the calls were measured checking always.
 	s := devStage(t)
 	s.DuplicateCheck = "redelivery"
-	delete(m.Calls, "DynamoDB.BatchGetItem")
+	m.DuplicateCheck = "always"
 	e = Price(StageDesign(s, million, m), 1_000_000, prices(t))
 	// 0.5 GB × 0.10 s / 10 = 0.005 GB-s a file → 5,000 GB-s × $0.0000133334 = $0.066667
 	assert.InDelta(t, 0.066667, e.Line(LambdaCompute).USD, cent)
 	assert.Zero(t, e.Line(DynamoReads).USD)
+	assert.Contains(t, m.Calls, "DynamoDB.BatchGetItem", "the measurement itself is left alone")
+	// Measured with an unknown setting: the reads measured are what is priced.
+	m.DuplicateCheck = ""
+	e = Price(StageDesign(s, million, m), 1_000_000, prices(t))
+	assert.InDelta(t, 0.125, e.Line(DynamoReads).USD, cent)
 }
 
 // The job path: 100 files a task message of 200 + 100 × 190 = 19,200 B, batches of 10

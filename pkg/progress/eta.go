@@ -83,11 +83,11 @@ func (e *ETA) Rate() float64 {
 }
 
 // Left is the time to reach total at the current rate (0 once done >= total), and
-// false while unknown: nothing observed yet, or no progress for Stall. It is capped at
-// MaxLeft.
+// false while unknown: nothing observed yet, no total yet (a job still listing its
+// first page), or no progress for Stall. It is capped at MaxLeft.
 func (e *ETA) Left(total int64) (time.Duration, bool) {
 	n := len(e.samples)
-	if n == 0 {
+	if n == 0 || total <= 0 {
 		return 0, false
 	}
 	done := e.samples[n-1].done

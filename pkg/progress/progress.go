@@ -71,7 +71,7 @@ func Start(w io.Writer, o Options) *Display {
 	d.p = mpb.New(opts...)
 	d.bar = d.p.New(0, mpb.BarStyle().Lbound("[").Filler("#").Tip("#").Padding(".").Rbound("]"),
 		mpb.BarWidth(24),
-		mpb.PrependDecorators(decor.Percentage(decor.WC{W: 5})),
+		mpb.PrependDecorators(decor.Any(func(st decor.Statistics) string { return percent(st.Current, st.Total) }, decor.WC{W: 4})),
 		mpb.AppendDecorators(decor.Any(func(decor.Statistics) string { return d.text() })),
 	)
 	if o.Logs != nil {
@@ -134,11 +134,16 @@ func (d *Display) Finish(done, total int64, text string) {
 
 // plain is one periodic line: percentage and the caller's text.
 func plain(done, total int64, text string) string {
-	pct := 0.0
+	return percent(done, total) + "  " + text
+}
+
+// percent is done of total, rounded down: 100% only when all is done.
+func percent(done, total int64) string {
+	p := int64(0)
 	if total > 0 {
-		pct = 100 * min(1, float64(done)/float64(total))
+		p = min(100, 100*max(done, 0)/total)
 	}
-	return fmt.Sprintf("%3.0f%%  %s", pct, text)
+	return fmt.Sprintf("%3d%%", p)
 }
 
 // Logs is an io.Writer for log lines: straight to its writer, or above the bar while a

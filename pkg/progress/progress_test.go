@@ -64,6 +64,13 @@ func TestETA(t *testing.T) {
 		assert.Equal(t, MaxLeft, left)
 		assert.Equal(t, "> 99h", FormatLeft(left, ok))
 	})
+	t.Run("no total yet", func(t *testing.T) {
+		var e ETA
+		e.Observe(at(0), 0)
+		e.Observe(at(1), 0)
+		_, ok := e.Left(0)
+		assert.False(t, ok, "a job listing its first page has nothing to estimate against")
+	})
 	t.Run("done or past total", func(t *testing.T) {
 		var e ETA
 		e.Observe(at(0), 0)
@@ -138,3 +145,10 @@ type fakeTerminal struct{ *cupwriter.Writer }
 
 func (fakeTerminal) GetTermSize() (int, int, error) { return 120, 40, nil }
 func (fakeTerminal) IsTerminal() bool               { return true }
+
+func TestPercentRoundsDown(t *testing.T) {
+	assert.Equal(t, " 99%", percent(2990, 3000), "not 100% while 10 are left")
+	assert.Equal(t, "100%", percent(3000, 3000))
+	assert.Equal(t, "  0%", percent(5, 0))
+	assert.Equal(t, "100%", percent(12, 10))
+}
