@@ -143,13 +143,13 @@ to zero. Prices: pkg/cost/prices.json (dated, us-east-1, arm64).`,
 				return err
 			}
 			r := costReport{Stage: s.Name, Files: n, SizeBytes: w.SizeBytes, Path: string(w.Path), CallsSource: measured.Source,
-				Prices: prices.Date + " " + prices.Region + " " + prices.Arch,
-				Stage1: cost.Price(cost.StageDesign(s, w, measured), n, prices), Naive: cost.Price(cost.NaiveDesign(s, w), n, prices),
+				Prices:   prices.Date + " " + prices.Region + " " + prices.Arch,
+				Estimate: cost.Price(cost.StageDesign(s, w, measured), n, prices), Naive: cost.Price(cost.NaiveDesign(s, w), n, prices),
 				Idle: cost.Idle(s, prices)}
 			r.IdleTotal = cost.Total(r.Idle)
 			r.ScalesToZero, r.BreaksScaleToZero = cost.ScaleToZero(r.Idle)
 			r.GoalPerMillion = costGoal
-			r.PerMillion = r.Stage1.Orchestration * 1e6 / float64(n)
+			r.PerMillion = r.Estimate.Orchestration * 1e6 / float64(n)
 			if asJSON {
 				b, err := json.MarshalIndent(r, "", "  ")
 				if err != nil {
@@ -179,7 +179,7 @@ type costReport struct {
 	Path              string          `json:"path"`
 	CallsSource       string          `json:"calls_source"`
 	Prices            string          `json:"prices"`
-	Stage1            cost.Estimate   `json:"estimate"`
+	Estimate          cost.Estimate   `json:"estimate"`
 	Naive             cost.Estimate   `json:"naive"`
 	PerMillion        float64         `json:"orchestration_usd_per_million"`
 	GoalPerMillion    float64         `json:"goal_usd_per_million"`
@@ -207,15 +207,15 @@ func (r costReport) text(out io.Writer, s workload.Stage, w workload.Workload) e
 		fmt.Fprintf(tw, "%s\t%22s\t%9s\t%22s\t%9s\n", name, u1, usd1, u2, usd2)
 	}
 	row("for "+count(r.Files)+" files", r.Stage+": units", "$", "naive design: units", "$")
-	for i, l := range r.Stage1.Lines {
+	for i, l := range r.Estimate.Lines {
 		nl := r.Naive.Lines[i]
 		row(l.Service, units(l.Units)+" "+l.Unit, cost.FormatUSD(l.USD), units(nl.Units)+" "+nl.Unit, cost.FormatUSD(nl.USD))
 	}
-	row("orchestration", "", cost.FormatUSD(r.Stage1.Orchestration), "", cost.FormatUSD(r.Naive.Orchestration))
-	row(r.Stage1.Outputs.Service, units(r.Stage1.Outputs.Units)+" requests", cost.FormatUSD(r.Stage1.Outputs.USD),
+	row("orchestration", "", cost.FormatUSD(r.Estimate.Orchestration), "", cost.FormatUSD(r.Naive.Orchestration))
+	row(r.Estimate.Outputs.Service, units(r.Estimate.Outputs.Units)+" requests", cost.FormatUSD(r.Estimate.Outputs.USD),
 		units(r.Naive.Outputs.Units)+" requests", cost.FormatUSD(r.Naive.Outputs.USD))
-	row("with the outputs", "", cost.FormatUSD(r.Stage1.Orchestration+r.Stage1.Outputs.USD), "", cost.FormatUSD(r.Naive.Orchestration+r.Naive.Outputs.USD))
-	row(r.Stage1.Ingest.Service, units(r.Stage1.Ingest.Units)+" requests", "("+cost.FormatUSD(r.Stage1.Ingest.USD)+")",
+	row("with the outputs", "", cost.FormatUSD(r.Estimate.Orchestration+r.Estimate.Outputs.USD), "", cost.FormatUSD(r.Naive.Orchestration+r.Naive.Outputs.USD))
+	row(r.Estimate.Ingest.Service, units(r.Estimate.Ingest.Units)+" requests", "("+cost.FormatUSD(r.Estimate.Ingest.USD)+")",
 		units(r.Naive.Ingest.Units)+" requests", "("+cost.FormatUSD(r.Naive.Ingest.USD)+")")
 	if err := tw.Flush(); err != nil {
 		return err
@@ -227,11 +227,11 @@ func (r costReport) text(out io.Writer, s workload.Stage, w workload.Workload) e
 	fmt.Fprintf(out, "\norchestration per million files: %s (goal <= %s: %s); naive %s\n", cost.FormatUSD(r.PerMillion), cost.FormatUSD(r.GoalPerMillion), verdict,
 		cost.FormatUSD(r.Naive.Orchestration*1e6/float64(r.Files)))
 	fmt.Fprintln(out, "AWS-FACTS.md's reference (1M x 100 KB, 512 MB, 50 ms a file): naive ~$4.0, tuned ~$1.9, floor ~$1.2.")
-	if len(r.Stage1.NotBilled) > 0 {
-		fmt.Fprintf(out, "not billed by AWS as such: %s (the local mapping's depth polls)\n", strings.Join(r.Stage1.NotBilled, ", "))
+	if len(r.Estimate.NotBilled) > 0 {
+		fmt.Fprintf(out, "not billed by AWS as such: %s (the local mapping's depth polls)\n", strings.Join(r.Estimate.NotBilled, ", "))
 	}
-	if len(r.Stage1.Unpriced) > 0 {
-		fmt.Fprintf(out, "NOT PRICED (no rule in pkg/cost): %s\n", strings.Join(r.Stage1.Unpriced, ", "))
+	if len(r.Estimate.Unpriced) > 0 {
+		fmt.Fprintf(out, "NOT PRICED (no rule in pkg/cost): %s\n", strings.Join(r.Estimate.Unpriced, ", "))
 	}
 
 	fmt.Fprintf(out, "\nidle: what stage %s costs per month with no files\n", r.Stage)

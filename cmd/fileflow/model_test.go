@@ -21,7 +21,7 @@ func TestCostCommand(t *testing.T) {
 	assert.EqualValues(t, 1_000_000, r.Files)
 	assert.EqualValues(t, 100_000, r.SizeBytes)
 	assert.Equal(t, "naive", r.Naive.Design)
-	assert.Greater(t, r.Naive.Orchestration, r.Stage1.Orchestration)
+	assert.Greater(t, r.Naive.Orchestration, r.Estimate.Orchestration)
 	assert.False(t, r.ScalesToZero)
 	assert.Contains(t, r.BreaksScaleToZero, "provisioned concurrency (worker)")
 	assert.Contains(t, r.BreaksScaleToZero, "CloudWatch alarms", "counted from the plan")
