@@ -40,7 +40,8 @@ test: servers
 
 ## test-unit: the fast tests that need no server
 test-unit:
-	$(GO) test -count=1 ./pkg/task/ ./pkg/retry/ ./pkg/process/ ./pkg/upload/ ./pkg/worker/ ./pkg/pipeline/ ./pkg/policy/ ./pkg/stage/
+	$(GO) test -count=1 ./pkg/task/ ./pkg/retry/ ./pkg/process/ ./pkg/upload/ ./pkg/worker/ ./pkg/pipeline/ ./pkg/policy/ ./pkg/stage/ \
+		./pkg/workload/ ./pkg/cost/ ./pkg/capacity/ ./pkg/progress/
 
 ## bench: benchmarks (medians: run with COUNT=6 and compare with benchstat)
 COUNT ?= 1

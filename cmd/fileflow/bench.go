@@ -27,7 +27,7 @@ type benchFlags struct {
 }
 
 func (f *benchFlags) add(cmd *cobra.Command) {
-	cmd.Flags().IntVar(&f.files, "files", 5000, "files (1 KB to a few KB each, as in `fileflow dev`)")
+	cmd.Flags().IntVar(&f.files, "files", 5000, "files (1 KB to a few KB each, as in fileflow dev)")
 	cmd.Flags().IntVar(&f.concurrency, "concurrency", 32, "raw loop goroutines")
 	cmd.Flags().BoolVar(&f.meter, "meter", false, "count the functions' API calls through proxies (costs CPU)")
 	cmd.Flags().StringToStringVar(&f.set, "set", nil, "override fileflow:* settings of the dev stage, e.g. --set fileflow:workerMaxConcurrency=4")

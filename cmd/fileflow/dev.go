@@ -15,6 +15,7 @@ import (
 	"github.com/fileflow/fileflow/pkg/jobctl"
 	"github.com/fileflow/fileflow/pkg/local/demo"
 	"github.com/fileflow/fileflow/pkg/local/devstack"
+	"github.com/fileflow/fileflow/pkg/progress"
 )
 
 func devCmd() *cobra.Command {
@@ -36,7 +37,9 @@ func devCmd() *cobra.Command {
 			if asJSON && !verbose {
 				logLevel = slog.LevelWarn
 			}
-			log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: logLevel}))
+			// Log lines go above the progress bar while it runs, never through it.
+			logs := progress.NewLogs(errOut)
+			log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: logLevel}))
 			root, err := moduleRoot()
 			if err != nil {
 				return err
@@ -55,12 +58,12 @@ func devCmd() *cobra.Command {
 			}
 			defer st.Stop()
 			fmt.Fprintf(errOut, "fileflow dev: up in %.1fs; function logs: %s\n", time.Since(began).Seconds(), fnLogPath)
-			var progress io.Writer
+			var progressOut io.Writer
 			if !asJSON {
-				progress = errOut
+				progressOut = errOut
 			}
 			fs := demo.Generate(demo.Options{Files: files, PoisonEvery: poisonEvery, Duplicates: duplicates, Seed: uint64(time.Now().UnixNano())})
-			sum, err := demo.Run(ctx, st, fs, demo.Options{Files: files, Timeout: timeout, Progress: progress, Burst: burst})
+			sum, err := demo.Run(ctx, st, fs, demo.Options{Files: files, Timeout: timeout, Progress: progressOut, Logs: logs, Burst: burst})
 			if err != nil {
 				return err
 			}
@@ -82,6 +85,7 @@ func devCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				c.Logs = logs
 				ingest := "s3://" + st.Resources.IngestBucket + "/demo/"
 				fmt.Fprintf(out, "\nfileflow submit --local --prefix %s --watch\n", ingest)
 				id, err := c.Submit(ctx, job.Spec{Kind: job.KindPrefix, Bucket: st.Resources.IngestBucket, Key: "demo/"})

@@ -23,9 +23,9 @@ type targetFlags struct {
 }
 
 func (f *targetFlags) add(cmd *cobra.Command) {
-	cmd.Flags().BoolVar(&f.local, "local", false, "the local stack started by `fileflow dev --keep`")
-	cmd.Flags().StringVar(&f.outputs, "outputs", "", "a deployed stack's outputs: the file `pulumi stack output --json` wrote")
-	cmd.Flags().StringVar(&f.stack, "stack", "", "a deployed stack: read its outputs with `pulumi stack output --json --stack NAME`")
+	cmd.Flags().BoolVar(&f.local, "local", false, "the local stack started by fileflow dev --keep")
+	cmd.Flags().StringVar(&f.outputs, "outputs", "", "`FILE` holding a deployed stack's outputs, as pulumi stack output --json writes them")
+	cmd.Flags().StringVar(&f.stack, "stack", "", "a deployed stack `NAME`: its outputs are read with pulumi stack output --json --stack NAME")
 }
 
 func (f *targetFlags) client(ctx context.Context) (*jobctl.Client, error) {

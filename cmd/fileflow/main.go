@@ -38,7 +38,7 @@ func root() *cobra.Command {
 		SilenceErrors: true,
 	}
 	cmd.AddCommand(serversCmd(), packageCmd(), planCmd(), docsCmd(), devCmd(), benchCmd(),
-		submitCmd(), watchCmd(), statusCmd(), cancelCmd())
+		submitCmd(), watchCmd(), statusCmd(), cancelCmd(), costCmd(), capacityCmd())
 	return cmd
 }
 

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/progress"
 )
 
 // Target is a running fileflow stack: where jobs go and where their state is.
@@ -130,6 +130,8 @@ type Client struct {
 	DB     *ledger.Store
 	SQS    *sqs.Client
 	Engine *job.Engine
+	// Logs, if set, are printed above Watch's progress bar.
+	Logs *progress.Logs
 }
 
 // New builds the clients: for a local target with its endpoints and keys, otherwise
@@ -244,35 +246,29 @@ func user() string {
 	return "fileflow cancel"
 }
 
-// Watch prints a live progress line every interval until the job is done (or ctx
-// ends): listed, done, failed, rate and ETA.
+// Watch shows the job's progress every interval until it is done (or ctx ends): a live
+// bar on a terminal, with c.Logs printed above it, else a plain line every few seconds;
+// listed, done, failed, rate and ETA.
 func (c *Client) Watch(ctx context.Context, id string, w io.Writer, interval time.Duration) (Status, error) {
-	var last Status
-	var lastAt time.Time
-	rate := 0.0
+	d := progress.Start(w, progress.Options{Logs: c.Logs})
+	var eta progress.ETA
 	for {
 		s, err := c.Status(ctx, id)
 		if err != nil {
+			d.Finish(0, 0, err.Error())
 			return s, err
 		}
-		now := time.Now()
-		if !lastAt.IsZero() {
-			inst := float64(finished(s)-finished(last)) / now.Sub(lastAt).Seconds()
-			if rate == 0 {
-				rate = inst
-			} else {
-				rate = 0.7*rate + 0.3*inst
-			}
-		}
-		fmt.Fprintf(w, "\r%s", Line(s, rate))
+		eta.Observe(time.Now(), finished(s))
+		left, known := eta.Left(s.Counts.Listed)
+		text := Line(s, eta.Rate(), left, known)
 		if s.Done() {
-			fmt.Fprintln(w)
+			d.Finish(finished(s), s.Counts.Listed, text)
 			return s, nil
 		}
-		last, lastAt = s, now
+		d.Update(finished(s), s.Counts.Listed, text)
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(w)
+			d.Finish(finished(s), s.Counts.Listed, text)
 			return s, ctx.Err()
 		case <-time.After(interval):
 		}
@@ -281,26 +277,17 @@ func (c *Client) Watch(ctx context.Context, id string, w io.Writer, interval tim
 
 func finished(s Status) int64 { return s.Counts.Finished() }
 
-// Line is one progress line: a bar, listed, done, failed, rate, ETA.
-func Line(s Status, rate float64) string {
-	const width = 24
-	done := finished(s)
-	frac := 0.0
-	if s.Counts.Listed > 0 {
-		frac = math.Min(1, float64(done)/float64(s.Counts.Listed))
-	}
-	bar := strings.Repeat("#", int(frac*width)) + strings.Repeat(".", width-int(frac*width))
-	eta := "—"
-	switch {
-	case s.Status != string(ledger.JobRunning):
+// Line is the text beside the progress bar: listed, done, failed, rate and the time
+// left (the job's status once it has ended; "—" while unknown).
+func Line(s Status, rate float64, left time.Duration, known bool) string {
+	eta := progress.FormatLeft(left, known)
+	if s.Status != string(ledger.JobRunning) {
 		eta = s.Status
-	case rate > 0 && s.Counts.Listed > done:
-		eta = (time.Duration(float64(s.Counts.Listed-done)/rate) * time.Second).Round(time.Second).String()
 	}
 	listing := ""
-	if s.Status == string(ledger.JobRunning) && s.Counts.Outstanding() > 0 && s.Counts.Listed == done {
+	if s.Status == string(ledger.JobRunning) && s.Counts.Outstanding() > 0 && s.Counts.Listed == finished(s) {
 		listing = " (listing…)"
 	}
-	return fmt.Sprintf("[%s] %3.0f%%  listed %d%s  done %d  failed %d  %.0f files/s  ETA %s   ",
-		bar, 100*frac, s.Counts.Listed, listing, s.Counts.Succeeded, s.Counts.Failed, rate, eta)
+	return fmt.Sprintf("listed %d%s  done %d  failed %d  %.0f files/s  ETA %s",
+		s.Counts.Listed, listing, s.Counts.Succeeded, s.Counts.Failed, rate, eta)
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/fileflow/fileflow/pkg/local"
 	"github.com/fileflow/fileflow/pkg/local/bridge"
 	"github.com/fileflow/fileflow/pkg/local/devstack"
+	"github.com/fileflow/fileflow/pkg/progress"
 	"github.com/fileflow/fileflow/pkg/task"
 )
 
@@ -57,7 +58,9 @@ type Options struct {
 	Prefix      string // key prefix (default "demo/")
 	Concurrency int    // upload concurrency (default 16)
 	Timeout     time.Duration
-	Progress    io.Writer // a live progress line; nil: none
+	Progress    io.Writer // a live progress bar (plain lines if not a terminal); nil: none
+	// Logs, if set, are printed above the progress bar while it runs.
+	Logs *progress.Logs
 	// Burst uploads everything first, then resumes the stack's (paused) mappings and
 	// measures the drain: the orchestration's throughput without the uploader's limits.
 	Burst bool
@@ -276,7 +279,7 @@ func Run(ctx context.Context, st *devstack.Stack, files []*File, o Options) (Sum
 	st.Calls.Reset()
 	start := time.Now()
 	var uploaded atomic.Int64
-	stopProgress := progress(o.Progress, st, len(files), &uploaded, start)
+	stopProgress := showProgress(o.Progress, o.Logs, st, len(files), &uploaded)
 	defer stopProgress()
 
 	// Upload with bounded concurrency.
@@ -563,11 +566,14 @@ func unmarshal(item map[string]ddbtypes.AttributeValue, r *ledger.Record) error 
 	return nil
 }
 
-// progress draws a live line until the returned func is called.
-func progress(w io.Writer, st *devstack.Stack, total int, uploaded *atomic.Int64, start time.Time) func() {
+// showProgress shows a live bar (or plain lines, when w is not a terminal) until the
+// returned func is called.
+func showProgress(w io.Writer, logs *progress.Logs, st *devstack.Stack, total int, uploaded *atomic.Int64) func() {
 	if w == nil {
 		return func() {}
 	}
+	d := progress.Start(w, progress.Options{Logs: logs})
+	var eta progress.ETA
 	done := make(chan struct{})
 	var once sync.Once
 	var wg sync.WaitGroup
@@ -577,30 +583,28 @@ func progress(w io.Writer, st *devstack.Stack, total int, uploaded *atomic.Int64
 		t := time.NewTicker(250 * time.Millisecond)
 		defer t.Stop()
 		for {
+			n, text := progressLine(st, total, uploaded, &eta)
 			select {
 			case <-done:
-				draw(w, st, total, uploaded, start)
-				fmt.Fprintln(w)
+				d.Finish(n, int64(total), text)
 				return
 			case <-t.C:
-				draw(w, st, total, uploaded, start)
+				d.Update(n, int64(total), text)
 			}
 		}
 	}()
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
-func draw(w io.Writer, st *devstack.Stack, total int, uploaded *atomic.Int64, start time.Time) {
+func progressLine(st *devstack.Stack, total int, uploaded *atomic.Int64, eta *progress.ETA) (int64, string) {
 	ok := int(st.Metrics.Get("FilesSucceeded"))
 	failed := int(st.Metrics.Get("FilesFailed"))
 	up := int(uploaded.Load())
-	inFlight := max(0, up-ok-failed)
 	done := min(total, ok+failed)
-	const width = 30
-	bar := strings.Repeat("█", done*width/max(total, 1)) + strings.Repeat("░", width-done*width/max(total, 1))
-	rate := float64(done) / max(time.Since(start).Seconds(), 0.001)
-	fmt.Fprintf(w, "\r%s %d/%d  succeeded %d  failed %d  in flight %d  environments %d  %.0f files/s   ",
-		bar, done, total, ok, failed, inFlight, st.Stats().Environments, rate)
+	eta.Observe(time.Now(), int64(done))
+	left, known := eta.Left(int64(total))
+	return int64(done), fmt.Sprintf("%d/%d  succeeded %d  failed %d  in flight %d  environments %d  %.0f files/s  ETA %s",
+		done, total, ok, failed, max(0, up-ok-failed), st.Stats().Environments, eta.Rate(), progress.FormatLeft(left, known))
 }
 
 // JSON renders the summary.

@@ -27,11 +27,13 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go/logging"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/fileflow/fileflow/pkg/build"
@@ -282,7 +284,12 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if st.Servers, err = local.Start(ctx, local.Options{CacheDir: o.CacheDir}); err != nil {
 		return nil, err
 	}
-	if st.AWS, err = st.Servers.AWSConfig(ctx); err != nil {
+	// The SDK's own warnings go to the stack's log (not straight to stderr, where they
+	// would tear a progress bar).
+	sdkLog := logging.LoggerFunc(func(c logging.Classification, format string, v ...any) {
+		st.log.Warn("aws-sdk: "+fmt.Sprintf(format, v...), "class", string(c))
+	})
+	if st.AWS, err = st.Servers.AWSConfig(ctx, config.WithLogger(sdkLog)); err != nil {
 		return nil, err
 	}
 	st.S3Direct, st.SQS, st.DynamoDB = st.Servers.S3Client(st.AWS), st.Servers.SQSClient(st.AWS), st.Servers.DynamoDBClient(st.AWS)
