@@ -2,7 +2,6 @@ package job
 
 import (
 	"bytes"
-	"slices"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -10,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -86,7 +86,9 @@ func (e *Engine) WritePart(ctx context.Context, jobID, part string, lines []Line
 	return nil
 }
 
-func (e *Engine) partKey(jobID, part string) string { return e.ReportPrefix(jobID) + "parts/" + part + ".csv" }
+func (e *Engine) partKey(jobID, part string) string {
+	return e.ReportPrefix(jobID) + "parts/" + part + ".csv"
+}
 
 // removePart deletes a part that was not counted (best effort).
 func (e *Engine) removePart(ctx context.Context, jobID, part string) {

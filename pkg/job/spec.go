@@ -68,8 +68,12 @@ func IsSpecKey(key string) bool {
 	return strings.HasPrefix(key, SpecPrefix) && strings.HasSuffix(key, ".json")
 }
 
-// DefaultShards spreads a job's counters over 8 items: ~8,000 settlements/s on AWS,
-// each of up to 1,000 files.
+// DefaultShards spreads a job's counters over 8 items, so no single item caps a job
+// (DynamoDB allows ~1,000 writes/s per item). All of a job's items (its record, shards
+// and task markers) share one partition key, J#<job>, and so one partition's 1,000
+// WCU/s until DynamoDB splits it for heat; a settlement is 2 WCU per item for ~4 items
+// (marker, parent check, shard, job check) and counts a worker batch of up to 1,000
+// files — some 40,000 files/s per job before a split (fileflow capacity).
 const DefaultShards = 8
 
 // DefaultFilesPerTask is the files per task message unless the spec says otherwise.

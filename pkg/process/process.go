@@ -12,6 +12,7 @@ package process
 
 import (
 	"bufio"
+	"compress/flate"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
@@ -295,8 +296,9 @@ func (g *gunzipReader) Read(p []byte) (int, error) {
 }
 
 func corrupt(err error) error {
+	var inflate flate.CorruptInputError
 	if errors.Is(err, gzip.ErrHeader) || errors.Is(err, gzip.ErrChecksum) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		strings.Contains(err.Error(), "flate") {
+		errors.As(err, &inflate) {
 		return failure.New(failure.Corrupt, fmt.Errorf("gunzip: corrupt gzip stream: %w", err))
 	}
 	return err // a read error from the source: not the file's fault
