@@ -7,6 +7,7 @@ package itest
 // invariant it breaks.
 
 import (
+	"archive/zip"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -510,4 +511,105 @@ func TestReview2_CopySentToRepeatTheCheckIsAcknowledgedUnchecked(t *testing.T) {
 	s.deliver(tasksQueue, again[0])
 	s.drain()
 	assert.Equal(t, ledger.JobComplete, s.jobRecord(id).Status, "the copy sent to repeat the check completes the job")
+}
+
+// Finding R2-13 — every job finishes, broken by a restore that can never succeed: the
+// job's task goes to the dead-letter queue.
+//
+// supersede always restores (the first review's fix). When the output holds this
+// superseded revision and the key's newest revision SUCCEEDED, restore processes the
+// newest revision again — from its source. If that source is gone (deleted after it was
+// processed: a drop-and-delete ingest, the ingest bucket's expiry) the GET fails for
+// good, restore errs, and the item is left pending on every receive: no last-receive
+// rule applies (giveUp covers only files never started), so the job's task message is
+// dead-lettered and its job stays RUNNING — and the key's output stays the OLDER
+// revision's under the newer record.
+//
+// Interleaving: a prefix job lists k at A; its task reads A; k is overwritten (B), B's
+// event processed (record B, output B), and k deleted; the task's upload of A lands,
+// its commit finds B: A is not current -> superseded -> restore -> GET B: NoSuchKey.
+func TestReview2_RestoreThatCannotReadTheNewestRevisionDeadLettersTheJobsTask(t *testing.T) {
+	s := newStack(t)
+	s.put("rd/k.txt", "AAAA")
+	etagA := s.etag("rd/k.txt")
+	id := s.submit(job.Spec{Kind: job.KindPrefix, Key: "rd/"})
+	s.deliver(jobsQueue, s.q.pop(jobsQueue))
+	tasks := s.q.take(tasksQueue)
+	require.Len(t, tasks, 1)
+
+	var fired atomic.Bool
+	hooked := &s3Hooks{Client: s.s3}
+	hooked.get = func(ctx context.Context, in *s3.GetObjectInput, next func() (*s3.GetObjectOutput, error)) (*s3.GetObjectOutput, error) {
+		if aws.ToString(in.Key) != "rd/k.txt" || aws.ToString(in.IfMatch) != `"`+etagA+`"` || fired.Swap(true) {
+			return next()
+		}
+		out, err := buffered(next())
+		s.put("rd/k.txt", "BBBB")
+		s.deliverTo(s.worker, s.s3Event("rd/k.txt", s.etag("rd/k.txt"), "0000000000000000E2"))
+		s.del("rd/k.txt") // processed, then removed from the ingest bucket
+		return out, err
+	}
+	w := s.workerOver(hooked)
+	s.deliverTo(w, tasks[0])
+	require.True(t, fired.Load())
+	for m := s.q.pop(tasksQueue); m != nil; m = s.q.pop(tasksQueue) {
+		s.deliverTo(w, m)
+	}
+	s.drain()
+	j := s.jobRecord(id)
+	stuck := len(s.q.dlq[tasksQueue+"-dlq"])
+	got, rev, _ := s.output("rd/k.txt")
+	t.Logf("the key's output: %q (revision %s); its record: B", got, rev)
+	assert.False(t, j.Status == ledger.JobRunning && stuck > 0,
+		"a job's task is never dead-lettered for a follow-up failure (status %s, %d in the tasks DLQ)", j.Status, stuck)
+}
+
+// zipWith stores a zip of the named entries at key.
+func (s *stack) zipWith(key string, entries ...string) {
+	s.t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for i := 0; i < len(entries); i += 2 {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: entries[i], Method: zip.Deflate})
+		require.NoError(s.t, err)
+		_, err = w.Write([]byte(entries[i+1]))
+		require.NoError(s.t, err)
+	}
+	require.NoError(s.t, zw.Close())
+	s.put(key, buf.String())
+}
+
+// Finding R2-14 — superseded counted apart assumes the newer revision "is processed on
+// its own (its S3 event)"; an archive member has no event.
+//
+// An archive job's members are pinned to the archive's ETag. The archive is overwritten
+// while the job runs: the members not yet processed fail their GET (If-Match) and are
+// recorded SUPERSEDED, counted apart, not against the tolerance — and the job, even
+// with tolerate 0, is COMPLETE. But nothing processes the newer archive's members (no
+// S3 event names a member; the first review's "current content" fix excludes members):
+// of the archive's two members one has an output of the old archive, the other none.
+// README: "If the zip is overwritten while its members run, the newest archive's
+// members win, as for any file".
+func TestReview2_ArchiveOverwrittenMidJobCompletesWithMembersNeverProcessed(t *testing.T) {
+	s := newStack(t)
+	s.zipWith("za/a.zip", "x.txt", "x of archive A", "y.txt", "y of archive A")
+	id := s.submit(job.Spec{Kind: job.KindArchive, Key: "za/a.zip", FilesPerTask: 1, Tolerate: "0"})
+	s.deliver(jobsQueue, s.q.pop(jobsQueue))
+	tasks := s.q.take(tasksQueue)
+	require.Len(t, tasks, 2)
+	s.deliver(tasksQueue, tasks[0])
+	s.zipWith("za/a.zip", "x.txt", "x of archive B", "y.txt", "y of archive B") // overwritten mid-job
+	s.deliver(tasksQueue, tasks[1])
+	s.drain()
+
+	j := s.jobRecord(id)
+	var missing []string
+	for _, name := range []string{"x.txt", "y.txt"} {
+		if _, _, ok := s.output("za/a.zip!/" + name); !ok {
+			missing = append(missing, name)
+		}
+	}
+	t.Logf("job %s (%d succeeded, %d failed, %d superseded); members without an output: %v", j.Status, j.Final.Succeeded, j.Final.Failed, j.Final.Superseded, missing)
+	assert.False(t, j.Status == ledger.JobComplete && len(missing) > 0,
+		"a COMPLETE archive job (tolerate 0) leaves no member of its archive unprocessed: %v have no output, and nothing will process them", missing)
 }
