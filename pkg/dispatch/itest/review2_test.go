@@ -613,3 +613,50 @@ func TestReview2_ArchiveOverwrittenMidJobCompletesWithMembersNeverProcessed(t *t
 	assert.False(t, j.Status == ledger.JobComplete && len(missing) > 0,
 		"a COMPLETE archive job (tolerate 0) leaves no member of its archive unprocessed: %v have no output, and nothing will process them", missing)
 }
+
+// Finding R2-15 — nothing lost / tolerance, broken by record(): the CURRENT content of
+// a key that fails for good is recorded SUPERSEDED by an older revision.
+//
+// commit() sorts out an OtherRevisionError with the conditional HEAD (current() ->
+// Over). record(), for a permanent failure, does not: "Another revision holds the key;
+// this one's failure is kept beside it" -> supersede(head). Where skipDone did not set
+// Over — an unpinned manifest row (its revision comes from its GET), the
+// FILEFLOW_DUPLICATE_CHECK=redelivery mode on a first receive, a head that appeared
+// after the lookup — a current revision that is corrupt or rejected is recorded
+// "superseded by revision <older one>", counted Superseded (not a failure, not against
+// the tolerance), and the key's record keeps the older revision as SUCCEEDED.
+//
+// Interleaving (dev rules, default duplicate check): k.gz = X (valid gzip), processed
+// by its event. k.gz = A (not gzip). A manifest job (tolerate 0) names "bucket,k.gz":
+// its GET reads A, gunzip fails (CorruptContent, permanent), the FAILED write meets X's
+// record: A is recorded SUPERSEDED by X, and the job is COMPLETE with no failure.
+func TestReview2_CurrentContentThatFailsIsRecordedSupersededByAnOlderRevision(t *testing.T) {
+	s := newStack(t)
+	rules, err := process.ParseRules([]byte(`[{"suffix":".gz","processors":["gunzip","checksum"]},{"processors":["checksum","detect","copy"]}]`), process.Builtins())
+	require.NoError(t, err)
+	w := s.workerWith(s.s3, s.store, rules)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte("revision X"))
+	require.NoError(t, zw.Close())
+	s.put("um/k.gz", gz.String())
+	s.deliverTo(w, s.s3Event("um/k.gz", s.etag("um/k.gz"), "0000000000000000F1"))
+	s.put("um/k.gz", "revision A is not gzip") // the current content: corrupt
+	etagA := s.etag("um/k.gz")
+	s.put("um/manifest.csv", s.in+",um/k.gz\n")
+	id := s.submit(job.Spec{Kind: job.KindManifest, Key: "um/manifest.csv", Tolerate: "0"})
+	s.deliver(jobsQueue, s.q.pop(jobsQueue))
+	for m := s.q.pop(tasksQueue); m != nil; m = s.q.pop(tasksQueue) {
+		s.deliverTo(w, m)
+	}
+	s.drain()
+
+	j := s.jobRecord(id)
+	sup, ok := s.record("um/k.gz", "superseded#e:"+etagA)
+	if ok {
+		t.Logf("A is recorded %s: %s", sup.Status, sup.Reason)
+	}
+	assert.Equal(t, ledger.JobFailed, j.Status, "the current content failed for good: over a tolerance of 0 (counts %+v)", j.Final)
+	rec, _ := s.record("um/k.gz", "")
+	assert.Equal(t, etagA, rec.ETag, "the key's record must say its current content failed, not hold the older revision as SUCCEEDED")
+}
