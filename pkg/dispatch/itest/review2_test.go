@@ -14,6 +14,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,6 +158,9 @@ func TestReview2_OlderRevisionCommittedFirstKeepsItsOutputUnderTheNewerRecord(t 
 	}
 	workerB := s.workerWith(s.s3, gate, nil)
 	doneB := make(chan error, 1)
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
 
 	var fired atomic.Bool
 	hooked := &s3Hooks{Client: s.s3}
@@ -171,7 +175,11 @@ func TestReview2_OlderRevisionCommittedFirstKeepsItsOutputUnderTheNewerRecord(t 
 			_, err := s.handle(workerB, s.s3Event("n/k.txt", etagB, "0000000000000000A2"))
 			doneB <- err
 		}()
-		<-reached // B's output is in place, B's commit pending
+		select { // B's output is in place, B's commit pending
+		case <-reached:
+		case <-time.After(30 * time.Second):
+			return nil, errors.New("test: B never reached its commit")
+		}
 		got, _, _ := s.output("n/k.txt")
 		require.Equal(t, "BBBB", got)
 		return out, err // A's upload lands now, then A commits
@@ -180,7 +188,7 @@ func TestReview2_OlderRevisionCommittedFirstKeepsItsOutputUnderTheNewerRecord(t 
 	require.True(t, fired.Load())
 	rec, _ := s.record("n/k.txt", "")
 	require.Equal(t, etagA, rec.ETag, "A committed first")
-	close(release) // B commits now
+	unblock() // B commits now
 	require.NoError(t, <-doneB)
 	s.drain()
 
