@@ -325,6 +325,10 @@ func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) job.Acti
 			// reason, rather than hang with a task in the DLQ.
 			reason := fmt.Sprintf("fan-out task %s (%s) failed on receive %d: %v", p.TaskID, p.Step, receive, err)
 			if ferr := h.jobs.Fail(ctx, j.ID, reason); ferr != nil {
+				if receive >= h.cfg.MaxReceiveCount {
+					// Never to the DLQ, where its job would wait for it: sent again to fail it.
+					return job.Again(CheckWait, "fail job: "+ferr.Error())
+				}
 				return h.retryAfter(rec, errors.Join(err, ferr))
 			}
 			h.log.ErrorContext(ctx, "job failed by its fan-out task", "job_id", j.ID, "reason", reason)

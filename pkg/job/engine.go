@@ -22,6 +22,7 @@ import (
 // Ledger is the part of the ledger store the engine calls.
 type Ledger interface {
 	GetJob(ctx context.Context, id string) (ledger.Job, bool, error)
+	Get(ctx context.Context, k ledger.Key) (ledger.Record, bool, error)
 	Settle(ctx context.Context, now time.Time, all []ledger.Settlement) ([]ledger.Outcome, error)
 	TaskState(ctx context.Context, jobID, taskID, parent, parentRun string) (ledger.Outcome, error)
 	JobSnapshot(ctx context.Context, id string, shards int) (ledger.Snapshot, error)
@@ -43,6 +44,7 @@ type Objects interface {
 	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
 	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
 	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+	CopyObject(context.Context, *s3.CopyObjectInput, ...func(*s3.Options)) (*s3.CopyObjectOutput, error)
 	UploadPartCopy(context.Context, *s3.UploadPartCopyInput, ...func(*s3.Options)) (*s3.UploadPartCopyOutput, error)
 }
 

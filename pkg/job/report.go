@@ -375,31 +375,55 @@ func (e *Engine) merge(ctx context.Context, j ledger.Job, spec Spec, parts []spl
 			return "", fmt.Errorf("job %s: split parts are not 0..%d of one output (part %d is %s)", j.ID, len(parts)-1, i, p.key)
 		}
 	}
-	bucket, key := parts[0].bucket, parts[0].merged
-	// The merged output is the split file's output only if the file is still the
-	// revision the parts were cut from; if it changed since, the newer revision is the
-	// key's (its own event processes it), and the merge goes beside the parts.
+	// The parts are merged beside them first, then the merge is promoted to the split
+	// file's output key — only while the file, its ledger record and that output are
+	// still the parts' revision (see promote). Otherwise the newer revision is the key's
+	// (processed by its own event) and the merge stays beside the parts.
+	bucket, target := parts[0].bucket, parts[0].merged
+	temp := strings.TrimSuffix(parts[0].key, fmt.Sprintf("/%05d", parts[0].n)) + "/merged"
 	current, rev, err := e.splitStillCurrent(ctx, spec, parts[0])
 	if err != nil {
 		return "", fmt.Errorf("job %s: merge: %w", j.ID, err)
 	}
-	if !current {
-		key = strings.TrimSuffix(parts[0].key, fmt.Sprintf("/%05d", parts[0].n)) + "/merged"
-		e.log().WarnContext(ctx, "the split file changed since the job was planned: merged beside its parts, not over the key's output",
-			"job_id", j.ID, "source", spec.Source(), "parts_of", rev, "merged", "s3://"+bucket+"/"+key)
-	}
 	meta := map[string]string{"fileflow-job": j.ID, "fileflow-source": url.PathEscape(spec.Bucket + "/" + spec.Key),
 		"fileflow-parts": strconv.Itoa(len(parts)), task.MetaRevision: rev}
-	copied, err := e.mergeByCopy(ctx, bucket, key, parts, meta)
+	size, err := e.mergeInto(ctx, j, bucket, temp, parts, meta)
 	if err != nil {
-		return "", fmt.Errorf("job %s: merge %d parts into s3://%s/%s by copy: %w", j.ID, len(parts), bucket, key, err)
+		return "", err
+	}
+	if current {
+		promoted, why, err := e.promote(ctx, spec, rev, bucket, temp, target, size)
+		if err != nil {
+			return "", fmt.Errorf("job %s: promote the merge to s3://%s/%s: %w", j.ID, bucket, target, err)
+		}
+		if promoted {
+			if _, err := e.Objects.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(temp)}); err != nil {
+				e.log().WarnContext(ctx, "cannot remove the merge beside the parts; the bucket's expiry will", "key", temp, "error", err)
+			}
+			return "s3://" + bucket + "/" + target, nil
+		}
+		e.log().WarnContext(ctx, "the split file's output is another revision's: the merge stays beside its parts", "job_id", j.ID, "why", why,
+			"merged", "s3://"+bucket+"/"+temp)
+	} else {
+		e.log().WarnContext(ctx, "the split file changed since the job was planned: merged beside its parts, not over the key's output",
+			"job_id", j.ID, "source", spec.Source(), "parts_of", rev, "merged", "s3://"+bucket+"/"+temp)
+	}
+	return "s3://" + bucket + "/" + temp, nil
+}
+
+// mergeInto concatenates the parts, in order, into bucket/key: server-side when S3
+// allows it, else streamed. It returns the merged size.
+func (e *Engine) mergeInto(ctx context.Context, j ledger.Job, bucket, key string, parts []splitPart, meta map[string]string) (int64, error) {
+	copied, size, err := e.mergeByCopy(ctx, bucket, key, parts, meta)
+	if err != nil {
+		return 0, fmt.Errorf("job %s: merge %d parts into s3://%s/%s by copy: %w", j.ID, len(parts), bucket, key, err)
 	}
 	if copied {
-		return "s3://" + bucket + "/" + key, nil
+		return size, nil
 	}
 	up, err := upload.New(e.Objects, 0)
 	if err != nil {
-		return "", err
+		return 0, err
 	}
 	pr, pw := io.Pipe()
 	go func() {
@@ -418,14 +442,58 @@ func (e *Engine) merge(ctx context.Context, j ledger.Job, spec Spec, parts []spl
 		}
 		pw.Close()
 	}()
-	_, err = up.Upload(ctx, upload.Object{Bucket: bucket, Key: key, Describe: func() upload.Description {
+	res, err := up.Upload(ctx, upload.Object{Bucket: bucket, Key: key, Describe: func() upload.Description {
 		return upload.Description{Metadata: meta}
 	}}, pr)
 	pr.CloseWithError(err)
 	if err != nil {
-		return "", fmt.Errorf("job %s: merge %d parts into s3://%s/%s: %w", j.ID, len(parts), bucket, key, err)
+		return 0, fmt.Errorf("job %s: merge %d parts into s3://%s/%s: %w", j.ID, len(parts), bucket, key, err)
 	}
-	return "s3://" + bucket + "/" + key, nil
+	return res.Size, nil
+}
+
+// promote copies the merge (server-side) to the split file's output key, if that key
+// still belongs to the parts' revision rev: the key's ledger record is absent or that
+// revision, and the output there is absent or that revision's. The copy is conditional
+// on the output being exactly what was looked at (If-Match / If-None-Match: a newer
+// revision's output that lands meanwhile is never overwritten; S3 checks it, a local
+// server may not). It says why not when it does not promote.
+func (e *Engine) promote(ctx context.Context, spec Spec, rev, bucket, temp, target string, size int64) (bool, string, error) {
+	rec, ok, err := e.Ledger.Get(ctx, ledger.Key{Bucket: spec.Bucket, Key: spec.Key})
+	if err != nil {
+		return false, "", err
+	}
+	splitETag, _ := strings.CutPrefix(rev, "e:")
+	if ok && rec.ETag != splitETag {
+		return false, "the key's record holds revision " + rec.Rev().String(), nil
+	}
+	dest, err := e.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(target)})
+	var api smithy.APIError
+	missing := errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey")
+	if err != nil && !missing {
+		return false, "", err
+	}
+	if !missing && !ok && dest.Metadata[task.MetaRevision] != rev {
+		// No record says whose the output is, and it is not the parts' revision's.
+		return false, "the output is revision " + dest.Metadata[task.MetaRevision] + "'s", nil
+	}
+	if size > upload.MaxCopySize {
+		// One copy cannot: the merge stays beside its parts (S3's 5 GiB copy limit).
+		return false, "the merge is larger than one server-side copy", nil
+	}
+	in := &s3.CopyObjectInput{Bucket: aws.String(bucket), Key: aws.String(target), CopySource: aws.String(upload.CopySource(bucket, temp))}
+	if missing {
+		in.IfNoneMatch = aws.String("*")
+	} else {
+		in.IfMatch = dest.ETag
+	}
+	if _, err := e.Objects.CopyObject(ctx, in); err != nil {
+		if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" {
+			return false, "the output changed while it was promoted", nil
+		}
+		return false, "", err
+	}
+	return true, "", nil
 }
 
 // splitStillCurrent says whether the split file is still the revision its parts were cut
@@ -457,28 +525,28 @@ func (e *Engine) splitStillCurrent(ctx context.Context, spec Spec, first splitPa
 // when S3 allows it: every part but the last at least 5 MiB, none over 5 GiB, at most
 // 10,000. No byte passes through the function, whatever the file's size. It reports
 // false (and does nothing) when the parts do not allow it.
-func (e *Engine) mergeByCopy(ctx context.Context, bucket, key string, parts []splitPart, meta map[string]string) (bool, error) {
+func (e *Engine) mergeByCopy(ctx context.Context, bucket, key string, parts []splitPart, meta map[string]string) (bool, int64, error) {
 	if len(parts) < 2 || len(parts) > upload.MaxParts {
-		return false, nil
+		return false, 0, nil
 	}
 	sizes := make([]int64, len(parts))
 	for i, p := range parts {
 		h, err := e.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(p.bucket), Key: aws.String(p.key)})
 		if err != nil {
-			return false, fmt.Errorf("part %d: %w", p.n, err)
+			return false, 0, fmt.Errorf("part %d: %w", p.n, err)
 		}
 		sizes[i] = aws.ToInt64(h.ContentLength)
 		if (i < len(parts)-1 && sizes[i] < upload.MinPartSize) || sizes[i] > upload.MaxCopySize {
-			return false, nil
+			return false, 0, nil
 		}
 	}
 	mu, err := e.Objects.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key), Metadata: meta})
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
-	abort := func(err error) (bool, error) {
+	abort := func(err error) (bool, int64, error) {
 		_, aerr := e.Objects.AbortMultipartUpload(context.WithoutCancel(ctx), &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: mu.UploadId})
-		return false, errors.Join(err, aerr)
+		return false, 0, errors.Join(err, aerr)
 	}
 	done := make([]s3types.CompletedPart, len(parts))
 	errs := make([]error, len(parts))
@@ -510,5 +578,9 @@ func (e *Engine) mergeByCopy(ctx context.Context, bucket, key string, parts []sp
 	if err != nil {
 		return abort(err)
 	}
-	return true, nil
+	var total int64
+	for _, n := range sizes {
+		total += n
+	}
+	return true, total, nil
 }

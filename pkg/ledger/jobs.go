@@ -273,12 +273,11 @@ func (s *Store) Settle(ctx context.Context, now time.Time, all []Settlement) ([]
 }
 
 // maxSettlements bounds one transaction: 100 items at most; a settlement takes up to
-// two (marker, parent check) and each of its jobs two more (status check, shard), so
-// a transaction of 30 holds up to 5 jobs (chunks closes one early past that).
+// two (marker, parent check) and each of its jobs one more (a shard).
 const maxSettlements = 30
 
-// maxJobsPerTx: 30 settlements × 2 + 5 jobs × 2 = 70, well under 100.
-const maxJobsPerTx = 5
+// maxJobsPerTx: 30 settlements × 2 + 10 jobs = 70, well under 100.
+const maxJobsPerTx = 10
 
 // chunks groups the undecided settlements into transactions that name each item once:
 // a settlement whose marker or parent check would repeat an item already in the
@@ -387,9 +386,13 @@ func (s *Store) settle(ctx context.Context, now time.Time, all []Settlement, par
 		for n, r := range tce.CancellationReasons {
 			switch aws.ToString(r.Code) {
 			case "ConditionalCheckFailed":
+				o := owners[n].onFail
+				if o == UnknownJob && r.Item != nil {
+					o = JobStopped // the shard exists: its job finished
+				}
 				for _, i := range owners[n].settlements {
 					if out[i] == 0 {
-						out[i], decided = owners[n].onFail, true
+						out[i], decided = o, true
 					}
 				}
 			case "TransactionConflict":
@@ -493,24 +496,21 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int) ([]type
 	for _, job := range jobs {
 		a := sums[job]
 		items = append(items, types.TransactWriteItem{Update: &types.Update{
-			TableName:           table,
-			Key:                 jobKey(job, shardSK(rand.IntN(a.shards))),
-			UpdateExpression:    aws.String("ADD expected :e, done :d, listed :l, succeeded :s, failed :f, superseded :x, bytes :b"),
-			ConditionExpression: aws.String("attribute_exists(pk)"),
+			TableName:        table,
+			Key:              jobKey(job, shardSK(rand.IntN(a.shards))),
+			UpdateExpression: aws.String("ADD expected :e, done :d, listed :l, succeeded :s, failed :f, superseded :x, bytes :b"),
+			// A finished job counts nothing more (FinishJob marks every shard stopped): its
+			// counts and its report stay as they were when it finished. The shard, not the
+			// job's record, carries the mark, so settlements on different shards never
+			// meet on one item.
+			ConditionExpression:                 aws.String("attribute_exists(pk) AND attribute_not_exists(stopped)"),
+			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 			ExpressionAttributeValues: map[string]types.AttributeValue{
 				":e": n64(a.children), ":d": n64(a.done), ":l": n64(a.listed),
 				":s": n64(a.succeeded), ":f": n64(a.failed), ":x": n64(a.superseded), ":b": n64(a.bytes),
 			},
 		}})
 		owners = append(owners, owner{a.idx, UnknownJob})
-		// A finished job counts nothing more: its counts and its report stay as they were
-		// when it finished.
-		items = append(items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
-			TableName: table, Key: jobKey(job, "job"), ConditionExpression: aws.String("#status = :running"),
-			ExpressionAttributeNames:  map[string]string{"#status": "status"},
-			ExpressionAttributeValues: map[string]types.AttributeValue{":running": str(string(JobRunning))},
-		}})
-		owners = append(owners, owner{a.idx, JobStopped})
 	}
 	return items, owners
 }
@@ -638,9 +638,11 @@ func (s *Store) FinishJob(ctx context.Context, id string, status JobStatus, reas
 	}
 	items := []types.TransactWriteItem{{Update: update}}
 	for n, done := range snap.Done {
-		items = append(items, types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
+		// Unchanged since the snapshot, and from now on stopped: no settlement counts more.
+		items = append(items, types.TransactWriteItem{Update: &types.Update{
 			TableName: aws.String(s.table), Key: jobKey(id, shardSK(n)), ConditionExpression: aws.String("done = :done"),
-			ExpressionAttributeValues: map[string]types.AttributeValue{":done": n64(done)},
+			UpdateExpression:          aws.String("SET stopped = :status"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{":done": n64(done), ":status": str(string(status))},
 		}})
 	}
 	_, err = s.api.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})

@@ -268,8 +268,8 @@ type Record struct {
 	PrevVersionID string `dynamodbav:"prev_version_id,omitempty"`
 	// SupersededBy, in a superseded#<revision> record, names the newer revision.
 	SupersededBy string `dynamodbav:"superseded_by,omitempty"`
-	// Replay is the id of the last deliberate reprocessing (`fileflow replay`).
-	Replay string `dynamodbav:"replay,omitempty"`
+	// Replays are the ids of the deliberate reprocessings written (`fileflow replay`).
+	Replays []string `dynamodbav:"replays,stringset,omitempty"`
 	Result
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,8 +41,16 @@ type Write struct {
 // any other is an [*OtherRevisionError]. A job's own record (Key.Scope) has no
 // revisions: only a success is final. Nothing is written on an error.
 func (s *Store) Write(ctx context.Context, w Write) error {
+	_, err := s.WriteReplacing(ctx, w)
+	return err
+}
+
+// WriteReplacing is [Store.Write], and says whether the write replaced another
+// revision's record (its writer then makes sure the key's output is this revision's:
+// the other's may have landed last).
+func (s *Store) WriteReplacing(ctx context.Context, w Write) (replaced bool, err error) {
 	if w.Status == "" || w.Status == StatusSuperseded {
-		return fmt.Errorf("ledger: write %s: status %q is not one a write records", w.Key, w.Status)
+		return false, fmt.Errorf("ledger: write %s: status %q is not one a write records", w.Key, w.Status)
 	}
 	w.Attempt.Outcome = w.Status
 	if w.Status != StatusSucceeded && w.Attempt.Error == "" {
@@ -53,7 +62,7 @@ func (s *Store) Write(ctx context.Context, w Write) error {
 	for try := 0; try < 6; try++ {
 		old, err := s.put(ctx, w, modeAppend, nil)
 		if err != errCondition {
-			return err
+			return false, err
 		}
 		if old == nil {
 			continue // the record changed between the write and its failure: look again
@@ -61,27 +70,27 @@ func (s *Store) Write(ctx context.Context, w Write) error {
 		head := State{Status: old.Status, Rev: old.Rev(), Attempts: old.Attempts}
 		switch {
 		case !w.Key.Ordered() || head.Rev.Same(w.Rev):
-			if head.Status == StatusSucceeded && (w.Replay == "" || old.Replay == w.Replay) {
+			if head.Status == StatusSucceeded && (w.Replay == "" || slices.Contains(old.Replays, w.Replay)) {
 				if w.Key.Ordered() && w.Rev.Placed(head.Rev) {
 					s.advance(ctx, w.Key, w.Rev) // the same content, uploaded again later
 				}
-				return ErrAlreadySucceeded
+				return false, ErrAlreadySucceeded
 			}
 			// The history is full: keep its newest part.
 			if _, err := s.put(ctx, w, modeTrim, old); err != errCondition {
-				return err
+				return false, err
 			}
 		case w.Rev.Older(head.Rev):
-			return &SupersededError{Head: head}
+			return false, &SupersededError{Head: head}
 		case head.Rev.Older(w.Rev) || (w.Over != nil && *w.Over == head):
 			if _, err := s.put(ctx, w, modeReplace, old); err != errCondition {
-				return err
+				return err == nil, err
 			}
 		default:
-			return &OtherRevisionError{Head: head}
+			return false, &OtherRevisionError{Head: head}
 		}
 	}
-	return fmt.Errorf("ledger: write %s: the record kept changing under six attempts", w.Key)
+	return false, fmt.Errorf("ledger: write %s: the record kept changing under six attempts", w.Key)
 }
 
 // SupersededKey is where [Store.RecordSuperseded] keeps revision rev of k's record.
@@ -218,8 +227,7 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 		u.values[":succeeded"] = StatusSucceeded
 		same := "#status <> :succeeded"
 		if w.Replay != "" {
-			u.set("#replay", ":replay", w.Replay)
-			same = "(#status <> :succeeded OR attribute_not_exists(#replay) OR #replay <> :replay)"
+			same = u.replay(w.Replay)
 		}
 		if w.Key.Ordered() {
 			same = u.same(w.Rev) + " AND " + same
@@ -232,6 +240,9 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 		u.values[":seen"] = old.Attempts
 		u.values[":succeeded"] = StatusSucceeded
 		cond = "#attempts = :seen AND #status <> :succeeded"
+		if w.Replay != "" {
+			cond = "#attempts = :seen AND " + u.replay(w.Replay)
+		}
 		if w.Key.Ordered() {
 			cond += " AND " + u.same(w.Rev)
 		}
@@ -255,8 +266,17 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 		if w.Status != StatusSucceeded {
 			u.remove("#size", "#output_size", "#sha256", "#crc32c", "#content_type", "#outputs", "#processors")
 		}
+		// Exactly the record that was read: the same revision, attempts and sequencer
+		// (an Advance since, of the same content uploaded again, must be seen).
 		u.values[":seen"] = old.Attempts
 		cond = "#attempts = :seen AND " + u.same(old.Rev())
+		u.name("#seq")
+		if old.Sequencer == "" {
+			cond += " AND attribute_not_exists(#seq)"
+		} else {
+			u.values[":seen_seq"] = old.Sequencer
+			cond += " AND #seq = :seen_seq"
+		}
 	}
 	values, err := attributevalue.MarshalMap(u.values)
 	if err != nil {
@@ -265,6 +285,12 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 	expr := "SET " + strings.Join(u.sets, ", ")
 	if len(u.removes) > 0 {
 		expr += " REMOVE " + strings.Join(u.removes, ", ")
+	}
+	if w.Replay != "" && mode != modeReplace {
+		// Every replay id is kept (a string set): a late redelivery of an earlier replay
+		// is a duplicate too.
+		expr += " ADD #replays :replay_set"
+		values[":replay_set"] = &types.AttributeValueMemberSS{Value: []string{w.Replay}}
 	}
 	_, err = s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(s.table),
@@ -318,6 +344,15 @@ func (u *update) remove(names ...string) {
 		u.name(n)
 		u.removes = append(u.removes, n)
 	}
+}
+
+// replay is the condition that lets replay id go through once: the record is not a
+// success yet, or no replay with this id was written.
+func (u *update) replay(id string) string {
+	u.name("#replays")
+	u.values[":replay"] = id
+	u.values[":succeeded"] = StatusSucceeded
+	return "(#status <> :succeeded OR attribute_not_exists(#replays) OR NOT contains(#replays, :replay))"
 }
 
 // same is the condition that the record holds revision r's content: its ETag, or where

@@ -254,12 +254,14 @@ func FunctionPolicy(fn string, r resourceARNs, tracing bool) PolicyDocument {
 			listIngest, readIngest,
 			// Job reports: parts, result files and the manifest, all under reports/.
 			allow("WriteReports", []string{"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"}, out+"reports/*"),
-			// A split job's parts (<output>.parts/<job>/NNNNN) are read to merge them…
-			allow("ReadSplitParts", []string{"s3:GetObject"}, out+"*.parts/*"),
+			// A split job's parts (<output>.parts/<job>/NNNNN) are read to merge them, and
+			// the output key is read (HEAD) before the merge is promoted over it…
+			allow("ReadOutputs", []string{"s3:GetObject"}, out+"*"),
 			// …into the split file's own output key, which is any key under the prefix.
 			allow("WriteMergedSplitOutputs", []string{"s3:PutObject", "s3:AbortMultipartUpload"}, out+"*"),
-			// An uncounted delivery's report part is removed.
-			allow("RemoveUncountedParts", []string{"s3:DeleteObject"}, out+"reports/*"),
+			// An uncounted delivery's report part, and a split merge once promoted to its
+			// output key, are removed.
+			allow("RemoveOwnScratch", []string{"s3:DeleteObject"}, out+"reports/*", out+"*.parts/*"),
 			allow("ListOutput", []string{"s3:ListBucket"}, r.Output),
 			ledger,
 			// A job's counted tasks (its report), and the open jobs (the reconciler).

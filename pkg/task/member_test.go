@@ -38,11 +38,11 @@ func TestMemberName(t *testing.T) {
 func TestOutputNamesOfObjectsAndMembersNeverMeet(t *testing.T) {
 	member := File{Key: "z/b.zip", Member: &Member{Name: "x.txt"}}
 	object := File{Key: "z/b.zip!/x.txt"}
-	assert.Equal(t, "z/b.zip!/x.txt", member.OutputName())
-	assert.Equal(t, "z/b.zip!!/x.txt", object.OutputName())
-	assert.Equal(t, "plain/key.txt", File{Key: "plain/key.txt"}.OutputName(), "keys without !/ keep their names")
-	assert.Equal(t, "odd ;,&?#%~()!'*.csv", File{Key: "odd ;,&?#%~()!'*.csv"}.OutputName())
-	assert.Equal(t, "a!!!!/b!!", File{Key: "a!!/b!"}.OutputName())
+	assert.Equal(t, "z/b.zip!/x.txt", member.UniqueName())
+	assert.Equal(t, "z/b.zip!!/x.txt", object.UniqueName())
+	assert.Equal(t, "plain/key.txt", File{Key: "plain/key.txt"}.UniqueName(), "keys without !/ keep their names")
+	assert.Equal(t, "odd ;,&?#%~()!'*.csv", File{Key: "odd ;,&?#%~()!'*.csv"}.UniqueName())
+	assert.Equal(t, "a!!!!/b!!", File{Key: "a!!/b!"}.UniqueName())
 	// Every way of splitting a name into an archive and an entry, and the plain object:
 	// all distinct.
 	seen := map[string]string{}
@@ -51,7 +51,7 @@ func TestOutputNamesOfObjectsAndMembersNeverMeet(t *testing.T) {
 		{Key: "a", Member: &Member{Name: "b"}}, {Key: "a!", Member: &Member{Name: "b"}}, {Key: "a", Member: &Member{Name: "!/b"}},
 		{Key: "a!", Member: &Member{Name: "/b"}}, {Key: "a", Member: &Member{Name: "b!"}}, {Key: "a!/", Member: &Member{Name: "b"}},
 	} {
-		n := f.OutputName()
+		n := f.UniqueName()
 		assert.NotContains(t, seen, n, "%s and %+v share %q", seen[n], f, n)
 		seen[n] = fmt.Sprintf("%+v", f)
 	}

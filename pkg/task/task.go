@@ -87,18 +87,27 @@ func (f File) Name() string {
 	return f.Key
 }
 
-// OutputName is the name the file's output is derived from: its Name, except that a
-// run of "!" right before a "/" or at the end is doubled — but for the single "!" that
-// joins an archive member to its archive ("<archive key>!/<entry>"). Every other output
-// name then has only even runs of "!" before a "/", a member's exactly one odd run, so
-// no object, however it is named, shares an output with an archive member. Keys without
-// "!/" and without a trailing "!" keep their names.
-func (f File) OutputName() string {
-	if f.Member != nil {
-		return escapeBangs(f.Key) + "!/" + escapeBangs(f.Member.Name)
+// OutputName is the name the file's output is derived from: its Name as rename (the
+// processors' renaming: gzip adds ".gz", gunzip drops it; nil: none) changes it, then
+// with every run of "!" right before a "/" or at the end doubled — but for the single
+// "!" that joins an archive member to its archive ("<archive key>!/<entry>"). Every
+// other output name then has only even runs of "!" before a "/" and at its end, a
+// member's exactly one odd run, so no object, however it is named, shares an output with
+// an archive member. Keys without "!/" or a trailing "!" keep their names.
+func (f File) OutputName(rename func(string) string) string {
+	if rename == nil {
+		rename = func(s string) string { return s }
 	}
-	return escapeBangs(f.Key)
+	if f.Member != nil {
+		return escapeBangs(f.Key) + "!/" + escapeBangs(rename(f.Member.Name))
+	}
+	return escapeBangs(rename(f.Key))
 }
+
+// UniqueName is the file's name with the same escape as [File.OutputName]: two
+// different files (an object and an archive member, members of two archives) never
+// share it.
+func (f File) UniqueName() string { return f.OutputName(nil) }
 
 // escapeBangs doubles each run of "!" that ends right before a "/" or at the end of s.
 func escapeBangs(s string) string {
@@ -145,6 +154,9 @@ const (
 	MetaSHA256      = "fileflow-sha256"       // of the bytes at the checksum processor
 	MetaCRC32C      = "fileflow-crc32c"       // of the same bytes
 	MetaContentType = "fileflow-content-type" // detected
+	// MetaInput names the input an output belongs to (its bucket and unique name, or a
+	// split part's range; hashed when long): an output key is never shared by two inputs.
+	MetaInput = "fileflow-input"
 )
 
 // Message is a fileflow task message: a batch of files, optionally part of a job.

@@ -14,6 +14,7 @@ package upload
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -24,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/fileflow/fileflow/pkg/failure"
 	"github.com/fileflow/fileflow/pkg/retry"
@@ -76,6 +78,57 @@ type Object struct {
 	// a sniffed content type, are known) and again once the body has been read to the end
 	// (so values computed over the whole stream, like checksums, are known). Nil: none.
 	Describe func() Description
+	// Owner, if set, is the metadata entry that names the input the object is the output
+	// of. An existing object at Key that another input owns is never overwritten: the
+	// upload fails with an [*OwnedError] (two inputs whose outputs would share a key).
+	// A new object costs nothing more (a conditional PUT); an existing one one HEAD.
+	Owner *Owner
+	// Describe must then put Owner's entry in the metadata.
+}
+
+// Owner is a metadata entry naming an object's input.
+type Owner struct{ Key, Value string }
+
+// OwnedError: the key is already the output of another input.
+type OwnedError struct {
+	Key   string // the key written
+	Owner string // the input whose output it is
+}
+
+func (e *OwnedError) Error() string {
+	return fmt.Sprintf("output key %q is already the output of %s: two inputs map to one output (see the processing rules' renaming)", e.Key, e.Owner)
+}
+
+// Permanent marks the error as one that retrying cannot fix.
+func (e *OwnedError) Permanent() bool { return true }
+
+// FailureCode is the report's code for the file (pkg/failure).
+func (e *OwnedError) FailureCode() string { return failure.OutputConflict }
+
+// header is the HEAD call an owner check needs (an API with it: the S3 client).
+type header interface {
+	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+}
+
+// checkOwner says whether obj may overwrite what is at its key: nothing there, an
+// object of the same owner, or one that names none (written before owners were).
+func (u *Uploader) checkOwner(ctx context.Context, obj Object) error {
+	h, ok := u.api.(header)
+	if !ok || obj.Owner == nil {
+		return nil
+	}
+	out, err := h.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key)})
+	var api smithy.APIError
+	if errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey") {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("upload %s: head: %w", obj.Key, err)
+	}
+	if other, ok := out.Metadata[obj.Owner.Key]; ok && other != obj.Owner.Value {
+		return &OwnedError{Key: obj.Key, Owner: other}
+	}
+	return nil
 }
 
 // Description is an object's headers and user metadata.
@@ -170,7 +223,20 @@ func (u *Uploader) putSingle(ctx context.Context, obj Object, data []byte) (Resu
 	d := obj.describe()
 	setHeaders(d, &in.ContentType, &in.ContentEncoding)
 	in.Metadata = d.Metadata
+	if obj.Owner != nil {
+		in.IfNoneMatch = aws.String("*") // a new output: no other call
+	}
 	out, err := u.api.PutObject(ctx, in)
+	var api smithy.APIError
+	if obj.Owner != nil && errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" {
+		// Something is there: overwrite it only if it is this input's output.
+		if err := u.checkOwner(ctx, obj); err != nil {
+			return Result{}, err
+		}
+		in.IfNoneMatch = nil
+		in.Body = bytes.NewReader(data)
+		out, err = u.api.PutObject(ctx, in)
+	}
 	if err != nil {
 		return Result{}, writeError(obj.Key, "put", err)
 	}
@@ -179,6 +245,9 @@ func (u *Uploader) putSingle(ctx context.Context, obj Object, data []byte) (Resu
 
 // putMultipart uploads first (a full part) then the rest of body, one part at a time.
 func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, rest io.Reader) (_ Result, err error) {
+	if err := u.checkOwner(ctx, obj); err != nil {
+		return Result{}, err
+	}
 	create := &s3.CreateMultipartUploadInput{Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key)}
 	setHeaders(obj.describe(), &create.ContentType, &create.ContentEncoding)
 	mpu, err := u.api.CreateMultipartUpload(ctx, create)

@@ -208,28 +208,35 @@ func (l *fakeLedger) Lookup(_ context.Context, keys []ledger.Key) (map[ledger.Ke
 	return out, nil
 }
 
-func (l *fakeLedger) Write(_ context.Context, w ledger.Write) error {
+func (l *fakeLedger) Write(ctx context.Context, w ledger.Write) error {
+	_, err := l.WriteReplacing(ctx, w)
+	return err
+}
+
+func (l *fakeLedger) WriteReplacing(_ context.Context, w ledger.Write) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.failNext; err != nil {
 		l.failNext = nil
-		return err
+		return false, err
 	}
 	l.writes++ // a refused conditional write costs a write too
 	k := w.Key
+	replaced := false
 	if st, ok := l.status[k]; ok {
 		head := ledger.State{Status: st, Rev: l.revs[k], Attempts: l.attempts[k]}
 		switch {
 		case !k.Ordered() || head.Rev.Same(w.Rev):
 			if st == ledger.StatusSucceeded && (w.Replay == "" || l.replays[k] == w.Replay) {
-				return ledger.ErrAlreadySucceeded
+				return false, ledger.ErrAlreadySucceeded
 			}
 		case w.Rev.Older(head.Rev):
-			return &ledger.SupersededError{Head: head}
+			return false, &ledger.SupersededError{Head: head}
 		case head.Rev.Older(w.Rev) || (w.Over != nil && *w.Over == head):
 			l.attempts[k] = 0
+			replaced = true
 		default:
-			return &ledger.OtherRevisionError{Head: head}
+			return false, &ledger.OtherRevisionError{Head: head}
 		}
 	}
 	l.status[k], l.reasons[k], l.revs[k] = w.Status, w.Reason, w.Rev
@@ -238,7 +245,7 @@ func (l *fakeLedger) Write(_ context.Context, w ledger.Write) error {
 	}
 	l.outputs[k] = w.Result.Outputs
 	l.attempts[k]++
-	return nil
+	return replaced, nil
 }
 
 func (l *fakeLedger) Get(_ context.Context, k ledger.Key) (ledger.Record, bool, error) {

@@ -69,7 +69,15 @@ func (h *Handler) checkJobs(ctx context.Context, log *slog.Logger, msgs []*messa
 			switch v, err := h.deps.Jobs.TaskState(ctx, m.d.JobID, m.d.TaskID, m.d.Parent, m.d.ParentRun); {
 			case err != nil:
 				log.WarnContext(ctx, "cannot read the task's state; processing it", "job_id", m.d.JobID, "task_id", m.d.TaskID, "error", err)
-			case v == job.Duplicate || v == job.Orphan:
+			case v == job.Duplicate:
+				// Counted before; check its job again (a copy sent to repeat a failed check
+				// is exactly this).
+				if err := h.deps.Jobs.Check(ctx, m.d.JobID); err != nil {
+					m.decide(job.Action{Kind: job.SendAgain, Delay: CheckWait, Why: "check job: " + err.Error(), Else: job.Ack})
+				} else {
+					m.decide(job.Acknowledge("duplicate"))
+				}
+			case v == job.Orphan:
 				m.decide(job.Acknowledge(v.String()))
 			}
 		}
@@ -112,9 +120,12 @@ func (h *Handler) reportJobs(ctx context.Context, log *slog.Logger, msgs []*mess
 				l.Status, l.HTTPStatus = job.Succeeded, 200
 				l.Message = "s3://" + h.cfg.OutputBucket + "/" + h.outputKey(it.file, m.d.JobID, it.pr)
 			} else {
-				if it.state == superseded {
+				if it.state == superseded && it.file.Member == nil && it.file.Range == nil {
+					// The key's newer revision is processed on its own: not this job's failure.
 					r.Superseded++
 				} else {
+					// A member or a part of a file the job was planned on that changed since:
+					// nothing else processes the new content's members or parts.
 					r.Failed++
 				}
 				l.Status = job.Failed
@@ -196,7 +207,7 @@ func (h *Handler) outputKey(f task.File, jobID string, pr *process.Result) strin
 			_, _ = process.Chain(strings.NewReader(""), pr, h.procs[strings.Join(rule.Processors, ",")]...)
 		}
 	}
-	out := h.cfg.OutputPrefix + pr.OutputKey(f.OutputName())
+	out := h.cfg.OutputPrefix + f.OutputName(pr.OutputKey)
 	if f.Range != nil {
 		return job.PartOutputKey(out, jobID, f.Range.Part)
 	}

@@ -45,6 +45,13 @@ func (j *fakeJobs) Job(_ context.Context, id string) (ledger.Job, error) {
 	return ledger.Job{ID: id, Status: j.status, Shards: 4}, nil
 }
 
+func (j *fakeJobs) Check(context.Context, string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.checks++
+	return j.checkErr
+}
+
 func (j *fakeJobs) TaskState(_ context.Context, _, taskID, _, _ string) (job.Verdict, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()

@@ -57,14 +57,14 @@ type raceLedger struct {
 	done  bool
 }
 
-func (r *raceLedger) Write(ctx context.Context, w ledger.Write) error {
+func (r *raceLedger) WriteReplacing(ctx context.Context, w ledger.Write) (bool, error) {
 	if !r.done && w.Rev.VersionID == "v1" {
 		r.done = true
 		if err := r.fakeLedger.Write(ctx, r.newer); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return r.fakeLedger.Write(ctx, w)
+	return r.fakeLedger.WriteReplacing(ctx, w)
 }
 
 // v1 and v2 race: v2 commits first, v1's output lands last. v1's write is refused

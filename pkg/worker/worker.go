@@ -71,7 +71,7 @@ type Objects interface {
 // Ledger is the part of the ledger store the worker calls.
 type Ledger interface {
 	Lookup(ctx context.Context, keys []ledger.Key) (map[ledger.Key]ledger.State, error)
-	Write(ctx context.Context, w ledger.Write) error
+	WriteReplacing(ctx context.Context, w ledger.Write) (replaced bool, err error)
 	Get(ctx context.Context, k ledger.Key) (ledger.Record, bool, error)
 	RecordSuperseded(ctx context.Context, k ledger.Key, rev, by ledger.Revision, reason string, att ledger.Attempt) error
 	Advance(ctx context.Context, k ledger.Key, rev ledger.Revision)
@@ -89,6 +89,7 @@ type Jobs interface {
 	Job(ctx context.Context, id string) (ledger.Job, error)
 	TaskState(ctx context.Context, jobID, taskID, parent, parentRun string) (job.Verdict, error)
 	Report(ctx context.Context, results []job.TaskResult) []job.Answer
+	Check(ctx context.Context, jobID string) error
 }
 
 // Deps are the clients the handler needs.
@@ -542,12 +543,18 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res le
 	w := ledger.Write{Key: it.key, Rev: it.rev, JobID: it.msg.d.JobID, Status: ledger.StatusSucceeded, Result: res, Attempt: att, Over: it.over,
 		Replay: it.file.Replay}
 	for range 3 {
-		err := h.deps.Ledger.Write(ctx, w)
+		replaced, err := h.deps.Ledger.WriteReplacing(ctx, w)
 		var sup *ledger.SupersededError
 		var other *ledger.OtherRevisionError
 		switch {
 		case err == nil:
 			it.state, it.bytes = succeeded, res.Size
+			if replaced {
+				// The revision this one replaced may have written the output last.
+				if err := h.restore(ctx, log, it); err != nil {
+					log.WarnContext(ctx, "cannot check the output after replacing an older revision", "key", it.file.Key, "error", err)
+				}
+			}
 			return
 		case errors.Is(err, ledger.ErrAlreadySucceeded):
 			it.state, it.dup = succeeded, true
@@ -611,9 +618,19 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, it *item, status
 			w.Key.Scope = ledger.JobScope(it.msg.d.JobID)
 		}
 	}
-	err := h.deps.Ledger.Write(ctx, w)
+	_, err := h.deps.Ledger.WriteReplacing(ctx, w)
 	var sup *ledger.SupersededError
 	var other *ledger.OtherRevisionError
+	if errors.As(err, &other) && status != ledger.StatusRetrying {
+		// Another revision holds the key and nothing orders the two: this failure
+		// replaces it only if this revision is still the object's content (as a success
+		// would), else it is superseded.
+		if cur, cerr := h.current(ctx, it); cerr == nil && cur {
+			head := other.Head
+			w.Over = &head
+			_, err = h.deps.Ledger.WriteReplacing(ctx, w)
+		}
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, ledger.ErrAlreadySucceeded):
@@ -623,7 +640,7 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, it *item, status
 		h.supersede(ctx, log, it, sup.Head.Rev, "")
 		return
 	case errors.As(err, &other) && status != ledger.StatusRetrying:
-		// Another revision holds the key; this one's failure is kept beside it.
+		// Another revision holds the key, and this one is not the object's content.
 		h.supersede(ctx, log, it, other.Head.Rev, "")
 		return
 	case errors.As(err, &other):
@@ -686,46 +703,80 @@ func (h *Handler) supersede(ctx context.Context, log *slog.Logger, it *item, by 
 	log.InfoContext(ctx, "revision superseded", "key", it.file.Key, "revision", it.rev.String(), "by", by.String())
 	// Whether or not this delivery wrote the output, another delivery of this revision
 	// may have (one that died, or whose task was counted elsewhere): one HEAD tells.
-	if it.key.Ordered() {
-		if err := h.restore(ctx, log, it); err != nil {
-			log.ErrorContext(ctx, "cannot restore the newest revision's output; it comes back", "key", it.file.Key, "error", err)
-			it.state, it.class, it.err = pending, retry.Classify(err), err
-		}
+	if !it.key.Ordered() {
+		return
+	}
+	err := h.restore(ctx, log, it)
+	switch {
+	case err == nil:
+	case retry.Classify(err) == retry.Permanent || it.msg.last(h.cfg.MaxReceiveCount):
+		// The newest revision cannot be read again (deleted since), or this was the last
+		// chance: this revision's output, if it is still there, is removed, and the file
+		// stays superseded (never a job's task in a DLQ for it).
+		log.ErrorContext(ctx, "cannot restore the newest revision's output; removing this revision's", "key", it.file.Key, "error", err)
+		h.removeOwnOutput(ctx, log, it)
+	default:
+		log.WarnContext(ctx, "cannot restore the newest revision's output yet; it comes back", "key", it.file.Key, "error", err)
+		it.state, it.class, it.err = pending, retry.Classify(err), err
 	}
 }
 
-// restore makes the output the newest revision's again after a superseded revision may
-// have written it last: if the output holds this (older) revision, the key's newest
-// revision is processed again over it, or the output is removed if the newest has none
-// there. Repeated while the newest changes meanwhile.
+// removeOwnOutput deletes the output if it is still this item's revision's.
+func (h *Handler) removeOwnOutput(ctx context.Context, log *slog.Logger, it *item) {
+	outKey := h.outputKey(it.file, it.msg.d.JobID, it.pr)
+	head, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
+	if err != nil || head.Metadata[MetaRevision] != asciiHeader(it.rev.String()) {
+		return
+	}
+	if _, err := h.deps.Objects.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)}); err != nil {
+		log.WarnContext(ctx, "cannot remove a superseded revision's output", "output", outKey, "error", err)
+	}
+}
+
+// restore makes the key's output agree with the key's record, which holds the newest
+// revision: if the record is a success naming this output and the output is some other
+// revision's (this older one's, landed last), the newest revision is processed again
+// over it; if the record names no output here and will not (it failed for good, or its
+// output is elsewhere), this revision's leftover output is removed — never one whose
+// writer may still be at work (a record still RETRYING). Repeated while the record
+// changes meanwhile.
 func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error {
 	outKey := h.outputKey(it.file, it.msg.d.JobID, it.pr)
+	uri := "s3://" + h.cfg.OutputBucket + "/" + outKey
 	for range 3 {
-		head, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
-		var api smithy.APIError
-		if errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey") {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("restore: head s3://%s/%s: %w", h.cfg.OutputBucket, outKey, err)
-		}
-		if head.Metadata[MetaRevision] != asciiHeader(it.rev.String()) {
-			return nil // another revision's output landed last
-		}
 		rec, ok, err := h.deps.Ledger.Get(ctx, it.key)
 		if err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
-		uri := "s3://" + h.cfg.OutputBucket + "/" + outKey
+		head, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
+		var api smithy.APIError
+		missing := errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey")
+		if err != nil && !missing {
+			return fmt.Errorf("restore: head %s: %w", uri, err)
+		}
+		have := ""
+		if !missing {
+			have = head.Metadata[MetaRevision]
+		}
 		newest := rec.Rev()
-		if !ok || rec.Status != ledger.StatusSucceeded || !contains(rec.Outputs, uri) {
-			// The newest revision has no output here (yet: its own writer puts it): remove
-			// this revision's.
+		switch {
+		case !ok:
+			return nil // no record to agree with (yet): its writer decides
+		case rec.Status == ledger.StatusSucceeded && contains(rec.Outputs, uri):
+			if have == asciiHeader(newest.String()) {
+				return nil // the output is the newest revision's
+			}
+		case have != "" && have == asciiHeader(it.rev.String()) &&
+			(rec.Status == ledger.StatusFailed || rec.Status == ledger.StatusDeadLettered || rec.Status == ledger.StatusSucceeded):
+			// The newest revision has no output here and will not write one: this older
+			// revision's output is a leftover.
 			if _, err := h.deps.Objects.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)}); err != nil {
 				return fmt.Errorf("restore: delete %s: %w", uri, err)
 			}
 			log.WarnContext(ctx, "superseded revision's output removed", "output", uri)
 			return nil
+		default:
+			return nil // in flight (RETRYING): its writer puts its output
 		}
 		f := it.file
 		f.VersionID, f.ETag, f.Sequencer = newest.VersionID, newest.ETag, newest.Sequencer
@@ -733,23 +784,18 @@ func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error
 			if rec.Member == nil {
 				// Nothing says where the member is in the newest archive: leave the output
 				// (never remove one the newest revision names) and say so.
-				return fmt.Errorf("restore: %s: the newest revision's record does not locate its member; re-run its archive job", uri)
+				return failure.Newf(failure.Internal, "restore: %s: the newest revision's record does not locate its member; re-run its archive job", uri)
 			}
 			m := *rec.Member
 			f.Member = &task.Member{Name: m.Name, Offset: m.Offset, CompressedSize: m.CompressedSize, Size: m.Size, Method: m.Method, CRC32: m.CRC32}
 		}
-		if _, err := h.run(ctx, it, f); err != nil {
+		probe := *it
+		probe.rev = newest
+		if _, err := h.run(ctx, &probe, f); err != nil {
 			return fmt.Errorf("restore: process newest revision %s: %w", newest, err)
 		}
-		again, _, err := h.deps.Ledger.Get(ctx, it.key)
-		if err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
-		if again.Rev().Same(newest) {
-			log.WarnContext(ctx, "output restored to the newest revision", "output", uri, "revision", newest.String())
-			return nil
-		}
-		it.rev = newest // our restore is now the stale one: look again
+		log.WarnContext(ctx, "output put back to the newest revision", "output", uri, "revision", newest.String())
+		// Look again: the record may have moved on meanwhile.
 	}
 	return errors.New("restore: the key's newest revision kept changing")
 }
@@ -833,11 +879,15 @@ func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Re
 	if rev.ETag == "" {
 		rev.ETag = obj.ETag
 	}
+	owner := inputName(it.key)
 	up, err := h.uploader.Upload(ctx, upload.Object{
 		Bucket: h.cfg.OutputBucket,
 		Key:    outKey,
+		Owner:  &upload.Owner{Key: task.MetaInput, Value: owner},
 		Describe: func() upload.Description {
-			return upload.Description{ContentType: pr.ContentType, ContentEncoding: pr.ContentEncoding, Metadata: outputMetadata(f, rev, pr)}
+			m := outputMetadata(f, rev, pr)
+			m[task.MetaInput] = owner
+			return upload.Description{ContentType: pr.ContentType, ContentEncoding: pr.ContentEncoding, Metadata: m}
 		},
 	}, body)
 	if err != nil {
@@ -919,6 +969,18 @@ func outputMetadata(f task.File, rev ledger.Revision, pr *process.Result) map[st
 		m[k] = asciiHeader(v)
 	}
 	return m
+}
+
+// inputName names the input an output belongs to, for its metadata: the record's
+// bucket and key (an archive member's unique name, a split part's range), hashed when
+// long, made safe for a header.
+func inputName(k ledger.Key) string {
+	name := k.Bucket + "/" + k.Key
+	if len(name) > 256 {
+		sum := sha256.Sum256([]byte(name))
+		name = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return asciiHeader(name)
 }
 
 // asciiHeader makes a metadata value safe for an HTTP header: non-ASCII bytes are

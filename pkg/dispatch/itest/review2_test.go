@@ -83,11 +83,11 @@ type gatedWrites struct {
 	before func(w ledger.Write)
 }
 
-func (g *gatedWrites) Write(ctx context.Context, w ledger.Write) error {
+func (g *gatedWrites) WriteReplacing(ctx context.Context, w ledger.Write) (bool, error) {
 	if g.before != nil {
 		g.before(w)
 	}
-	return g.Store.Write(ctx, w)
+	return g.Store.WriteReplacing(ctx, w)
 }
 
 // ddbHooks is the stack's DynamoDB client with a hook after each UpdateItem.
@@ -246,7 +246,8 @@ func TestReview2_RestoreDeletesTheNewestOutputWrittenAfterItsLook(t *testing.T) 
 	}
 	s.deliverTo(s.workerOver(hooked), s.s3Event("r2/k.txt", etagA, "0000000000000000B1"))
 	require.True(t, fired.Load())
-	require.True(t, deleted.Load(), "restore deleted the output")
+	// Since the fix, restore does not delete while the newest record is in flight
+	// (RETRYING): its writer puts its output. (Before, it deleted B's output here.)
 	s.drain()
 
 	rec, _ := s.record("r2/k.txt", "")
@@ -368,7 +369,7 @@ func TestReview2_MembersOfTwoArchivesShareOneRecord(t *testing.T) {
 	s := newStack(t)
 	m1 := s.zipOf("m2/a.zip", "b.zip!/c.txt", "member of a.zip")
 	m2 := s.zipOf("m2/a.zip!/b.zip", "c.txt", "member of a.zip!/b.zip")
-	require.NotEqual(t, m1.OutputName(), m2.OutputName(), "their outputs differ")
+	require.NotEqual(t, m1.UniqueName(), m2.UniqueName(), "their outputs differ")
 	s.deliverTo(s.worker, s.taskOf("member-1", m1))
 	s.deliverTo(s.worker, s.taskOf("member-2", m2))
 
@@ -383,7 +384,7 @@ func TestReview2_MembersOfTwoArchivesShareOneRecord(t *testing.T) {
 	s.deliverTo(s.workerOver(counting), s.taskOf("member-1-again", m1)) // a duplicate delivery
 	s.drain()
 	assert.Zero(t, gets.Load(), "a duplicate delivery of a committed member is skipped, not processed again")
-	rec, _ := s.record(m2.Name(), ledger.ScopeMember)
+	rec, _ := s.record(m2.UniqueName(), ledger.ScopeMember) // members are recorded under their unique names
 	assert.Equal(t, m2.ETag, rec.ETag, "member 2's record is its own (it was replaced by member 1's)")
 }
 
@@ -393,7 +394,7 @@ func TestReview2_MembersOfTwoArchivesShareOneRecord(t *testing.T) {
 //
 // The first review's escape ("so no object shares an archive member's output") works
 // on names; OutputKey then trims ".gz" (gunzip) or adds it (gzip) AFTER escaping, so
-// two inputs map to one output. Both records say SUCCEEDED with that output; it holds
+// two inputs map to one output. Both records said SUCCEEDED with that output; it held
 // only the last writer's bytes. (The same for members "x" and "x.gz" of one zip.)
 func TestReview2_GunzippedObjectAndItsPlainTwinShareOneOutput(t *testing.T) {
 	s := newStack(t)
@@ -410,17 +411,16 @@ func TestReview2_GunzippedObjectAndItsPlainTwinShareOneOutput(t *testing.T) {
 	s.deliverTo(w, s.s3Event("g/a.txt.gz", s.etag("g/a.txt.gz"), "0000000000000000F1"))
 	s.drain()
 
+	// The fix: an output belongs to one input (the output's fileflow-input metadata,
+	// checked by a conditional PUT). The second input whose output would land on the
+	// first's fails for good, naming the conflict; nothing is overwritten silently.
 	plain, _ := s.record("g/a.txt", "")
 	packed, _ := s.record("g/a.txt.gz", "")
 	require.Equal(t, ledger.StatusSucceeded, plain.Status)
-	require.Equal(t, ledger.StatusSucceeded, packed.Status)
-	assert.NotEqual(t, plain.Outputs, packed.Outputs, "two inputs, two outputs")
-	var contents []string
-	for _, uri := range append(plain.Outputs, packed.Outputs...) {
-		got, _, _ := s.output(strings.TrimPrefix(uri, "s3://"+s.out+"/"))
-		contents = append(contents, got)
-	}
-	assert.ElementsMatch(t, []string{"the plain log", "the compressed log"}, contents, "each SUCCEEDED input's output holds its own content")
+	require.Equal(t, ledger.StatusFailed, packed.Status, "two inputs cannot share one output")
+	assert.Contains(t, packed.Reason, "is already the output of")
+	got, _, _ := s.output(strings.TrimPrefix(plain.Outputs[0], "s3://"+s.out+"/"))
+	assert.Equal(t, "the plain log", got, "the SUCCEEDED input's output holds its own content")
 }
 
 // Finding R2-7 — the escape of a trailing "!" is undone by gunzip.

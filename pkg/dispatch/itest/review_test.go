@@ -452,12 +452,12 @@ type failingWrites struct {
 	fail atomic.Int32
 }
 
-func (f *failingWrites) Write(ctx context.Context, w ledger.Write) error {
+func (f *failingWrites) WriteReplacing(ctx context.Context, w ledger.Write) (bool, error) {
 	if f.fail.Load() > 0 {
 		f.fail.Add(-1)
-		return errInjected
+		return false, errInjected
 	}
-	return f.Store.Write(ctx, w)
+	return f.Store.WriteReplacing(ctx, w)
 }
 
 // Finding 7 — an older revision's output left as the key's output: restore never runs.
@@ -578,7 +578,7 @@ func TestReview_ObjectNamedLikeAnArchiveMemberSharesItsRecord(t *testing.T) {
 	s := newStack(t)
 	s.put("z/b.zip!/x.txt", "an ordinary object")
 	s.deliverTo(s.worker, s.s3Event("z/b.zip!/x.txt", s.etag("z/b.zip!/x.txt"), "0000000000000000E1"))
-	objectOut := task.File{Key: "z/b.zip!/x.txt"}.OutputName() // "!" doubled: no member's name
+	objectOut := task.File{Key: "z/b.zip!/x.txt"}.UniqueName() // "!" doubled: no member's name
 	got, _, _ := s.output(objectOut)
 	require.Equal(t, "an ordinary object", got)
 

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -197,12 +198,21 @@ type member struct {
 // writeOutput streams a file's bytes (a whole object, or an archive member through a
 // ranged GET) to the output key, as the worker does.
 func writeOutput(ctx context.Context, c *countingS3, u *upload.Uploader, bucket string, f task.File, key string) error {
-	obj, err := source.Open(ctx, c, f, source.Options{})
-	if err != nil {
-		return err
+	var err error
+	for range 3 {
+		var obj *source.Object
+		if obj, err = source.Open(ctx, c, f, source.Options{}); err != nil {
+			return err
+		}
+		_, err = u.Upload(ctx, upload.Object{Bucket: bucket, Key: key}, obj.Body)
+		obj.Body.Close()
+		// versitygw may answer a refused PUT before it has read the body: the client then
+		// sees its connection reset instead of the answer. Try again for the answer.
+		var send *smithyhttp.RequestSendError
+		if !errors.As(err, &send) {
+			return err
+		}
 	}
-	defer obj.Body.Close()
-	_, err = u.Upload(ctx, upload.Object{Bucket: bucket, Key: key}, obj.Body)
 	return err
 }
 

@@ -54,7 +54,7 @@ var neverExercised = map[string]struct {
 	"dispatch ListOutput s3:ListBucket":                        {reason: "makes a GET of a missing report part NoSuchKey (named in the report) instead of AccessDenied", sometimes: true},
 	"dispatch PeekDeadLetters sqs:ReceiveMessage":              {reason: "the reconciler peeks at the DLQs while a job is open; exercised when a reconcile message arrives during a job", sometimes: true},
 	"dispatch PeekDeadLetters sqs:ChangeMessageVisibility":     {reason: "the reconciler makes the DLQ messages it peeked at visible again; only when a DLQ holds messages while a job is open", sometimes: true},
-	"dispatch RemoveUncountedParts s3:DeleteObject":            {reason: "removes the report part of a delivery that was not counted (a duplicate, an orphan)", sometimes: true},
+	"dispatch RemoveOwnScratch s3:DeleteObject":                {reason: "removes the report part of a delivery that was not counted (a duplicate, an orphan), and a split's merge once promoted", sometimes: true},
 	"worker RemoveStaleOutputs s3:DeleteObject":                {reason: "removes a superseded revision's output, or an uncounted delivery's report part", sometimes: true},
 }
 
@@ -199,8 +199,9 @@ func TestIAMAllowsEveryRecordedCall(t *testing.T) {
 					dispatchIngest = append(dispatchIngest, d)
 				}
 			}
-			// The dispatcher may delete only report parts it wrote and did not count.
-			if strings.Contains(key, "reports/") {
+			// The dispatcher may delete only its own scratch: report parts it did not
+			// count, a split's merge once promoted.
+			if strings.Contains(key, "reports/") || strings.Contains(key, ".parts/") {
 				continue
 			}
 			if d := (iamcheck.Call{Function: "dispatch", Operation: "S3.DeleteObject", Action: "s3:DeleteObject", Resource: c.Resource}); once(d) {
@@ -246,7 +247,7 @@ func TestIAMAllowsEveryRecordedCall(t *testing.T) {
 			{"worker writes into the ingest bucket (a trigger loop)", g, loop, "denied", ""},
 			{"worker and dispatcher touch a second pipeline's buckets, table, queues, topic", two, other, "denied", ""},
 			{"dispatcher writes into the ingest bucket", g, dispatchIngest, "denied", ""},
-			{"dispatcher deletes objects in the output bucket (outside reports/)", g, dispatchDelete, "denied", ""},
+			{"dispatcher deletes objects in the output bucket (outside reports/ and split parts)", g, dispatchDelete, "denied", ""},
 			{"dispatcher writes a worker's output key (outside reports/ and split parts)", g, dispatchOutputs, "allowed",
 				"known gap: finalize merges a split job's parts into the split file's own output key (pkg/job merge), which IAM cannot tell from any other output key"},
 		}
