@@ -39,6 +39,7 @@ func root() *cobra.Command {
 	}
 	cmd.AddCommand(serversCmd(), packageCmd(), planCmd(), docsCmd(), devCmd(), benchCmd(),
 		submitCmd(), watchCmd(), statusCmd(), cancelCmd())
+	cmd.AddCommand(failuresCmd(), auditCmd(), dlqCmd(), replayCmd())
 	return cmd
 }
 
