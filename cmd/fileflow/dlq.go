@@ -299,7 +299,14 @@ func summary(r dlq.Result, q dlq.Queue) string {
 		s += fmt.Sprintf(" (%d sent now; resumed: %d already sent, %d confirmed sent by the ledger, %d sent again)",
 			r.Moved, r.AlreadySent, r.Confirmed, r.Resent)
 	}
-	return s + fmt.Sprintf(", %d left by the filter, ~%d in the DLQ now; %.1fs", r.Skipped, r.Left, r.Seconds)
+	s += fmt.Sprintf(", %d left by the filter, ~%d in the DLQ now; %.1fs", r.Skipped, r.Left, r.Seconds)
+	if r.Returned > 0 {
+		s += fmt.Sprintf("\n%d of the copies failed again and are back in the DLQ: the cause is not fixed (fileflow dlq list shows their errors)", r.Returned)
+	}
+	if r.Left > r.Skipped+r.Returned {
+		s += "\nsome messages were held by another reader (a peek, another redrive) or arrived meanwhile: run it again to move them"
+	}
+	return s
 }
 
 func dlqPurgeCmd() *cobra.Command {

@@ -113,6 +113,9 @@ type Result struct {
 	Resent              int    `json:"resent"`
 	// Skipped: messages the filter left in the DLQ (each counted once).
 	Skipped int `json:"skipped"`
+	// Returned: copies this run sent that failed again and came back to the DLQ while
+	// it ran; left there (the cause is not fixed).
+	Returned int `json:"returned"`
 	// ToMove is the DLQ's depth when the redrive began (approximate).
 	ToMove      int     `json:"to_move"`
 	Left        int     `json:"left"` // the DLQ's depth at the end (approximate)
@@ -180,6 +183,7 @@ func visibility(rate float64) int32 {
 func (r *Redriver) loop(ctx context.Context, o Options, res *Result) error {
 	vis := visibility(o.Rate)
 	held := map[string]sqstypes.Message{} // left by the filter: visible again at the end
+	moved := map[string]bool{}            // the DLQ messages this run sent copies of
 	defer func() {
 		var hs []sqstypes.Message
 		for _, m := range held {
@@ -223,6 +227,11 @@ func (r *Redriver) loop(ctx context.Context, o Options, res *Result) error {
 				held[m.ID] = m.raw // seen before: its visibility ran out; hold it again
 				continue
 			}
+			if from := m.raw.MessageAttributes[RedrivenFrom].StringValue; from != nil && moved[*from] {
+				held[m.ID] = m.raw // our own copy, dead-lettered again: not sent round again
+				res.Returned++
+				continue
+			}
 			if !o.Filter.Match(m) {
 				held[m.ID] = m.raw
 				res.Skipped++
@@ -253,6 +262,7 @@ func (r *Redriver) loop(ctx context.Context, o Options, res *Result) error {
 				continue
 			}
 			res.Moves = append(res.Moves, mv)
+			moved[m.ID] = true
 			switch mv.Outcome {
 			case Moved:
 				res.Moved++

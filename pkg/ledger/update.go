@@ -238,6 +238,10 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 		u.values[":seen"] = old.Attempts
 		u.values[":succeeded"] = StatusSucceeded
 		cond = "#attempts = :seen AND #status <> :succeeded"
+		if w.Replay != "" { // a replay of a success whose history is full
+			u.set("#replay", ":replay", w.Replay)
+			cond = "#attempts = :seen AND (#status <> :succeeded OR attribute_not_exists(#replay) OR #replay <> :replay)"
+		}
 		if w.Key.Ordered() {
 			cond += " AND " + u.same(w.Rev)
 		}
