@@ -311,8 +311,9 @@ func summary(r dlq.Result, q dlq.Queue) string {
 
 func dlqPurgeCmd() *cobra.Command {
 	var (
-		f   dlqFlags
-		yes bool
+		f      dlqFlags
+		yes    bool
+		asJSON bool
 	)
 	cmd := &cobra.Command{
 		Use:   "purge [--queue tasks|jobs] [--yes]",
@@ -330,26 +331,30 @@ func dlqPurgeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
 			if !yes {
+				prompt := cmd.ErrOrStderr()
 				name := q.Name + "-dlq"
-				fmt.Fprintf(out, "This deletes about %d messages (%d visible, %d in flight) from %s for good.\nType %s to confirm: ",
+				fmt.Fprintf(prompt, "This deletes about %d messages (%d visible, %d in flight) from %s for good.\nType %s to confirm: ",
 					visible+inFlight, visible, inFlight, q.DLQURL, name)
 				line, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
 				if strings.TrimSpace(line) != name {
-					fmt.Fprintln(out)
+					fmt.Fprintln(prompt)
 					return fmt.Errorf("%w: type %s, or pass --yes; nothing was deleted", dlq.ErrNotConfirmed, name)
 				}
 			}
 			if err := dlq.Purge(cmd.Context(), c.SQS, q.DLQURL); err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "purged %s (about %d messages)\n", q.DLQURL, visible+inFlight)
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"queue": q.DLQURL, "purged_about": visible + inFlight})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "purged %s (about %d messages)\n", q.DLQURL, visible+inFlight)
 			return nil
 		},
 	}
 	f.add(cmd, false)
 	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
 

@@ -154,7 +154,7 @@ func printTrail(w io.Writer, t audit.Trail) error {
 			rev += ", etag " + r.ETag
 		}
 		if r.Sequencer != "" {
-			rev += ", sequencer " + strings.TrimRight(r.Sequencer, "0")
+			rev += ", sequencer " + r.Sequencer
 		}
 		row("status", "%s%s", r.Status, codeReason(*r))
 		row("revision", "%s", rev)
@@ -183,7 +183,7 @@ func printTrail(w io.Writer, t audit.Trail) error {
 	row("jobs", "%s", dash(strings.Join(t.Jobs, ", ")))
 	switch s := t.Source; {
 	case s == nil || !s.Exists:
-		row("in S3 now", "deleted")
+		row("in S3 now", "no such object (deleted, or never there)")
 	case t.Newer:
 		row("in S3 now", "%s (a NEWER revision than the record's: not processed yet, or its event is on its way)",
 			ledger.Revision{VersionID: s.VersionID, ETag: s.ETag})
@@ -304,7 +304,11 @@ func replayCmd() *cobra.Command {
 			var before []ledger.Record
 			for _, k := range keys {
 				f, err := replay.Resolve(ctx, c.S3, c.DB, k[0], k[1], id)
-				if errors.Is(err, replay.ErrGone) || errors.Is(err, replay.ErrNotReplayable) {
+				switch {
+				case errors.Is(err, replay.ErrGone):
+					skipped = append(skipped, replay.Skip{File: "s3://" + k[0] + "/" + k[1], Why: "the object does not exist (any more)"})
+					continue
+				case errors.Is(err, replay.ErrNotReplayable):
 					skipped = append(skipped, replay.Skip{File: "s3://" + k[0] + "/" + k[1], Why: err.Error()})
 					continue
 				}
@@ -325,8 +329,10 @@ func replayCmd() *cobra.Command {
 			res := replayResult{ReplayID: id, Sent: sent, Skipped: skipped}
 			out := cmd.OutOrStdout()
 			if !asJSON {
-				for _, f := range files {
-					fmt.Fprintf(out, "replay %s of %s (%s)\n", id, f.String(), ledger.Revision{VersionID: f.VersionID, ETag: f.ETag})
+				for _, m := range sent {
+					for _, f := range m.Files {
+						fmt.Fprintf(out, "replay %s of %s (%s) in message %s\n", id, f.String(), ledger.Revision{VersionID: f.VersionID, ETag: f.ETag}, m.MessageID)
+					}
 				}
 				for _, s := range skipped {
 					fmt.Fprintf(out, "skipped %s: %s\n", s.File, s.Why)

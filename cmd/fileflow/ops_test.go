@@ -470,18 +470,19 @@ func TestOperatorCommandsOnLocalStack(t *testing.T) {
 
 	t.Run("purge", func(t *testing.T) {
 		require.Equal(t, 1, depth(target.JobsDLQURL))
-		out, _, err := runCLIIn(ctx, "", "dlq", "purge", "--local", "--queue", "jobs")
+		_, prompt, err := runCLIIn(ctx, "", "dlq", "purge", "--local", "--queue", "jobs")
 		require.ErrorIs(t, err, dlq.ErrNotConfirmed)
-		assert.Contains(t, out, "Type jobs-dlq to confirm")
+		assert.Contains(t, prompt, "Type jobs-dlq to confirm")
 		_, _, err = runCLIIn(ctx, "yes\n", "dlq", "purge", "--local", "--queue", "jobs")
 		require.ErrorIs(t, err, dlq.ErrNotConfirmed, "only the queue's name confirms")
 		assert.Equal(t, 1, depth(target.JobsDLQURL), "nothing was deleted")
-		out, _, err = runCLIIn(ctx, "jobs-dlq\n", "dlq", "purge", "--local", "--queue", "jobs")
+		out, _, err := runCLIIn(ctx, "jobs-dlq\n", "dlq", "purge", "--local", "--queue", "jobs")
 		require.NoError(t, err)
 		assert.Contains(t, out, "purged")
 		assert.Equal(t, 0, depth(target.JobsDLQURL))
-		_, _, err = runCLIIn(ctx, "", "dlq", "purge", "--local", "--yes")
+		out, _, err = runCLIIn(ctx, "", "dlq", "purge", "--local", "--yes", "--json")
 		require.NoError(t, err)
+		assert.Contains(t, out, `"purged_about": 0`)
 	})
 
 	t.Run("replay", func(t *testing.T) {
