@@ -102,7 +102,7 @@ func TestStackOutputsTarget(t *testing.T) {
 		"queueUrls":{"tasks":"https://q/tasks","jobs":"https://q/jobs"},"completionTopicArn":"arn:aws:sns:r:1:c"}`))
 	require.NoError(t, err)
 	assert.Equal(t, jobctl.Target{Table: "t", JobsQueueURL: "https://q/jobs", IngestBucket: "in", OutputBucket: "out", OutputPrefix: "p/",
-		CompletionTopicARN: "arn:aws:sns:r:1:c"}, tg)
+		CompletionTopicARN: "arn:aws:sns:r:1:c", TasksQueueURL: "https://q/tasks"}, tg)
 	_, err = jobctl.FromStackOutputs([]byte(`{"tableName":"t","outputBucket":"o","queueUrls":{"tasks":"x"}}`))
 	assert.ErrorContains(t, err, "queueUrls.jobs (is functions/dispatch deployed?)")
 }

@@ -35,6 +35,9 @@ type Target struct {
 	OutputBucket       string `json:"outputBucket"`
 	OutputPrefix       string `json:"outputPrefix"`
 	CompletionTopicARN string `json:"completionTopicArn"`
+	TasksQueueURL      string `json:"tasksQueueUrl,omitempty"` // the worker's queue (fileflow replay)
+	TasksDLQURL        string `json:"tasksDlqUrl,omitempty"`   // the dead-letter queues (fileflow dlq)
+	JobsDLQURL         string `json:"jobsDlqUrl,omitempty"`
 
 	// For the local stack only: endpoints and static credentials.
 	Region    string            `json:"region,omitempty"`
@@ -57,7 +60,8 @@ func FromStackOutputs(b []byte) (Target, error) {
 		return Target{}, fmt.Errorf("stack outputs: %w", err)
 	}
 	t := Target{Table: o.TableName, JobsQueueURL: o.QueueURLs["jobs"], IngestBucket: o.IngestBucket,
-		OutputBucket: o.OutputBucket, OutputPrefix: o.OutputPrefix, CompletionTopicARN: o.CompletionTopicARN}
+		OutputBucket: o.OutputBucket, OutputPrefix: o.OutputPrefix, CompletionTopicARN: o.CompletionTopicARN,
+		TasksQueueURL: o.QueueURLs["tasks"], TasksDLQURL: o.QueueURLs["tasks-dlq"], JobsDLQURL: o.QueueURLs["jobs-dlq"]}
 	return t, t.check("stack outputs")
 }
 
@@ -129,6 +133,7 @@ type Client struct {
 	Target Target
 	DB     *ledger.Store
 	SQS    *sqs.Client
+	S3     *s3.Client
 	Engine *job.Engine
 	// Logs, if set, are printed above Watch's progress bar.
 	Logs *progress.Logs
@@ -162,7 +167,7 @@ func New(ctx context.Context, t Target) (*Client, error) {
 	})
 	topic := sns.NewFromConfig(cfg, func(o *sns.Options) { o.BaseEndpoint = ep("sns") })
 	store := ledger.New(db, t.Table, 0)
-	return &Client{Target: t, DB: store, SQS: q, Engine: &job.Engine{Ledger: store, Objects: objects, Topic: topic,
+	return &Client{Target: t, DB: store, SQS: q, S3: objects, Engine: &job.Engine{Ledger: store, Objects: objects, Topic: topic,
 		TopicARN: t.CompletionTopicARN, OutputBucket: t.OutputBucket, OutputPrefix: t.OutputPrefix, StatusTTL: time.Nanosecond,
 		Queue: q, JobsQueueURL: t.JobsQueueURL}}, nil
 }

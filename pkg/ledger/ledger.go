@@ -10,6 +10,7 @@
 //	                                                a manifest entry naming no version or ETag)
 //	F#<bucket>/<key>        superseded#<revision>   a revision that arrived after a newer one
 //	M#<sqs message id>      poison                  a message that could not be decoded
+//	R#<dlq message id>      redrive                 a dead-letter message being or been redriven (redrive.go)
 //	J#<job id>              job | c#<n> | t#<task>  jobs (see jobs.go)
 //
 // Failed and dead-lettered records also carry gsi1pk = "FAILED#<yyyy-mm-dd>" and
@@ -256,6 +257,7 @@ type Record struct {
 	JobID      string    `dynamodbav:"job_id,omitempty"`
 	Status     Status    `dynamodbav:"status"`
 	Reason     string    `dynamodbav:"reason,omitempty"`
+	Code       string    `dynamodbav:"code,omitempty"`       // a failure's code (pkg/failure)
 	ETag       string    `dynamodbav:"etag,omitempty"`       // the revision's content
 	VersionID  string    `dynamodbav:"version_id,omitempty"` // the revision's version, if known
 	Sequencer  string    `dynamodbav:"seq,omitempty"`        // the S3 event's sequencer, normalized

@@ -22,6 +22,7 @@ type Write struct {
 	Status  Status // SUCCEEDED, FAILED, RETRYING or DEAD_LETTERED
 	Result  Result // a success's
 	Reason  string // a failure's
+	Code    string // a failure's code (pkg/failure), kept as "code"
 	Attempt Attempt
 	// Over is the record, exactly as the caller read it, that this revision may replace:
 	// the caller confirmed that Rev is the object's current content while that record
@@ -200,9 +201,14 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 		if res.Member != nil {
 			u.set("#member", ":member", res.Member)
 		}
-		u.remove("#reason", "#gsi1pk", "#gsi1sk")
+		u.remove("#reason", "#code", "#gsi1pk", "#gsi1sk")
 	} else {
 		u.set("#reason", ":reason", w.Reason)
+		if w.Code != "" {
+			u.set("#code", ":code", w.Code)
+		} else {
+			u.remove("#code")
+		}
 		if w.Status == StatusFailed || w.Status == StatusDeadLettered {
 			u.set("#gsi1pk", ":gsi1pk", failedPartition(w.Attempt.At))
 			u.set("#gsi1sk", ":gsi1sk", w.Attempt.At.UTC().Format(time.RFC3339Nano)+"#"+w.Key.pk())

@@ -610,6 +610,14 @@ func (h *Handler) verifyOutput(ctx context.Context, log *slog.Logger, it *item) 
 // record writes a failure; status is FAILED, RETRYING or DEAD_LETTERED.
 func (h *Handler) record(ctx context.Context, log *slog.Logger, it *item, status ledger.Status, reason string, att ledger.Attempt) {
 	w := ledger.Write{Key: it.key, Rev: it.rev, JobID: it.msg.d.JobID, Status: status, Reason: reason, Attempt: att, Over: it.over}
+	// The failure's code, as a job's report gives it (a retry's only if its error has one).
+	def := failure.ProcessorFailed
+	if status == ledger.StatusRetrying {
+		def = ""
+	}
+	if w.Code, _ = failure.CodeOf(it.err, def); status == ledger.StatusDeadLettered {
+		w.Code = failure.RetriesExhausted
+	}
 	if it.rev.ETag == "" && it.rev.VersionID == "" && it.key.Ordered() {
 		// Never read, so no revision is known: the failure is kept beside the key's
 		// record (the job's own, or an "unread" one), never in place of it.

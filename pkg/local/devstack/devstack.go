@@ -604,6 +604,15 @@ func (s *Stack) Target() jobctl.Target {
 		Endpoints: map[string]string{"s3": s.S3Endpoint, "sqs": s.Servers.SQS, "sns": s.Servers.SQS, "dynamodb": s.Servers.DynamoDB}}
 	if q, err := s.JobsQueue(); err == nil {
 		t.JobsQueueURL = q.URL
+		if q.DLQ != nil {
+			t.JobsDLQURL = q.DLQ.URL
+		}
+	}
+	if q, err := s.TasksQueue(); err == nil {
+		t.TasksQueueURL = q.URL
+		if q.DLQ != nil {
+			t.TasksDLQURL = q.DLQ.URL
+		}
 	}
 	for _, fn := range s.Resources.Functions {
 		if fn.Handler == "worker" {
