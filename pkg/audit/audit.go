@@ -235,7 +235,7 @@ func TrailOf(ctx context.Context, l Ledger, objects Objects, bucket, key, versio
 			if err != nil {
 				return t, err
 			}
-			t.Outputs = append(t.Outputs, Output{URI: uri, Object: o, Matches: o.Exists && o.Revision == asciiHeader(t.Record.Rev().String())})
+			t.Outputs = append(t.Outputs, Output{URI: uri, Object: o, Matches: o.Exists && o.Revision == task.MetaValue(t.Record.Rev().String())})
 		}
 	}
 	if version != "" {
@@ -281,22 +281,4 @@ func head(ctx context.Context, objects Objects, bucket, key string) (Object, err
 		o.VersionID = ""
 	}
 	return o, nil
-}
-
-// asciiHeader is how the worker writes a metadata value (non-ASCII percent-encoded).
-func asciiHeader(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			var b strings.Builder
-			for j := 0; j < len(s); j++ {
-				if c := s[j]; c < 0x20 || c > 0x7e || c == '%' {
-					fmt.Fprintf(&b, "%%%02X", c)
-				} else {
-					b.WriteByte(c)
-				}
-			}
-			return b.String()
-		}
-	}
-	return s
 }

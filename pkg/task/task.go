@@ -159,6 +159,26 @@ const (
 	MetaInput = "fileflow-input"
 )
 
+// MetaValue makes a metadata value safe for an HTTP header, as the worker writes it:
+// bytes outside printable ASCII (and '%') are percent-encoded, since S3 would reject or
+// mangle them. Readers compare against MetaValue of what they expect.
+func MetaValue(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			var b strings.Builder
+			for j := 0; j < len(s); j++ {
+				if c := s[j]; c < 0x20 || c > 0x7e || c == '%' {
+					fmt.Fprintf(&b, "%%%02X", c)
+				} else {
+					b.WriteByte(c)
+				}
+			}
+			return b.String()
+		}
+	}
+	return s
+}
+
 // Message is a fileflow task message: a batch of files, optionally part of a job.
 type Message struct {
 	V     int    `json:"v"`

@@ -733,7 +733,7 @@ func (h *Handler) supersede(ctx context.Context, log *slog.Logger, it *item, by 
 func (h *Handler) removeOwnOutput(ctx context.Context, log *slog.Logger, it *item) {
 	outKey := h.outputKey(it.file, it.msg.d.JobID, it.pr)
 	head, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
-	if err != nil || head.Metadata[MetaRevision] != asciiHeader(it.rev.String()) {
+	if err != nil || head.Metadata[MetaRevision] != task.MetaValue(it.rev.String()) {
 		return
 	}
 	if _, err := h.deps.Objects.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)}); err != nil {
@@ -771,10 +771,10 @@ func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error
 		case !ok:
 			return nil // no record to agree with (yet): its writer decides
 		case rec.Status == ledger.StatusSucceeded && contains(rec.Outputs, uri):
-			if have == asciiHeader(newest.String()) {
+			if have == task.MetaValue(newest.String()) {
 				return nil // the output is the newest revision's
 			}
-		case have != "" && have == asciiHeader(it.rev.String()) &&
+		case have != "" && have == task.MetaValue(it.rev.String()) &&
 			(rec.Status == ledger.StatusFailed || rec.Status == ledger.StatusDeadLettered || rec.Status == ledger.StatusSucceeded):
 			// The newest revision has no output here and will not write one: this older
 			// revision's output is a leftover.
@@ -974,7 +974,7 @@ func outputMetadata(f task.File, rev ledger.Revision, pr *process.Result) map[st
 		m[MetaContentType] = pr.ContentType
 	}
 	for k, v := range m {
-		m[k] = asciiHeader(v)
+		m[k] = task.MetaValue(v)
 	}
 	return m
 }
@@ -988,26 +988,7 @@ func inputName(k ledger.Key) string {
 		sum := sha256.Sum256([]byte(name))
 		name = "sha256:" + hex.EncodeToString(sum[:])
 	}
-	return asciiHeader(name)
-}
-
-// asciiHeader makes a metadata value safe for an HTTP header: non-ASCII bytes are
-// percent-encoded (S3 would otherwise reject or mangle them).
-func asciiHeader(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			var b strings.Builder
-			for j := 0; j < len(s); j++ {
-				if c := s[j]; c < 0x20 || c > 0x7e || c == '%' {
-					fmt.Fprintf(&b, "%%%02X", c)
-				} else {
-					b.WriteByte(c)
-				}
-			}
-			return b.String()
-		}
-	}
-	return s
+	return task.MetaValue(name)
 }
 
 // shareDuplicates gives an item that repeated another in the same batch (same file,
