@@ -151,14 +151,14 @@ func s3Calls(r *http.Request, body []byte, status int, add func(op, action, reso
 	case http.MethodPut:
 		switch {
 		case q.Has("partNumber") && r.Header.Get("X-Amz-Copy-Source") != "":
-			add("UploadPartCopy", "s3:PutObject", object, nil)
+			add("UploadPartCopy", "s3:PutObject", object, copyContext(r))
 			copySource("UploadPartCopy")
 		case q.Has("partNumber"):
 			add("UploadPart", "s3:PutObject", object, nil)
 		case q.Has("tagging"):
 			add("PutObjectTagging", "s3:PutObjectTagging", object, nil)
 		case r.Header.Get("X-Amz-Copy-Source") != "":
-			add("CopyObject", "s3:PutObject", object, nil)
+			add("CopyObject", "s3:PutObject", object, copyContext(r))
 			copySource("CopyObject")
 		default:
 			add("PutObject", "s3:PutObject", object, nil)
@@ -328,4 +328,14 @@ func (r *Recorder) String() string {
 		fmt.Fprintf(&b, "%s=%d ", k, per[k])
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// copyContext is the condition key a copy's write carries: s3:x-amz-copy-source, the
+// source's bucket and key (decoded, without a version).
+func copyContext(r *http.Request) map[string]string {
+	path, _, _ := strings.Cut(r.Header.Get("X-Amz-Copy-Source"), "?")
+	if p, err := url.PathUnescape(path); err == nil {
+		path = p
+	}
+	return map[string]string{"s3:x-amz-copy-source": strings.TrimPrefix(path, "/")}
 }

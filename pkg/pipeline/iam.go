@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Three kinds of IAM document, three Go types, so one can't be used for another:
@@ -257,8 +258,15 @@ func FunctionPolicy(fn string, r resourceARNs, tracing bool) PolicyDocument {
 			// A split job's parts (<output>.parts/<job>/NNNNN) are read to merge them, and
 			// the output key is read (HEAD) before the merge is promoted over it…
 			allow("ReadOutputs", []string{"s3:GetObject"}, out+"*"),
-			// …into the split file's own output key, which is any key under the prefix.
-			allow("WriteMergedSplitOutputs", []string{"s3:PutObject", "s3:AbortMultipartUpload"}, out+"*"),
+			// …merged beside them (the split's own scratch, under <output>.parts/)…
+			allow("WriteSplitScratch", []string{"s3:PutObject", "s3:AbortMultipartUpload"}, out+"*.parts/*"),
+			// …and promoted to the split file's own output key, which is any key under the
+			// prefix — but only as a server-side copy of that scratch: the dispatcher
+			// cannot write an output of its own. (s3:x-amz-copy-source is "bucket/key", as
+			// in "Granting s3:PutObject permission to copy objects with a restriction on the
+			// copy source", docs.aws.amazon.com/AmazonS3/latest/userguide/amazon-s3-policy-keys.html.)
+			{Sid: "PromoteMergedSplits", Effect: "Allow", Action: []string{"s3:PutObject"}, Resource: []string{out + "*"},
+				Condition: Condition{"StringLike": {"s3:x-amz-copy-source": bucketName(r.Output) + "/" + r.OutputPrefix + "*.parts/*"}}},
 			// An uncounted delivery's report part, and a split merge once promoted to its
 			// output key, are removed.
 			allow("RemoveOwnScratch", []string{"s3:DeleteObject"}, out+"reports/*", out+"*.parts/*"),
@@ -302,3 +310,11 @@ func viaServices(region string) []string {
 var lambdaTrust = TrustPolicy{Version: Version, Statement: []TrustStatement{{
 	Effect: "Allow", Principal: Service("lambda.amazonaws.com"), Action: []string{"sts:AssumeRole"},
 }}}
+
+// bucketName is the name in an S3 bucket ARN (arn:aws:s3:::name).
+func bucketName(arn string) string {
+	if i := strings.LastIndex(arn, ":"); i >= 0 {
+		return arn[i+1:]
+	}
+	return arn
+}

@@ -36,26 +36,26 @@ var neverExercised = map[string]struct {
 	reason    string
 	sometimes bool
 }{
-	"worker WriteOwnLogs logs:CreateLogStream":                 {reason: "Lambda itself writes the function's stdout to its log group with the role; the local runtime reads stdout directly"},
-	"worker WriteOwnLogs logs:PutLogEvents":                    {reason: "as logs:CreateLogStream"},
-	"dispatch WriteOwnLogs logs:CreateLogStream":               {reason: "as the worker's"},
-	"dispatch WriteOwnLogs logs:PutLogEvents":                  {reason: "as the worker's"},
-	"dispatch ReadIngest s3:GetObjectVersion":                  {reason: "a job spec's event, or a manifest entry, names a versionId (versioned ingest bucket)", sometimes: true},
-	"worker WriteOutput s3:AbortMultipartUpload":               {reason: "aborts a multipart output whose upload failed; the run's uploads succeed", sometimes: true},
-	"dispatch WriteReports s3:AbortMultipartUpload":            {reason: "aborts a report file whose upload failed", sometimes: true},
-	"dispatch WriteMergedSplitOutputs s3:AbortMultipartUpload": {reason: "aborts a split merge that failed", sometimes: true},
-	"worker ListIngest s3:ListBucket":                          {reason: "makes a read of a key deleted before its event is handled NoSuchKey (404, retried) instead of AccessDenied (403, permanent); no test file is deleted", sometimes: true},
-	"worker ConsumeOwnQueue sqs:ChangeMessageVisibility":       {reason: "backs off a retryable failure; exercised when a file fails transiently (the slow files)", sometimes: true},
-	"dispatch ConsumeOwnQueue sqs:ChangeMessageVisibility":     {reason: "brings a finalize back while report lines are still being written, or a task whose parent wait could not be sent", sometimes: true},
-	"worker ResendWaitingTasks sqs:SendMessage":                {reason: "a task message that arrives before its fan-out task is counted is sent again, delayed", sometimes: true},
-	"dispatch SendChildJobs sqs:SendMessage":                   {reason: "finalize re-requests and parent waits send single messages; child fan-out tasks go in batches (also sqs:SendMessage)", sometimes: true},
-	"worker WriteOutput s3:GetObject":                          {reason: "the in-place copy that sets late metadata on multipart outputs reads the output", sometimes: true},
-	"worker ListOutput s3:ListBucket":                          {reason: "makes a HEAD of a missing output (a superseded revision's output check) NotFound instead of AccessDenied", sometimes: true},
-	"dispatch ListOutput s3:ListBucket":                        {reason: "makes a GET of a missing report part NoSuchKey (named in the report) instead of AccessDenied", sometimes: true},
-	"dispatch PeekDeadLetters sqs:ReceiveMessage":              {reason: "the reconciler peeks at the DLQs while a job is open; exercised when a reconcile message arrives during a job", sometimes: true},
-	"dispatch PeekDeadLetters sqs:ChangeMessageVisibility":     {reason: "the reconciler makes the DLQ messages it peeked at visible again; only when a DLQ holds messages while a job is open", sometimes: true},
-	"dispatch RemoveOwnScratch s3:DeleteObject":                {reason: "removes the report part of a delivery that was not counted (a duplicate, an orphan), and a split's merge once promoted", sometimes: true},
-	"worker RemoveStaleOutputs s3:DeleteObject":                {reason: "removes a superseded revision's output, or an uncounted delivery's report part", sometimes: true},
+	"worker WriteOwnLogs logs:CreateLogStream":             {reason: "Lambda itself writes the function's stdout to its log group with the role; the local runtime reads stdout directly"},
+	"worker WriteOwnLogs logs:PutLogEvents":                {reason: "as logs:CreateLogStream"},
+	"dispatch WriteOwnLogs logs:CreateLogStream":           {reason: "as the worker's"},
+	"dispatch WriteOwnLogs logs:PutLogEvents":              {reason: "as the worker's"},
+	"dispatch ReadIngest s3:GetObjectVersion":              {reason: "a job spec's event, or a manifest entry, names a versionId (versioned ingest bucket)", sometimes: true},
+	"worker WriteOutput s3:AbortMultipartUpload":           {reason: "aborts a multipart output whose upload failed; the run's uploads succeed", sometimes: true},
+	"dispatch WriteReports s3:AbortMultipartUpload":        {reason: "aborts a report file whose upload failed", sometimes: true},
+	"dispatch WriteSplitScratch s3:AbortMultipartUpload":   {reason: "aborts a split merge that failed", sometimes: true},
+	"worker ListIngest s3:ListBucket":                      {reason: "makes a read of a key deleted before its event is handled NoSuchKey (404, retried) instead of AccessDenied (403, permanent); no test file is deleted", sometimes: true},
+	"worker ConsumeOwnQueue sqs:ChangeMessageVisibility":   {reason: "backs off a retryable failure; exercised when a file fails transiently (the slow files)", sometimes: true},
+	"dispatch ConsumeOwnQueue sqs:ChangeMessageVisibility": {reason: "brings a finalize back while report lines are still being written, or a task whose parent wait could not be sent", sometimes: true},
+	"worker ResendWaitingTasks sqs:SendMessage":            {reason: "a task message that arrives before its fan-out task is counted is sent again, delayed", sometimes: true},
+	"dispatch SendChildJobs sqs:SendMessage":               {reason: "finalize re-requests and parent waits send single messages; child fan-out tasks go in batches (also sqs:SendMessage)", sometimes: true},
+	"worker WriteOutput s3:GetObject":                      {reason: "the in-place copy that sets late metadata on multipart outputs reads the output", sometimes: true},
+	"worker ListOutput s3:ListBucket":                      {reason: "makes a HEAD of a missing output (a superseded revision's output check) NotFound instead of AccessDenied", sometimes: true},
+	"dispatch ListOutput s3:ListBucket":                    {reason: "makes a GET of a missing report part NoSuchKey (named in the report) instead of AccessDenied", sometimes: true},
+	"dispatch PeekDeadLetters sqs:ReceiveMessage":          {reason: "the reconciler peeks at the DLQs while a job is open; exercised when a reconcile message arrives during a job", sometimes: true},
+	"dispatch PeekDeadLetters sqs:ChangeMessageVisibility": {reason: "the reconciler makes the DLQ messages it peeked at visible again; only when a DLQ holds messages while a job is open", sometimes: true},
+	"dispatch RemoveOwnScratch s3:DeleteObject":            {reason: "removes the report part of a delivery that was not counted (a duplicate, an orphan), and a split's merge once promoted", sometimes: true},
+	"worker RemoveStaleOutputs s3:DeleteObject":            {reason: "removes a superseded revision's output, or an uncounted delivery's report part", sometimes: true},
 }
 
 func TestIAMAllowsEveryRecordedCall(t *testing.T) {
@@ -96,8 +96,19 @@ func TestIAMAllowsEveryRecordedCall(t *testing.T) {
 	}
 	sort.Strings(denied)
 	assert.Empty(t, denied, "calls the functions made that their roles would not be allowed in AWS")
-	t.Logf("calls recorded %d (%d distinct: worker %d, dispatch %d), simulated %d, denied %d",
-		recording.Total(), len(all), byFunction["worker"], byFunction["dispatch"], len(judged), len(denied))
+	// The dispatcher's only way to write an output key is a copy of a split's merge
+	// (PromoteMergedSplits, conditioned on s3:x-amz-copy-source): the run must have made
+	// that copy, and been allowed it, or the condition is untested.
+	promotes := 0
+	for _, j := range judged {
+		if j.Function == "dispatch" && j.Operation == "S3.CopyObject" && j.Decision.Result == iamcheck.Allowed &&
+			strings.Contains(j.Context["s3:x-amz-copy-source"], ".parts/") && !strings.Contains(j.Resource, ".parts/") {
+			promotes++
+		}
+	}
+	assert.Positive(t, promotes, "no split merge was promoted to its output key by a copy")
+	t.Logf("calls recorded %d (%d distinct: worker %d, dispatch %d), simulated %d, denied %d; split merges promoted by copy %d",
+		recording.Total(), len(all), byFunction["worker"], byFunction["dispatch"], len(judged), len(denied), promotes)
 	t.Logf("per function and action: %s", recording.String())
 
 	t.Run("GrantsNeverExercised", func(t *testing.T) {
@@ -162,7 +173,7 @@ func TestIAMAllowsEveryRecordedCall(t *testing.T) {
 
 	t.Run("NegativeCases", func(t *testing.T) {
 		ingest, output := bucketARN(t, g, "-ingest"), bucketARN(t, g, "-output")
-		var loop, dispatchIngest, dispatchDelete, dispatchOutputs []iamcheck.Call
+		var loop, dispatchIngest, dispatchDelete, dispatchOutputs, dispatchCopies []iamcheck.Call
 		// Negative cases are judged on representatives: one object per function, action,
 		// bucket and folder (the policies' patterns name buckets and prefixes, never
 		// single files), every queue, table and topic.
@@ -191,6 +202,19 @@ func TestIAMAllowsEveryRecordedCall(t *testing.T) {
 				if !strings.Contains(key, "reports/") && !strings.Contains(key, ".parts/") {
 					if d := (iamcheck.Call{Function: "dispatch", Operation: c.Operation, Action: c.Action, Resource: c.Resource}); once(d) {
 						dispatchOutputs = append(dispatchOutputs, d)
+					}
+					// …nor as a copy of anything but a split's merge: its report files,
+					// another output, an ingest file.
+					for _, src := range []string{"reports/x/result.csv", "other-output", ""} {
+						from := strings.TrimPrefix(output, "arn:aws:s3:::") + "/" + src
+						if src == "" {
+							from = strings.TrimPrefix(ingest, "arn:aws:s3:::") + "/" + key
+						}
+						d := iamcheck.Call{Function: "dispatch", Operation: "S3.CopyObject", Action: "s3:PutObject", Resource: c.Resource,
+							Context: map[string]string{"s3:x-amz-copy-source": from}}
+						if once(iamcheck.Call{Function: "dispatch copy from " + src, Action: d.Action, Resource: d.Resource}) {
+							dispatchCopies = append(dispatchCopies, d)
+						}
 					}
 				}
 			}
@@ -248,8 +272,8 @@ func TestIAMAllowsEveryRecordedCall(t *testing.T) {
 			{"worker and dispatcher touch a second pipeline's buckets, table, queues, topic", two, other, "denied", ""},
 			{"dispatcher writes into the ingest bucket", g, dispatchIngest, "denied", ""},
 			{"dispatcher deletes objects in the output bucket (outside reports/ and split parts)", g, dispatchDelete, "denied", ""},
-			{"dispatcher writes a worker's output key (outside reports/ and split parts)", g, dispatchOutputs, "allowed",
-				"known gap: finalize merges a split job's parts into the split file's own output key (pkg/job merge), which IAM cannot tell from any other output key"},
+			{"dispatcher writes a worker's output key (outside reports/ and split parts)", g, dispatchOutputs, "denied", ""},
+			{"dispatcher copies into an output key from anything but a split's merge", g, dispatchCopies, "denied", ""},
 		}
 		total := 0
 		for _, tc := range cases {
