@@ -10,7 +10,7 @@ STACK       ?= dev
 TESTFLAGS   ?=
 TEST_LOG    := $(or $(TMPDIR),/tmp)/fileflow-test.log
 
-.PHONY: all build package servers dev test test-unit bench lint fmt tidy clean plan docs preview deploy
+.PHONY: all build package servers dev test chaos test-unit bench lint fmt tidy clean plan docs preview deploy
 
 all: build
 
@@ -37,6 +37,15 @@ test: servers
 	@status=0; $(GO) test -count=1 -timeout 20m -v $(TESTFLAGS) ./... 2>&1 | tee $(TEST_LOG) || status=$$?; \
 	 passed=$$(grep -cE '^\s*--- PASS' $(TEST_LOG) || true); failed=$$(grep -cE '^\s*--- FAIL' $(TEST_LOG) || true); \
 	 echo; echo "$$passed passed, $$failed failed"; exit $$status
+
+## chaos: the local pipeline under injected faults (10% of AWS calls, kills, duplicates,
+## overwrites, deletes, poison, a DynamoDB restart), then an invariant report; non-zero on
+## any violation. CHAOS_FILES (100000) files; CHAOS_SEED replays a seed; CHAOSFLAGS more flags
+CHAOS_FILES ?= 100000
+CHAOS_SEED  ?=
+CHAOSFLAGS  ?=
+chaos: servers
+	$(GO) run ./cmd/fileflow chaos --files $(CHAOS_FILES) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) $(CHAOSFLAGS)
 
 ## test-unit: the fast tests that need no server
 test-unit:

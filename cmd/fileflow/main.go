@@ -39,7 +39,7 @@ func root() *cobra.Command {
 	}
 	cmd.AddCommand(serversCmd(), packageCmd(), planCmd(), docsCmd(), devCmd(), benchCmd(),
 		submitCmd(), watchCmd(), statusCmd(), cancelCmd(), costCmd(), capacityCmd())
-	cmd.AddCommand(failuresCmd(), auditCmd(), dlqCmd(), replayCmd())
+	cmd.AddCommand(failuresCmd(), auditCmd(), dlqCmd(), replayCmd(), chaosCmd())
 	return cmd
 }
 

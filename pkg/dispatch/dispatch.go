@@ -214,7 +214,8 @@ const (
 	ParentWait = 5 * time.Second
 	// CheckWait: a counted task whose job check failed is sent again after this long.
 	CheckWait = 10 * time.Second
-	// BusyWait: a finalize task whose job another finalizer holds waits this long.
+	// BusyWait: a finalize task whose job another finalizer holds waits this long when
+	// the end of that finalizer's lease is unknown; otherwise until it ends (busyWait).
 	BusyWait = 15 * time.Minute
 	// IncompleteWait: a finalize task waiting for report lines comes back after this long.
 	IncompleteWait = 10 * time.Second
@@ -259,7 +260,15 @@ func receiveCount(rec events.SQSMessage) int {
 // retryAfter is the action for an error before a task was counted: back after the
 // backoff for the receive.
 func (h *Handler) retryAfter(rec events.SQSMessage, err error) job.Action {
-	return job.Retry(h.cfg.Retry.Delay(receiveCount(rec), retry.Classify(err)), err.Error())
+	n := receiveCount(rec)
+	d := h.cfg.Retry.Delay(n+job.SentAgain(rec), retry.Classify(err))
+	if n >= h.cfg.MaxReceiveCount {
+		// The last receive: sent again, with a fresh receive count and the backoff of all
+		// its attempts, rather than to the DLQ, where its job would wait for it (a ledger
+		// outage used up a task's receives in the chaos run).
+		return job.Again(d, err.Error())
+	}
+	return job.Retry(d, err.Error())
 }
 
 func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) job.Action {
@@ -386,7 +395,7 @@ func (h *Handler) finalize(ctx context.Context, rec events.SQSMessage, p job.Fan
 	case err == nil:
 		return job.Acknowledge("finalized")
 	case errors.Is(err, job.ErrFinalizeBusy):
-		return job.Again(BusyWait, err.Error())
+		return job.Again(busyWait(err, h.now()), err.Error())
 	case errors.Is(err, job.ErrReportIncomplete):
 		return job.Retry(IncompleteWait, err.Error())
 	}
@@ -616,4 +625,15 @@ func (b *batch) flush(ctx context.Context) error {
 	b.sent += len(b.entries)
 	b.entries, b.bytes = b.entries[:0], 0
 	return nil
+}
+
+// busyWait is how long a finalize task waits for another finalizer: until that
+// finalizer's lease ends (and a second more), when the lease says; BusyWait otherwise.
+// If the other finalizer reports the job meanwhile, the task then finds it notified.
+func busyWait(err error, now time.Time) time.Duration {
+	var busy *job.BusyError
+	if !errors.As(err, &busy) || busy.Until.IsZero() {
+		return BusyWait
+	}
+	return min(BusyWait, max(time.Second, busy.Until.Sub(now)+time.Second))
 }

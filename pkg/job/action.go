@@ -120,7 +120,7 @@ func sendAgain(ctx context.Context, q Messenger, queueURL string, rec events.SQS
 		return false, nil
 	}
 	_, err := q.SendMessage(ctx, &sqs.SendMessageInput{
-		QueueUrl: aws.String(queueURL), MessageBody: aws.String(rec.Body), DelaySeconds: min(int32(d/time.Second), 900),
+		QueueUrl: aws.String(queueURL), MessageBody: aws.String(rec.Body), DelaySeconds: min(retry.VisibilitySeconds(d), 900), // whole seconds, rounded as the visibility is
 		MessageAttributes: map[string]sqstypes.MessageAttributeValue{
 			AttrSentAgain: {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(n + 1))},
 		},

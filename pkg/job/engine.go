@@ -153,7 +153,23 @@ const FinalizeLease = 5 * time.Minute
 const RequeueAfter = time.Minute
 
 // ErrFinalizeBusy: another finalizer holds the job's lease; try again after it ends.
+// It comes as a [*BusyError], which says when.
 var ErrFinalizeBusy = errors.New("job: another finalizer is reporting this job")
+
+// BusyError is [ErrFinalizeBusy] with the end of the other finalizer's lease: if that
+// finalizer died, the job can be reported from then on.
+type BusyError struct {
+	Until time.Time // zero if unknown
+}
+
+func (e *BusyError) Error() string {
+	if e.Until.IsZero() {
+		return ErrFinalizeBusy.Error()
+	}
+	return ErrFinalizeBusy.Error() + " (its lease ends " + e.Until.UTC().Format(time.RFC3339) + ")"
+}
+
+func (e *BusyError) Unwrap() error { return ErrFinalizeBusy }
 
 // Check finishes the job if it is done or past its tolerance, and finalizes a finished
 // job whose report and notification were not done by its finisher (which crashed).
@@ -303,10 +319,14 @@ func (e *Engine) FinalizeJob(ctx context.Context, id string, force bool) error {
 		return err
 	}
 	if !claimed {
-		if j, _, err := e.Ledger.GetJob(ctx, id); err == nil && j.Notified {
-			return nil
+		busy := &BusyError{}
+		if j, _, err := e.Ledger.GetJob(ctx, id); err == nil {
+			if j.Notified {
+				return nil
+			}
+			busy.Until = j.LeaseUntil
 		}
-		return fmt.Errorf("job %s: %w", id, ErrFinalizeBusy)
+		return fmt.Errorf("job %s: %w", id, busy)
 	}
 	if err := e.Finalize(ctx, j, force); err != nil {
 		if rerr := e.Ledger.ReleaseFinalize(context.WithoutCancel(ctx), id, token); rerr != nil {

@@ -90,6 +90,9 @@ type Job struct {
 	// ReportMissing: counted tasks whose report lines were missing when the report was
 	// written (it names them).
 	ReportMissing int
+	// LeaseUntil is when the finalize lease taken last ends (zero: never taken, or given
+	// back).
+	LeaseUntil time.Time
 }
 
 // Settlement counts one finished task: the children it enqueued and the files it
@@ -609,6 +612,9 @@ func (s *Store) GetJob(ctx context.Context, id string) (Job, bool, error) {
 	j.ReportMissing = int(num(it["report_missing"]))
 	j.FinishedAt, _ = time.Parse(time.RFC3339Nano, text(it["finished_at"]))
 	j.FinalizeRequested, _ = time.Parse(time.RFC3339Nano, text(it["finalize_requested_at"]))
+	if ms := num(it["lease_until"]); ms > 0 {
+		j.LeaseUntil = time.UnixMilli(ms)
+	}
 	return j, true, nil
 }
 

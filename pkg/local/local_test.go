@@ -6,16 +6,19 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/smithy-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fileflow/fileflow/pkg/local"
 	"github.com/fileflow/fileflow/pkg/local/localtest"
 )
 
@@ -81,4 +84,31 @@ func TestVersionedBucket(t *testing.T) {
 	require.Equal(t, "PreconditionFailed", api.ErrorCode(), "the code the worker reads")
 	_, err = c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b), Key: aws.String("k.txt"), IfMatch: v2.ETag})
 	require.NoError(t, err)
+}
+
+// DynamoDB Local with its tables on disk survives a restart on the same port: what was
+// written before is read after, and clients reach it again without being rebuilt. In
+// memory, a restart is refused rather than silently losing every table.
+func TestRestartDynamoDBKeepsItsTables(t *testing.T) {
+	ctx := context.Background()
+	require.ErrorContains(t, localtest.Servers.RestartDynamoDB(ctx, 0), "in memory")
+
+	srv, err := local.Start(ctx, local.Options{DynamoDBOnDisk: true})
+	require.NoError(t, err)
+	defer srv.Stop()
+	cfg, err := srv.AWSConfig(ctx)
+	require.NoError(t, err)
+	db := srv.DynamoDBClient(cfg)
+	_, err = db.CreateTable(ctx, &dynamodb.CreateTableInput{TableName: aws.String("restart"), BillingMode: ddbtypes.BillingModePayPerRequest,
+		AttributeDefinitions: []ddbtypes.AttributeDefinition{{AttributeName: aws.String("pk"), AttributeType: ddbtypes.ScalarAttributeTypeS}},
+		KeySchema:            []ddbtypes.KeySchemaElement{{AttributeName: aws.String("pk"), KeyType: ddbtypes.KeyTypeHash}}})
+	require.NoError(t, err)
+	item := map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: "kept"}}
+	_, err = db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String("restart"), Item: item})
+	require.NoError(t, err)
+
+	require.NoError(t, srv.RestartDynamoDB(ctx, 500*time.Millisecond))
+	out, err := db.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String("restart"), Key: item, ConsistentRead: aws.Bool(true)})
+	require.NoError(t, err)
+	require.Equal(t, item, out.Item)
 }

@@ -2,11 +2,13 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +41,9 @@ type Options struct {
 	S3EventWebhook string
 	// ReadyTimeout bounds how long each server may take to answer; default 90 s.
 	ReadyTimeout time.Duration
+	// DynamoDBOnDisk keeps DynamoDB Local's tables in a file (-dbPath) instead of in
+	// memory, so that [Servers.RestartDynamoDB] keeps them. Slower.
+	DynamoDBOnDisk bool
 }
 
 // Servers is a running set of local S3, SQS and DynamoDB servers.
@@ -48,8 +53,14 @@ type Servers struct {
 	DynamoDB string // DynamoDB endpoint URL
 	Dir      string // scratch dir: versitygw's data and each server's log
 
-	mu    sync.Mutex
-	procs []*proc
+	mu     sync.Mutex
+	procs  []*proc
+	dynamo struct {
+		onDisk  bool
+		command func() *exec.Cmd
+		proc    *proc
+	}
+	readyTimeout time.Duration
 }
 
 type proc struct {
@@ -71,7 +82,7 @@ func Start(ctx context.Context, opts Options) (_ *Servers, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("local: scratch dir: %w", err)
 	}
-	s := &Servers{Dir: dir}
+	s := &Servers{Dir: dir, readyTimeout: opts.ReadyTimeout}
 	defer func() {
 		if err != nil {
 			_ = s.Stop()
@@ -106,47 +117,80 @@ func Start(ctx context.Context, opts Options) (_ *Servers, err error) {
 		filepath.Join(in.DynamoDir, "DynamoDBLocal_lib", "*") + string(os.PathListSeparator) +
 		filepath.Join(in.DynamoDir, "classes")
 
+	dynamoArgs := []string{"-inMemory"}
+	if opts.DynamoDBOnDisk {
+		db := filepath.Join(dir, "dynamodb")
+		if err := os.MkdirAll(db, 0o755); err != nil {
+			return nil, fmt.Errorf("local: dynamodb data dir: %w", err)
+		}
+		dynamoArgs = []string{"-dbPath", db}
+	}
+	s.dynamo.onDisk = opts.DynamoDBOnDisk
+	s.dynamo.command = func() *exec.Cmd {
+		return exec.Command("java", append([]string{"-Xmx1g", "-XX:+UseParallelGC",
+			"-Djava.library.path=" + filepath.Join(in.DynamoDir, "DynamoDBLocal_lib"),
+			"-cp", classpath, "LoopbackDynamoDB"},
+			append(dynamoArgs, "-sharedDb", "-disableTelemetry", "-port", strconv.Itoa(ports[2]))...)...)
+	}
 	starts := []struct {
 		name string
 		cmd  *exec.Cmd
 	}{
 		{"versitygw", exec.Command(in.VersityGW, gwArgs...)},
 		{"fauxqs", exec.Command(in.NodeBinary(), filepath.Join(in.FauxqsDir, "fauxqs-server.mjs"), strconv.Itoa(ports[1]))},
-		{"dynamodb-local", exec.Command("java", "-Xmx1g", "-XX:+UseParallelGC",
-			"-Djava.library.path="+filepath.Join(in.DynamoDir, "DynamoDBLocal_lib"),
-			"-cp", classpath, "LoopbackDynamoDB",
-			"-inMemory", "-sharedDb", "-disableTelemetry", "-port", strconv.Itoa(ports[2]))},
+		{"dynamodb-local", s.dynamo.command()},
 	}
-	exited := make(map[string]chan error, len(starts))
+	exited := make(map[string]<-chan error, len(starts))
 	for _, st := range starts {
-		logPath := filepath.Join(dir, st.name+".log")
-		logFile, err := os.Create(logPath)
+		p, ch, err := s.launch(st.name, st.cmd)
 		if err != nil {
-			return nil, fmt.Errorf("local: %s log: %w", st.name, err)
+			return nil, err
 		}
-		st.cmd.Stdout, st.cmd.Stderr = logFile, logFile
-		st.cmd.Dir = dir
-		st.cmd.SysProcAttr = sysProcAttr()
-		if err := st.cmd.Start(); err != nil {
-			logFile.Close()
-			return nil, fmt.Errorf("local: start %s: %w", st.name, err)
-		}
-		p := &proc{cmd: st.cmd, done: make(chan struct{})}
-		s.mu.Lock()
-		s.procs = append(s.procs, p)
-		s.mu.Unlock()
-		ch := make(chan error, 1)
 		exited[st.name] = ch
-		go func() {
-			ch <- p.cmd.Wait()
-			logFile.Close()
-			close(p.done)
-		}()
+		if st.name == "dynamodb-local" {
+			s.dynamo.proc = p
+		}
 	}
+	for _, st := range starts {
+		if err := s.waitReady(ctx, st.name, exited[st.name]); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
 
+// launch starts one server with its output in <Dir>/<name>.log; the channel gets its
+// exit.
+func (s *Servers) launch(name string, cmd *exec.Cmd) (*proc, <-chan error, error) {
+	logFile, err := os.OpenFile(filepath.Join(s.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("local: %s log: %w", name, err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Dir = s.Dir
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, nil, fmt.Errorf("local: start %s: %w", name, err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	s.mu.Lock()
+	s.procs = append(s.procs, p)
+	s.mu.Unlock()
+	ch := make(chan error, 1)
+	go func() {
+		ch <- p.cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	return p, ch, nil
+}
+
+// waitReady waits until the named server answers a real API call.
+func (s *Servers) waitReady(ctx context.Context, name string, exited <-chan error) error {
 	cfg, err := s.AWSConfig(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	checks := map[string]func(context.Context) error{
 		"versitygw": func(ctx context.Context) error {
@@ -162,12 +206,46 @@ func Start(ctx context.Context, opts Options) (_ *Servers, err error) {
 			return err
 		},
 	}
-	for _, st := range starts {
-		if err := waitReady(ctx, st.name, opts.ReadyTimeout, checks[st.name], exited[st.name], filepath.Join(dir, st.name+".log")); err != nil {
-			return nil, err
-		}
+	return waitReady(ctx, name, s.readyTimeout, checks[name], exited, filepath.Join(s.Dir, name+".log"))
+}
+
+// RestartDynamoDB stops the DynamoDB server (SIGTERM, SIGKILL after 5 s), leaves it
+// down for down, and starts it again on the same port with the same data, as an outage
+// of the service would look to its clients. The servers must have been started with
+// DynamoDBOnDisk: in memory, the tables would be gone.
+func (s *Servers) RestartDynamoDB(ctx context.Context, down time.Duration) error {
+	if !s.dynamo.onDisk {
+		return errors.New("local: DynamoDB Local runs in memory; a restart would lose every table (start it with DynamoDBOnDisk)")
 	}
-	return s, nil
+	s.mu.Lock()
+	p := s.dynamo.proc
+	s.mu.Unlock()
+	if p == nil {
+		return errors.New("local: DynamoDB Local is not running")
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+	s.mu.Lock()
+	s.procs = slices.DeleteFunc(s.procs, func(q *proc) bool { return q == p })
+	s.mu.Unlock()
+	select {
+	case <-time.After(down):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	np, exited, err := s.launch("dynamodb-local", s.dynamo.command())
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.dynamo.proc = np
+	s.mu.Unlock()
+	return s.waitReady(ctx, "dynamodb-local", exited)
 }
 
 func waitReady(ctx context.Context, name string, timeout time.Duration, check func(context.Context) error, exited <-chan error, logPath string) error {

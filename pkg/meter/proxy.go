@@ -32,6 +32,12 @@ type Proxy struct {
 	// where the operation is told by it (JSON and query protocols, S3 DeleteObjects;
 	// nil for other S3 requests, whose bodies are objects) and the status code.
 	Record func(r *http.Request, body []byte, status int)
+	// Fault, if set, picks a fault to inject into each request (op is its operation, as
+	// counted); Pass forwards it plainly. Hang bounds a Timeout (default 5 s), SlowBy is
+	// a Slow request's delay (default 500 ms).
+	Fault  func(r *http.Request, op string) Fault
+	Hang   time.Duration
+	SlowBy time.Duration
 
 	srv *http.Server
 	URL string // the proxy's endpoint, http://127.0.0.1:PORT
@@ -57,7 +63,7 @@ func StartProxy(service, target string, calls *Calls) (*Proxy, error) {
 	}
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body []byte
-		if p.DelayBody != nil || (p.Record != nil && bodyTellsOperation(p.Service, r)) {
+		if p.DelayBody != nil || (p.Record != nil && bodyTellsOperation(p.Service, r)) || (p.Fault != nil && p.Service != "S3") {
 			var err error
 			body, err = io.ReadAll(io.LimitReader(r.Body, 16<<20))
 			if err != nil {
@@ -91,14 +97,22 @@ func StartProxy(service, target string, calls *Calls) (*Proxy, error) {
 				}
 			}
 		}
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		rp.ServeHTTP(sw, r)
-		if p.After != nil {
-			p.After(r, sw.status, sw.Header())
+		forward := func(w http.ResponseWriter) {
+			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+			rp.ServeHTTP(sw, r)
+			if p.After != nil {
+				p.After(r, sw.status, sw.Header())
+			}
+			if p.Record != nil {
+				p.Record(r, body, sw.status)
+			}
 		}
-		if p.Record != nil {
-			p.Record(r, body, sw.status)
+		if p.Fault != nil {
+			if f := p.Fault(r, op); f != Pass && p.inject(f, w, r, body, forward) {
+				return
+			}
 		}
+		forward(w)
 	}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = p.srv.Serve(l) }()
 	return p, nil
@@ -122,6 +136,9 @@ func (s *statusWriter) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap returns the wrapped writer (http.ResponseController, and a fault's reset).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // Flush passes flushes through (streaming responses).
 func (s *statusWriter) Flush() {

@@ -1,11 +1,13 @@
 // Package retry classifies failures (permanent, retryable, throttled) and computes
 // exponential backoff with full jitter for SQS redelivery.
 //
-// The worker never re-sends a failing message to its own queue (Lambda's recursive loop
-// detection stops such chains, and it resets the receive count). Instead it reports the
-// message as a batch item failure and sets its visibility timeout to [Policy.Delay] of the
-// message's ApproximateReceiveCount; after the queue's maxReceiveCount SQS moves it to the
-// dead-letter queue.
+// A message whose file failed in its own processing is reported as a batch item failure
+// with its visibility timeout set to [Policy.Delay] of its ApproximateReceiveCount: each
+// retry uses one of its receives, and the last one records the file's end. A message
+// that waits on something other than its own processing (the ledger, a parent task) is
+// sent again instead (pkg/job's SendAgain, counted in a message attribute, bounded): a
+// fresh receive count, the delay of all its attempts so far. The functions that do so
+// declare the recursion config that lets Lambda run such chains.
 package retry
 
 import (

@@ -283,6 +283,7 @@ type fakeQueue struct {
 	visibility map[string]int32 // receipt handle -> seconds
 	urlCalls   int
 	sent       []string // bodies sent with SendMessage
+	delays     []int32  // and their DelaySeconds
 }
 
 func (q *fakeQueue) GetQueueUrl(_ context.Context, in *sqs.GetQueueUrlInput, _ ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error) {
@@ -313,5 +314,6 @@ func (q *fakeQueue) SendMessage(_ context.Context, in *sqs.SendMessageInput, _ .
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.sent = append(q.sent, aws.ToString(in.MessageBody))
+	q.delays = append(q.delays, in.DelaySeconds)
 	return &sqs.SendMessageOutput{MessageId: aws.String("sent")}, nil
 }

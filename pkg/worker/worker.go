@@ -176,8 +176,12 @@ type item struct {
 	state state
 	class retry.Class // of a pending item's error
 	err   error       // why it failed, is pending, or was superseded
-	dup   bool        // it was committed before (or by a concurrent delivery)
-	dupOf *item       // the same file earlier in this batch: this one shares its outcome
+	// infra: pending for a failure outside the file's own processing — the ledger, the
+	// check of the key's current revision, the restore of another revision's output. Not
+	// the file's fault: it uses none of the file's receives (see backoff).
+	infra bool
+	dup   bool  // it was committed before (or by a concurrent delivery)
+	dupOf *item // the same file earlier in this batch: this one shares its outcome
 	pr    *process.Result
 	bytes int64
 }
@@ -260,11 +264,9 @@ func (h *Handler) action(m *message) job.Action {
 		case job.WaitParent:
 			return job.Again(ParentWait, "its parent "+m.d.Parent+" is not counted yet")
 		case job.NotCounted:
-			if m.last(h.cfg.MaxReceiveCount) {
-				// Its files are done; only counting failed. Sent again rather than to the DLQ.
-				return job.Again(CheckWait, "count: "+a.Err.Error())
-			}
-			return job.Retry(h.cfg.Retry.Delay(m.receive, retry.Classify(a.Err)), "count: "+a.Err.Error())
+			// Its files are done; only counting failed (the ledger): sent again, with the
+			// backoff of its attempts, rather than using up its receives.
+			return job.Again(max(CheckWait, h.cfg.Retry.Delay(m.receive+job.SentAgain(m.rec), retry.Classify(a.Err))), "count: "+a.Err.Error())
 		case job.CheckFailed:
 			// Counted: never to the DLQ for what follows (the reconciler checks too).
 			return job.Action{Kind: job.SendAgain, Delay: CheckWait, Why: a.Err.Error(), Else: job.Ack}
@@ -281,18 +283,37 @@ func (h *Handler) action(m *message) job.Action {
 }
 
 // backoff is the retry of a message with a file still pending, after the backoff of its
-// worst error class.
+// worst error class. A message whose pending files failed in their own processing
+// comes back (a batch item failure): that uses one of its receives, so a file that
+// keeps failing ends, on the last, recorded as such. One whose pending files wait only
+// for something else — the ledger was unreachable, another revision's output could not
+// be restored yet — is sent again instead, with a fresh receive count and the backoff
+// of all its attempts so far: an outage of DynamoDB uses up no file's retries and sends
+// nothing to the dead-letter queue (the chaos run's DynamoDB restart did).
 func (h *Handler) backoff(m *message) job.Action {
 	class, why := retry.Retryable, "not finished"
+	own := false
 	for _, it := range m.items {
-		if it.state == pending && it.class >= class {
+		if it.state != pending {
+			continue
+		}
+		own = own || !it.infra
+		if it.class >= class {
 			class = it.class
 			if it.err != nil {
 				why = it.err.Error()
 			}
 		}
 	}
+	if !own {
+		return job.Again(h.cfg.Retry.Delay(m.receive+job.SentAgain(m.rec), class), why)
+	}
 	return job.Retry(h.cfg.Retry.Delay(m.receive, class), why)
+}
+
+// wait leaves the item pending for a failure outside its own processing (item.infra).
+func (it *item) wait(class retry.Class, err error) {
+	it.state, it.class, it.err, it.infra = pending, class, err, true
 }
 
 // The waits of a job's task message.
@@ -566,7 +587,7 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res le
 		case errors.As(err, &other):
 			cur, cerr := h.current(ctx, it)
 			if cerr != nil {
-				it.state, it.class, it.err = pending, retry.Classify(cerr), cerr
+				it.wait(retry.Classify(cerr), cerr)
 				h.verifyOutput(ctx, log, it)
 				return
 			}
@@ -581,13 +602,13 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res le
 			// rerun overwrites the same output and commits. Meanwhile, if a newer revision
 			// holds the key, its output is put back now (this message may never come back
 			// to do it: its job may finish, another copy be counted).
-			it.state, it.class, it.err = pending, retry.Classify(err), err
+			it.wait(retry.Classify(err), err)
 			log.ErrorContext(ctx, "commit failed; will retry", "error", err)
 			h.verifyOutput(ctx, log, it)
 			return
 		}
 	}
-	it.state, it.class, it.err = pending, retry.Retryable, errors.New("commit: the key's record kept changing")
+	it.wait(retry.Retryable, errors.New("commit: the key's record kept changing"))
 	h.verifyOutput(ctx, log, it)
 }
 
@@ -657,7 +678,7 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, it *item, status
 	default:
 		// Without a record, a permanent failure must come back rather than vanish.
 		log.ErrorContext(ctx, "cannot record failure; message will be redelivered", "error", err, "failure", reason)
-		it.state, it.class = pending, retry.Classify(err)
+		it.state, it.class, it.infra = pending, retry.Classify(err), true
 		return
 	}
 	switch status {
@@ -705,7 +726,7 @@ func (h *Handler) supersede(ctx context.Context, log *slog.Logger, it *item, by 
 	it.state, it.err = superseded, failure.New(failure.Superseded, errors.New(reason))
 	if err := h.deps.Ledger.RecordSuperseded(ctx, it.key, it.rev, by, reason, h.attempt(ctx, it, 0)); err != nil {
 		log.WarnContext(ctx, "cannot record the superseded revision; it comes back", "key", it.file.Key, "error", err)
-		it.state, it.class, it.err = pending, retry.Classify(err), err
+		it.wait(retry.Classify(err), err)
 		return
 	}
 	log.InfoContext(ctx, "revision superseded", "key", it.file.Key, "revision", it.rev.String(), "by", by.String())
@@ -725,7 +746,7 @@ func (h *Handler) supersede(ctx context.Context, log *slog.Logger, it *item, by 
 		h.removeOwnOutput(ctx, log, it)
 	default:
 		log.WarnContext(ctx, "cannot restore the newest revision's output yet; it comes back", "key", it.file.Key, "error", err)
-		it.state, it.class, it.err = pending, retry.Classify(err), err
+		it.wait(retry.Classify(err), err)
 	}
 }
 

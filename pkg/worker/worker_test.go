@@ -225,14 +225,26 @@ func (poisonFails) RecordPoison(context.Context, ledger.Poison) error {
 	return errors.New("dynamodb unavailable")
 }
 
-func TestCommitFailureRetries(t *testing.T) {
-	e := newEnv(t, nil)
-	e.s3.put("in", "a.txt", []byte("a"))
-	e.ledger.failNext = &smithy.GenericAPIError{Code: "ProvisionedThroughputExceededException"}
-	resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{s3Message("m", 1, "in", "a.txt")}})
-	require.NoError(t, err)
-	assert.Equal(t, []string{"m"}, failedIDs(resp))
-	assert.Equal(t, int32(8), e.queue.visibility["rh-m"], "throttles back off from 4 x base")
+// A commit the ledger refuses (throttled, unreachable) is not the file's fault: its
+// message is sent again with the backoff, using none of its receives — on the last
+// receive too, where coming back would send it to the dead-letter queue (as the chaos
+// run's DynamoDB restart did).
+func TestCommitFailureIsSentAgain(t *testing.T) {
+	for _, receive := range []int{1, 5} {
+		e := newEnv(t, nil)
+		e.s3.put("in", "a.txt", []byte("a"))
+		e.ledger.failNext = &smithy.GenericAPIError{Code: "ProvisionedThroughputExceededException"}
+		resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{s3Message("m", receive, "in", "a.txt")}})
+		require.NoError(t, err)
+		assert.Empty(t, failedIDs(resp), "receive %d: not a batch item failure", receive)
+		require.Len(t, e.queue.sent, 1, "receive %d: sent again", receive)
+		if receive == 1 {
+			assert.Equal(t, int32(8), e.queue.delays[0], "throttles back off from 4 x base")
+		}
+		assert.NotContains(t, e.queue.visibility, "rh-m")
+		_, ok := e.ledger.status[ledger.Key{Bucket: "in", Key: "a.txt"}]
+		assert.False(t, ok, "nothing recorded: the ledger refused")
+	}
 }
 
 func TestPanickingProcessorIsPermanent(t *testing.T) {

@@ -51,6 +51,7 @@ type msg struct {
 	body    string
 	receive int
 	attrs   map[string]sqstypes.MessageAttributeValue
+	delay   int32 // DelaySeconds it was sent with
 }
 
 // queues is an in-memory SQS: every send appends; the test delivers.
@@ -113,6 +114,10 @@ func (f *queues) SendMessage(_ context.Context, in *sqs.SendMessageInput, _ ...f
 		return nil, errors.New("injected: the copy was never sent")
 	}
 	f.push(aws.ToString(in.QueueUrl), aws.ToString(in.MessageBody), in.MessageAttributes)
+	f.mu.Lock()
+	q := f.q[aws.ToString(in.QueueUrl)]
+	q[len(q)-1].delay = in.DelaySeconds
+	f.mu.Unlock()
 	return &sqs.SendMessageOutput{MessageId: aws.String("x")}, nil
 }
 

@@ -55,7 +55,11 @@ type Bridge struct {
 	log    *slog.Logger
 	seq    atomic.Int64
 
-	Observed, Sent, Failed atomic.Int64
+	// Duplicate, if set, says which objects' events are sent twice (S3 delivers an
+	// event at least once; chaos tests use it).
+	Duplicate func(bucket, key string) bool
+
+	Observed, Sent, Failed, Duplicated atomic.Int64
 }
 
 // New returns a bridge that sends to routes.
@@ -137,6 +141,9 @@ func (b *Bridge) Observe(r *http.Request, status int, header http.Header) {
 			continue
 		}
 		b.Sent.Add(1)
+		if b.Duplicate != nil && b.Duplicate(bucket, key) && b.send(ctx, rt.QueueURL, msg) == nil {
+			b.Duplicated.Add(1)
+		}
 	}
 }
 

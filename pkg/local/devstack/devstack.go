@@ -81,6 +81,16 @@ type Options struct {
 	// the jobs queue, as the component's schedule does in AWS; default the schedule's
 	// rate (job.ReconcileEvery). Negative: never.
 	ReconcileEvery time.Duration
+	// Faults, if set, picks a fault (pkg/meter) for each AWS call a function's handler
+	// makes: function is its handler ("worker", "dispatch"), service "S3", "SQS", "SNS"
+	// or "DynamoDB", op the operation. FaultHang and FaultSlowBy tune Timeout and Slow.
+	Faults                 func(function, service, op string, r *http.Request) meter.Fault
+	FaultHang, FaultSlowBy time.Duration
+	// DynamoDBOnDisk keeps the ledger's table on disk, so that
+	// Servers.RestartDynamoDB keeps it (chaos: an outage of DynamoDB mid-run).
+	DynamoDBOnDisk bool
+	// DuplicateEvent, if set, says which objects' S3 events are delivered twice.
+	DuplicateEvent func(bucket, key string) bool
 	// Record, if set, records every AWS call each function makes (its handler's, and
 	// its event source mapping's, which Lambda makes with the function's role) as the
 	// IAM requests AWS would authorize: function, action, resource ARN (in the plan's
@@ -281,7 +291,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 
 	// 2. The servers.
-	if st.Servers, err = local.Start(ctx, local.Options{CacheDir: o.CacheDir}); err != nil {
+	if st.Servers, err = local.Start(ctx, local.Options{CacheDir: o.CacheDir, DynamoDBOnDisk: o.DynamoDBOnDisk}); err != nil {
 		return nil, err
 	}
 	// The SDK's own warnings go to the stack's log (not straight to stderr, where they
@@ -327,6 +337,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 	}
 	st.Bridge = bridge.New(st.SQS, st.S3Direct, routes, local.Region, o.Log)
+	st.Bridge.Duplicate = o.DuplicateEvent
 
 	// 4. S3 endpoints that notify: one for clients (uploads), one counting the
 	// functions' calls; counting proxies for the functions' SQS and DynamoDB calls.
@@ -434,7 +445,7 @@ func (st *Stack) functionEnv(handler string, o Options) ([]string, error) {
 		{"SNS", st.Servers.SQS, "AWS_ENDPOINT_URL_SNS"}, // fauxqs serves SNS on its SQS port
 		{"DynamoDB", st.Servers.DynamoDB, "AWS_ENDPOINT_URL_DYNAMODB"},
 	} {
-		if o.NoMeter && o.Record == nil && (p.service != "S3" || o.S3Delay == nil) && (p.service != "DynamoDB" || o.DynamoDBDelay == nil) {
+		if o.NoMeter && o.Record == nil && o.Faults == nil && (p.service != "S3" || o.S3Delay == nil) && (p.service != "DynamoDB" || o.DynamoDBDelay == nil) {
 			endpoints[p.env] = p.target
 			continue
 		}
@@ -448,6 +459,10 @@ func (st *Stack) functionEnv(handler string, o Options) ([]string, error) {
 		}
 		if p.service == "DynamoDB" {
 			px.DelayBody = o.DynamoDBDelay
+		}
+		if faults, service := o.Faults, p.service; faults != nil {
+			px.Fault = func(r *http.Request, op string) meter.Fault { return faults(handler, service, op, r) }
+			px.Hang, px.SlowBy = o.FaultHang, o.FaultSlowBy
 		}
 		if rec, service := o.Record, p.service; rec != nil {
 			arns := iamcheck.ARNs{Account: plan.Account, Region: plan.Region}
@@ -567,8 +582,28 @@ func (s *Stack) Stats() lambda.Stats {
 		t.ItemFailures += st.ItemFailures
 		t.Deleted += st.Deleted
 		t.ColdStarts += st.ColdStarts
+		t.Kills += st.Kills
 	}
 	return t
+}
+
+// Kill ends one busy execution environment of any function with SIGKILL (pick chooses
+// the mapping among those with a busy environment, then the environment), as a crash
+// would. It returns the function's name, or "" when no environment was busy.
+func (s *Stack) Kill(pick func(n int) int) string {
+	order := make([]int, len(s.Mappings))
+	for i := range order {
+		order[i] = i
+	}
+	for len(order) > 0 {
+		i := pick(len(order))
+		m := s.Mappings[order[i]]
+		if m.Kill(pick) {
+			return m.Config.Function.Name
+		}
+		order = append(order[:i], order[i+1:]...)
+	}
+	return ""
 }
 
 // Stop ends everything Start started. It is safe to call more than once.

@@ -36,6 +36,7 @@ type Stats struct {
 	ItemFailures    int64 // reported as batch item failures
 	Deleted         int64
 	ColdStarts      int64
+	Kills           int64 // environments killed (Kill)
 }
 
 // Mapping runs one SQS event source mapping.
@@ -55,6 +56,8 @@ type Mapping struct {
 	invocations, fnErrs atomic.Int64
 	messages, itemFails atomic.Int64
 	deleted, coldStarts atomic.Int64
+	envs                map[int]*Environment // running, by id
+	kills               atomic.Int64
 }
 
 // Stats returns the mapping's counters.
@@ -64,7 +67,7 @@ func (m *Mapping) Stats() Stats {
 	return Stats{
 		Environments: m.workers, MaxEnvironments: m.maxWorkers,
 		Invocations: m.invocations.Load(), FunctionErrors: m.fnErrs.Load(), Messages: m.messages.Load(),
-		ItemFailures: m.itemFails.Load(), Deleted: m.deleted.Load(), ColdStarts: m.coldStarts.Load(),
+		ItemFailures: m.itemFails.Load(), Deleted: m.deleted.Load(), ColdStarts: m.coldStarts.Load(), Kills: m.kills.Load(),
 	}
 }
 
@@ -128,6 +131,28 @@ func (m *Mapping) Run(ctx context.Context) {
 	}
 }
 
+// Kill ends, with SIGKILL, the process of one environment that is running an
+// invocation — pick chooses among the n busy ones — as a crash or an out-of-memory kill
+// would: the invocation fails and its batch comes back after the visibility timeout;
+// the environment starts a new process for its next batch. It returns false when no
+// environment is busy.
+func (m *Mapping) Kill(pick func(n int) int) bool {
+	m.mu.Lock()
+	var busy []*Environment
+	for _, e := range m.envs {
+		if e.busy() {
+			busy = append(busy, e)
+		}
+	}
+	m.mu.Unlock()
+	if len(busy) == 0 {
+		return false
+	}
+	busy[pick(len(busy))].Stop()
+	m.kills.Add(1)
+	return true
+}
+
 // depth returns the visible messages and records the in-flight ones.
 func (m *Mapping) depth(ctx context.Context) (int, error) {
 	out, err := m.SQS.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
@@ -151,9 +176,16 @@ func (m *Mapping) worker(ctx context.Context, id int) {
 	cfg := m.Config
 	cfg.ColdStart = func() { m.coldStarts.Add(1) }
 	env := NewEnvironment(cfg, id)
+	m.mu.Lock()
+	if m.envs == nil {
+		m.envs = map[int]*Environment{}
+	}
+	m.envs[id] = env
+	m.mu.Unlock()
 	defer func() {
 		env.Close()
 		m.mu.Lock()
+		delete(m.envs, id)
 		m.workers--
 		n := m.workers
 		m.mu.Unlock()

@@ -266,6 +266,13 @@ func (e *Environment) handleInitError(w http.ResponseWriter, r *http.Request) {
 	go e.Stop()
 }
 
+// busy says whether an invocation is running (its process started).
+func (e *Environment) busy() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cmd != nil && len(e.pending) > 0
+}
+
 // Stop ends the process (the Runtime API endpoint stays for a restart).
 func (e *Environment) Stop() {
 	e.mu.Lock()
