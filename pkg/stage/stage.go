@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 
@@ -199,7 +200,7 @@ func Parse(values map[string]string, file string, functions []string) (pipeline.
 		}
 		k, ok := byName[name]
 		if !ok {
-			errs = append(errs, fmt.Errorf("%s: %s:%s is not a fileflow setting (see `fileflow plan --keys`)", file, Namespace, name))
+			errs = append(errs, fmt.Errorf("%s: %s is not a fileflow setting (see `fileflow plan --keys`)", file, printable(Namespace+":"+name)))
 			continue
 		}
 		if err := k.set(&a, values[full]); err != nil {
@@ -278,6 +279,15 @@ func ReadFile(path string) (map[string]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// printable is s, quoted if it holds anything but printable characters (a key with a
+// line break would otherwise break an error into lines that name no key).
+func printable(s string) string {
+	if strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -94,3 +94,12 @@ func TestEveryKeyDocumented(t *testing.T) {
 		seen[d.Key] = true
 	}
 }
+
+// A stage file that is not YAML fails naming the file and the line; a secret is not a
+// setting (it is skipped, never parsed).
+func TestReadFileThatIsNotYAML(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "Pulumi.broken.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("config:\n  fileflow:workerMemoryMb: 1024\n   fileflow:tracing: [true\n"), 0o644))
+	_, err := ReadFile(path)
+	assert.ErrorContains(t, err, "stage: Pulumi.broken.yaml: yaml: line 3")
+}
