@@ -32,8 +32,9 @@ DEVFLAGS ?=
 dev:
 	$(GO) run ./cmd/fileflow dev --files $(FILES) $(DEVFLAGS)
 
-## test: every test, including those against the local servers (installed and started by the tests)
-test: servers
+## test: every test, including those against the local servers (installed and started by the tests),
+## after a bounded run of every fuzz target (fuzz-smoke)
+test: servers fuzz-smoke
 	@status=0; $(GO) test -count=1 -timeout 20m -v $(TESTFLAGS) ./... 2>&1 | tee $(TEST_LOG) || status=$$?; \
 	 passed=$$(grep -cE '^\s*--- PASS' $(TEST_LOG) || true); failed=$$(grep -cE '^\s*--- FAIL' $(TEST_LOG) || true); \
 	 echo; echo "$$passed passed, $$failed failed"; exit $$status
@@ -51,6 +52,18 @@ chaos: servers
 test-unit:
 	$(GO) test -count=1 ./pkg/task/ ./pkg/retry/ ./pkg/process/ ./pkg/upload/ ./pkg/worker/ ./pkg/pipeline/ ./pkg/policy/ ./pkg/stage/ \
 		./pkg/workload/ ./pkg/cost/ ./pkg/capacity/ ./pkg/progress/
+
+## fuzz-smoke: every fuzz target for FUZZSMOKE (2s) from its seed corpus; a finding fails and is
+## written to <pkg>/testdata/fuzz/<target>/ (commit it with the fix)
+## fuzz: the same, FUZZTIME (60s) each
+.PHONY: fuzz fuzz-smoke
+FUZZSMOKE ?= 2s
+FUZZTIME  ?= 60s
+fuzz-smoke:
+	GO=$(GO) FUZZTIME=$(FUZZSMOKE) .ci/fuzz
+
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) .ci/fuzz
 
 ## bench: benchmarks (medians: run with COUNT=6 and compare with benchstat)
 COUNT ?= 1

@@ -20,6 +20,7 @@ const (
 	Corrupt          = "CorruptContent"   // the content cannot be read (a broken gzip, a bad archive member) (422)
 	InvalidEntry     = "InvalidEntry"     // a manifest row, zip entry or task entry that is not a file (400)
 	OutputConflict   = "OutputConflict"   // the output key cannot be written where another object is (409)
+	KeyTooLong       = "KeyTooLongError"  // the output key would be over S3's 1,024 bytes (400)
 	ProcessorFailed  = "PermanentFailure" // a processor failed for good (400)
 	RetriesExhausted = "RetriesExhausted" // transient failures until the last receive (500)
 	Internal         = "InternalError"    // a panic or an unexpected state (500)
@@ -28,7 +29,7 @@ const (
 // status is each code's HTTP status in a report.
 var status = map[string]int{
 	Rejected: 403, NoRule: 400, TooLarge: 413, NoSuchKey: 404, AccessDenied: 403, Superseded: 412,
-	Corrupt: 422, InvalidEntry: 400, OutputConflict: 409, ProcessorFailed: 400, RetriesExhausted: 500, Internal: 500,
+	Corrupt: 422, InvalidEntry: 400, OutputConflict: 409, KeyTooLong: 400, ProcessorFailed: 400, RetriesExhausted: 500, Internal: 500,
 }
 
 // Error is a failure with its report code. It is permanent unless made with [Transient].

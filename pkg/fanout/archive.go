@@ -10,8 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -330,8 +328,8 @@ feed:
 
 // checkEntry says why the entry must not be extracted, or "".
 func checkEntry(f *zip.File) string {
-	if reason := checkName(f.Name); reason != "" {
-		return reason
+	if err := task.CheckEntryName(f.Name); err != nil {
+		return err.Error()
 	}
 	switch {
 	case f.Flags&0x1 != 0:
@@ -353,34 +351,5 @@ func overLimits(f *zip.File, l source.Limits) string {
 	return ""
 }
 
-// MaxEntryName bounds an entry name, leaving room in the output key (1,024 bytes) for
-// the archive's key and the output prefix.
-const MaxEntryName = 512
-
-// checkName says why an entry name is unsafe to extract or to name an output after — it
-// could escape the output prefix, or mean something else on another system — or "".
-func checkName(name string) string {
-	switch {
-	case name == "":
-		return "entry has an empty name"
-	case !utf8.ValidString(name):
-		return fmt.Sprintf("entry %q: name is not valid UTF-8", name)
-	case strings.ContainsFunc(name, unicode.IsControl):
-		return fmt.Sprintf("entry %q: name contains a control character", name)
-	case strings.Contains(name, `\`):
-		return fmt.Sprintf("entry %q: name contains a backslash", name)
-	case strings.HasPrefix(name, "/"):
-		return fmt.Sprintf("entry %q: name is an absolute path", name)
-	case len(name) >= 2 && name[1] == ':' && ('a' <= name[0]|0x20 && name[0]|0x20 <= 'z'):
-		return fmt.Sprintf("entry %q: name starts with a Windows drive letter", name)
-	case slices.Contains(strings.Split(name, "/"), ".."):
-		return fmt.Sprintf("entry %q: name has a \"..\" path element", name)
-	case slices.Contains(strings.Split(name, "/"), "."), strings.Contains(name, "//"):
-		return fmt.Sprintf("entry %q: name has a \".\" or empty path element", name)
-	case strings.ContainsFunc(name, func(r rune) bool { return unicode.Is(unicode.Cf, r) }):
-		return fmt.Sprintf("entry %q: name contains an invisible format character (like a right-to-left override)", name)
-	case len(name) > MaxEntryName:
-		return fmt.Sprintf("entry name is %d bytes, over %d (S3 keys are at most 1024)", len(name), MaxEntryName)
-	}
-	return ""
-}
+// MaxEntryName bounds an entry name (see [task.MaxEntryName]).
+const MaxEntryName = task.MaxEntryName

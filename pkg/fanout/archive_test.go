@@ -390,3 +390,19 @@ func logLines(rng *rand.Rand, n int) []byte {
 	}
 	return b
 }
+
+// A name that appears twice (zip -u appends, unzip keeps the last) is ambiguous: every
+// copy is a bad entry, naming how often; neither is processed at random.
+func TestListZipDuplicateNames(t *testing.T) {
+	data := buildZip(t, []zipEntry{{name: "a.txt", data: []byte("one")}, {name: "b.txt", data: []byte("b")}, {name: "a.txt", data: []byte("two")}})
+	obj := &fakeObject{data: data, etag: "e"}
+	var listed []string
+	var bad []*EntryError
+	require.NoError(t, ListZip(context.Background(), obj, "b", "k.zip", "e", int64(len(data)), ZipOptions{},
+		func(f task.File) error { listed = append(listed, f.Member.Name); return nil },
+		func(e *EntryError) error { bad = append(bad, e); return nil }))
+	assert.Equal(t, []string{"b.txt"}, listed)
+	require.Len(t, bad, 2)
+	assert.Equal(t, []int{1, 3}, []int{bad[0].Line, bad[1].Line})
+	assert.Equal(t, `entry "a.txt" appears 2 times in the archive`, bad[0].Reason)
+}

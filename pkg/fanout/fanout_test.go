@@ -6,12 +6,14 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fileflow/fileflow/pkg/meter"
+	"github.com/fileflow/fileflow/pkg/retry"
 	"github.com/fileflow/fileflow/pkg/task"
 )
 
@@ -146,4 +148,61 @@ func BenchmarkPlanManifest1M(b *testing.B) {
 		planManifest(b, 1_000_000)
 	}
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/manifest")
+}
+
+// Each bad row of a manifest is a bad entry naming its line (blank lines counted, a
+// byte order mark skipped) or element, saying why; the other rows run. Rows S3 could
+// not hold — a key that is not UTF-8 once decoded, over 1,024 bytes, a bucket that is no
+// bucket name — are bad entries, not tasks that would fail later.
+func TestReadManifestBadRows(t *testing.T) {
+	csvIn := "\ufeffin,a.txt\n\nin,caf%E9.txt\nin/other,k\nin," + strings.Repeat("k", 1025) + "\n\r\nin,\"b\nc\"x\nin,last.txt\n"
+	files, bad := readAll(t, csvIn, FormatCSV)
+	assert.Equal(t, []task.File{{Bucket: "in", Key: "a.txt"}, {Bucket: "in", Key: "last.txt"}}, files)
+	require.Len(t, bad, 4)
+	assert.Contains(t, bad[0], `manifest entry 3: key "caf\xe9.txt" is not valid UTF-8`)
+	assert.Contains(t, bad[1], `manifest entry 4: bucket name "in/other" has '/'`)
+	assert.Contains(t, bad[2], "manifest entry 5: key of 1025 bytes is over S3's limit of 1024")
+	assert.Contains(t, bad[3], "manifest entry 7: extraneous or missing \" in quoted-field (the record runs from line 7 to line 8, column 2)")
+
+	files, bad = readAll(t, `[{"key":"a"},{"key":5},7,{"bucket":"a/b","key":"x"},{"key":"b"}]`, FormatJSONArray)
+	assert.Equal(t, []task.File{{Bucket: "default-bucket", Key: "a"}, {Bucket: "default-bucket", Key: "b"}}, files)
+	require.Len(t, bad, 3)
+	assert.Contains(t, bad[0], "manifest entry 2: not a JSON object of bucket, key, version_id, etag, size: json: cannot unmarshal number")
+	assert.Contains(t, bad[1], "manifest entry 3: not a JSON object")
+	assert.Contains(t, bad[2], `manifest entry 4: bucket name "a/b"`)
+
+	for in, want := range map[string]string{
+		`[{"key":"a"},{"key":"b"},`:               "manifest entry 3: the JSON array ends inside element 3: the manifest may be cut short",
+		`[{"key":"a"},{"key":"b"},{"k`:            "manifest entry 3: the JSON array ends inside element 3: the manifest may be cut short",
+		`[{"key":"a"},{"key":"b"}`:                "manifest entry 3: the JSON array ends without its ']' after 2 elements: the manifest may be cut short",
+		`[{"key":"a"},{"key":"b"}] [{"key":"c"}]`: "manifest entry 3: more after the JSON array, which ends at byte 25: ignored",
+	} {
+		files, bad = readAll(t, in, FormatJSONArray)
+		assert.Equal(t, []task.File{{Bucket: "default-bucket", Key: "a"}, {Bucket: "default-bucket", Key: "b"}}, files, in)
+		assert.Equal(t, []string{want}, bad, in)
+	}
+}
+
+// A manifest that cannot be read past a point fails for good, naming where: the job
+// fails at once with the reason instead of retrying its fan-out task.
+func TestReadManifestUnreadableIsPermanent(t *testing.T) {
+	nop := func(task.File) error { return nil }
+	nopBad := func(*EntryError) error { return nil }
+	for _, tc := range []struct {
+		in   string
+		f    Format
+		want string
+	}{
+		{"in,a.txt\n", FormatJSONArray, "a JSON manifest must be an array of objects"},
+		{`[{"key":"a"} {"key":"b"}]`, FormatJSONArray, "element 2, at byte 13: expected comma after array element"},
+		{strings.Repeat("x", 5<<20), FormatJSONLines, "line 1 is over 4194304 bytes"},
+	} {
+		err := Read(strings.NewReader(tc.in), tc.f, "b", nop, nopBad)
+		require.ErrorContains(t, err, "fanout: read manifest: "+tc.want)
+		assert.Equal(t, retry.Permanent, retry.Classify(err), tc.want)
+	}
+	// A body cut by the connection is not the manifest's fault: retried.
+	err := Read(io.MultiReader(strings.NewReader(`[{"key":"a"},{"ke`), iotest.ErrReader(io.ErrUnexpectedEOF)), FormatJSONArray, "b", nop, nopBad)
+	require.Error(t, err)
+	assert.Equal(t, retry.Retryable, retry.Classify(err))
 }

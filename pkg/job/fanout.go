@@ -73,6 +73,12 @@ func DecodeFanoutTask(body []byte) (FanoutTask, error) {
 		return p, errors.New("fan-out task: job_id and task_id are required")
 	case p.Step == StepList && p.List == nil, p.Step == StepChunk && p.Chunk == nil:
 		return p, fmt.Errorf("fan-out task: step %q without its %s", p.Step, p.Step)
+	case p.Step == StepChunk && (p.Chunk.Start < 0 || p.Chunk.End <= p.Chunk.Start || p.Chunk.Part < 0):
+		return p, fmt.Errorf("fan-out task: chunk [%d, %d) part %d is not a range of the manifest", p.Chunk.Start, p.Chunk.End, p.Chunk.Part)
+	case p.Step == StepChunk && p.Format.String() == "":
+		return p, fmt.Errorf("fan-out task: chunk of unknown manifest format %d", p.Format)
+	case p.Step == StepList && task.CheckBucket(p.List.Bucket) != nil:
+		return p, fmt.Errorf("fan-out task: list: %w", task.CheckBucket(p.List.Bucket))
 	case p.Step != StepRoot && p.Step != StepList && p.Step != StepChunk && p.Step != StepFinalize:
 		return p, fmt.Errorf("fan-out task: unknown step %q", p.Step)
 	}

@@ -7,10 +7,12 @@
 package job
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/url"
 	"strconv"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/fileflow/fileflow/pkg/source"
+	"github.com/fileflow/fileflow/pkg/task"
 )
 
 // The job kinds.
@@ -112,9 +115,16 @@ func (s *Spec) Validate() error {
 	}
 	if s.Bucket == "" {
 		errs = append(errs, "bucket: required")
+	} else if err := task.CheckBucket(s.Bucket); err != nil {
+		errs = append(errs, "bucket: "+err.Error())
 	}
-	if s.Kind != KindPrefix && s.Key == "" {
+	switch {
+	case s.Kind != KindPrefix && s.Key == "":
 		errs = append(errs, "key: required for a "+s.Kind+" job")
+	case s.Kind != KindPrefix && task.CheckKey(s.Key) != nil:
+		errs = append(errs, "key: "+task.CheckKey(s.Key).Error())
+	case len(s.Key) > task.MaxKeyBytes:
+		errs = append(errs, fmt.Sprintf("key: a prefix of %d bytes is longer than any key (%d)", len(s.Key), task.MaxKeyBytes))
 	}
 	if s.Kind == KindSplit && (s.Parts < 1 || s.Parts > 10_000) {
 		errs = append(errs, fmt.Sprintf("parts = %d: a split job needs 1..10000 parts", s.Parts))
@@ -159,8 +169,8 @@ func (s *Spec) Validate() error {
 	} else if s.MaxMemberBytes != 0 || s.MaxRatio != 0 {
 		errs = append(errs, "max_member_bytes, max_ratio: only for archive jobs")
 	}
-	if s.ID != "" && (len(s.ID) > 100 || strings.ContainsAny(s.ID, "#/ \t\n")) {
-		errs = append(errs, fmt.Sprintf("id %q: at most 100 characters, no '#', '/' or spaces", s.ID))
+	if s.ID != "" && !validID(s.ID) {
+		errs = append(errs, fmt.Sprintf("id %q: 1..100 letters, digits, '.', '-' or '_', not only dots (it names report keys and ledger items)", s.ID))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("job spec: %s", strings.Join(errs, "; "))
@@ -168,13 +178,31 @@ func (s *Spec) Validate() error {
 	return nil
 }
 
-// ParseSpec decodes and validates a job spec; unknown fields are errors.
+// validID says whether id can name a job: a single path element of report keys
+// (reports/<id>/…) and the part of ledger keys after "J#".
+func validID(id string) bool {
+	if len(id) > 100 || strings.Trim(id, ".") == "" {
+		return false
+	}
+	for _, r := range id {
+		if !(r == '.' || r == '-' || r == '_' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseSpec decodes and validates a job spec: one JSON object, of known fields only.
 func ParseSpec(b []byte) (Spec, error) {
 	var s Spec
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
 		return s, fmt.Errorf("job spec: %w", err)
+	}
+	end := dec.InputOffset()
+	if _, err := dec.Token(); err != io.EOF {
+		return s, fmt.Errorf("job spec: more after the spec's JSON object, which ends at byte %d (one spec per file)", end)
 	}
 	return s, s.Validate()
 }

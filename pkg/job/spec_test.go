@@ -1,6 +1,7 @@
 package job
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -82,5 +83,41 @@ func TestArchiveLimits(t *testing.T) {
 	} {
 		_, err := ParseSpec([]byte(body))
 		assert.ErrorContains(t, err, want, body)
+	}
+}
+
+// A spec is refused, with the field, where a later step would fail on it: a second
+// object after the first (it would be dropped), a bucket that is no bucket name (its
+// s3:// URI would name another bucket), a key S3 cannot hold, an id that cannot name
+// report keys.
+func TestParseSpecRefusesWhatLaterStepsWould(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"kind":"prefix","bucket":"b"} {"kind":"split","bucket":"b","key":"k","parts":2}`: "more after the spec's JSON object, which ends at byte 30 (one spec per file)",
+		`{"kind":"prefix","bucket":"in/other","key":"p/"}`:                                 `bucket: bucket name "in/other" has '/'`,
+		`{"kind":"manifest","bucket":"b","key":"` + strings.Repeat("k", 1025) + `"}`:       "key: key of 1025 bytes is over S3's limit of 1024",
+		`{"kind":"prefix","bucket":"b","key":"` + strings.Repeat("p", 1025) + `"}`:         "key: a prefix of 1025 bytes is longer than any key",
+		`{"id":"..","kind":"prefix","bucket":"b"}`:                                         `id "..": 1..100 letters, digits`,
+		`{"id":"a\rb","kind":"prefix","bucket":"b"}`:                                       `id "a\rb"`,
+	} {
+		_, err := ParseSpec([]byte(body))
+		assert.ErrorContains(t, err, "job spec: "+want, body)
+	}
+	_, err := ParseSpec([]byte("{\"id\":\"nightly-2026.11_a\",\"kind\":\"prefix\",\"bucket\":\"b\"}\n\n"))
+	assert.NoError(t, err, "white space after the object is fine")
+}
+
+// A fan-out task the dispatcher could not run is refused when it is decoded (and so
+// recorded as poison), naming what is wrong.
+func TestDecodeFanoutTaskRefusesWhatCannotRun(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"v":2,"step":"root"}`: "version 2 is not supported",
+		`{"v":1,"job_id":"j","task_id":"t","step":"chunk","chunk":{"start":9,"end":2},"format":1}`: "chunk [9, 2) part 0 is not a range of the manifest",
+		`{"v":1,"job_id":"j","task_id":"t","step":"chunk","chunk":{"start":0,"end":2}}`:            "chunk of unknown manifest format 0",
+		`{"v":1,"job_id":"j","task_id":"t","step":"list","list":{"bucket":"a/b","prefix":"p/"}}`:   `list: bucket name "a/b" has '/'`,
+		`{"v":1,"job_id":"j","task_id":"t","step":"list"}`:                                         `step "list" without its list`,
+		`{"v":1,"job_id":"j","task_id":"t","step":"explode"}`:                                      `unknown step "explode"`,
+	} {
+		_, err := DecodeFanoutTask([]byte(body))
+		assert.ErrorContains(t, err, "fan-out task: "+want, body)
 	}
 }

@@ -2,6 +2,8 @@ package ledger
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -211,7 +213,7 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 		}
 		if w.Status == StatusFailed || w.Status == StatusDeadLettered {
 			u.set("#gsi1pk", ":gsi1pk", failedPartition(w.Attempt.At))
-			u.set("#gsi1sk", ":gsi1sk", w.Attempt.At.UTC().Format(time.RFC3339Nano)+"#"+w.Key.pk())
+			u.set("#gsi1sk", ":gsi1sk", failedSortKey(w.Attempt.At, w.Key.pk()))
 		} else {
 			u.remove("#gsi1pk", "#gsi1sk")
 		}
@@ -436,4 +438,21 @@ func CreateTable(ctx context.Context, api TableAPI, table string) error {
 		return fmt.Errorf("ledger: enable TTL on %s: %w", table, err)
 	}
 	return nil
+}
+
+// maxSortKey is DynamoDB's limit on a sort key (of the table or an index), in bytes.
+const maxSortKey = 1024
+
+// failedSortKey is a failed record's sort key in the failures index: the time it failed,
+// then its partition key, so the index orders failures by time and no two share one.
+// A key near S3's 1,024 bytes would put it over DynamoDB's limit for a sort key (the
+// write is refused): then the partition key is hashed there. Readers take only the time
+// from it; the record's own keys come with the index's projection.
+func failedSortKey(at time.Time, pk string) string {
+	sk := at.UTC().Format(time.RFC3339Nano) + "#" + pk
+	if len(sk) <= maxSortKey {
+		return sk
+	}
+	sum := sha256.Sum256([]byte(pk))
+	return at.UTC().Format(time.RFC3339Nano) + "#sha256:" + hex.EncodeToString(sum[:])
 }

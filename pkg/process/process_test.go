@@ -146,7 +146,9 @@ func TestRulesInvalid(t *testing.T) {
 		`[{"processors":["copy"],"max_size":-1}]`: "max_size -1 is negative",
 		`[]`:                      "no rules",
 		`{"processors":["copy"]}`: "not a JSON list",
-		`[{"processors":["copy"],"prefx":"typo/"}]`: `unknown field "prefx"`,
+		`[{"processors":["copy"],"prefx":"typo/"}]`:  `unknown field "prefx"`,
+		`[{"processors":["copy"]}] [{"reject":"x"}]`: "more after the JSON list, which ends at byte 25",
+		`[{"processors":["copy"]}]]`:                 "more after the JSON list",
 	}
 	for in, want := range tests {
 		_, err := ParseRules([]byte(in), Builtins())

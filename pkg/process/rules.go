@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -48,10 +49,19 @@ func ParseRules(data []byte, reg Registry) (Rules, error) {
 	if err := dec.Decode(&rs); err != nil {
 		return nil, fmt.Errorf("process: rules are not a JSON list of rules: %w", err)
 	}
+	if end := dec.InputOffset(); !atEOF(dec) {
+		return nil, fmt.Errorf("process: rules: more after the JSON list, which ends at byte %d (one list of rules)", end)
+	}
 	if err := rs.Validate(reg); err != nil {
 		return nil, err
 	}
 	return rs, nil
+}
+
+// atEOF says whether dec has nothing left but white space.
+func atEOF(dec *json.Decoder) bool {
+	_, err := dec.Token()
+	return err == io.EOF
 }
 
 // Validate checks every rule against reg and returns all problems at once.
@@ -75,7 +85,12 @@ func (rs Rules) Validate(reg Registry) error {
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("process: invalid rules: %w", errors.Join(errs...))
+		// One line: configuration errors are quoted in larger ones, line by line.
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = e.Error()
+		}
+		return fmt.Errorf("process: invalid rules: %s", strings.Join(msgs, "; "))
 	}
 	return nil
 }

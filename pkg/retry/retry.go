@@ -75,7 +75,7 @@ var permanentCodes = map[string]bool{
 	"AccessDenied": true, "AccessDeniedException": true, "AllAccessDisabled": true,
 	"NoSuchBucket": true, "InvalidObjectState": true, "InvalidArgument": true,
 	"KMS.DisabledException": true, "KMS.NotFoundException": true, "InvalidRange": true,
-	"EntityTooLarge": true, "ValidationException": true, "ResourceNotFoundException": true,
+	"EntityTooLarge": true, "ValidationException": true, "ResourceNotFoundException": true, "KeyTooLongError": true,
 }
 
 // Conflict says how a write's key collides with other keys on an S3-API server that

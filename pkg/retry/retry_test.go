@@ -29,6 +29,7 @@ func TestClassify(t *testing.T) {
 		{"DynamoDB throughput", fmt.Errorf("commit: %w", &smithy.GenericAPIError{Code: "ProvisionedThroughputExceededException"}), Throttled},
 		{"access denied", &smithy.GenericAPIError{Code: "AccessDenied"}, Permanent},
 		{"no such bucket", &smithy.GenericAPIError{Code: "NoSuchBucket"}, Permanent},
+		{"key too long", &smithy.GenericAPIError{Code: "KeyTooLongError"}, Permanent},
 		{"5xx", &smithy.GenericAPIError{Code: "InternalError"}, Retryable},
 		{"versitygw: parent is a file", fmt.Errorf("put: %w", &smithy.GenericAPIError{Code: "ObjectParentIsFile"}), Permanent},
 		{"versitygw: key is a directory", &smithy.GenericAPIError{Code: "ExistingObjectIsDirectory"}, Permanent},

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 
@@ -99,9 +100,7 @@ var Keys = append(append([]key{
 	strKey("outputPrefix", "OutputPrefix", "prefix of every output key", func(a *pipeline.Args, s string) { a.OutputPrefix = s }),
 	{"rules", "Rules", "the worker's processing rules, as JSON", func(a *pipeline.Args, v string) error {
 		var rs process.Rules
-		dec := json.NewDecoder(strings.NewReader(v))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&rs); err != nil {
+		if err := decodeJSON(v, &rs, true); err != nil {
 			return fmt.Errorf("want a JSON list of rules: %w", err)
 		}
 		a.Rules = rs
@@ -117,8 +116,7 @@ var Keys = append(append([]key{
 	boolKey("customerManagedKey", "CustomerManagedKey", "encrypt buckets, queues, topics, ledger and logs with the pipeline's own KMS key", func(a *pipeline.Args, b bool) { a.CustomerManagedKey = b }),
 	{"tags", "Tags", `tags for every taggable resource, as a JSON object ({"team":"data"}); fileflow:stage and fileflow:pipeline are added`, func(a *pipeline.Args, v string) error {
 		var tags map[string]string
-		dec := json.NewDecoder(strings.NewReader(v))
-		if err := dec.Decode(&tags); err != nil {
+		if err := decodeJSON(v, &tags, false); err != nil {
 			return fmt.Errorf("want a JSON object of strings: %w", err)
 		}
 		a.Tags = tags
@@ -139,6 +137,22 @@ var Keys = append(append([]key{
 	boolKey("deletionProtection", "Table.DeletionProtection", "ledger deletion protection", func(a *pipeline.Args, b bool) { a.Table.DeletionProtection = b }),
 	intKey("ledgerTtlDays", "Table.TTLDays", "ledger records expire after N days (0: keep)", func(a *pipeline.Args, n int) { a.Table.TTLDays = n }),
 }, functionKeys("worker")...), functionKeys("dispatch")...)
+
+// decodeJSON reads v, one JSON value and nothing after it, into into; strict: unknown
+// fields are errors.
+func decodeJSON(v string, into any, strict bool) error {
+	dec := json.NewDecoder(strings.NewReader(v))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(into); err != nil {
+		return err
+	}
+	if end := dec.InputOffset(); strings.TrimSpace(v[end:]) != "" {
+		return fmt.Errorf("more after the JSON value, which ends at byte %d", end)
+	}
+	return nil
+}
 
 // KeyNames lists every setting's name (without the namespace).
 func KeyNames() []string {
@@ -172,7 +186,10 @@ func Parse(values map[string]string, file string, functions []string) (pipeline.
 	for _, k := range Keys {
 		byName[k.name] = k
 	}
-	fieldKey := map[string]string{}
+	fieldKey := map[string]string{} // every Args field, to the key that sets it
+	for _, k := range Keys {
+		fieldKey[k.field] = Namespace + ":" + k.name
+	}
 	for _, full := range sortedKeys(values) {
 		name, ok := strings.CutPrefix(full, Namespace+":")
 		if !ok {
@@ -183,13 +200,12 @@ func Parse(values map[string]string, file string, functions []string) (pipeline.
 		}
 		k, ok := byName[name]
 		if !ok {
-			errs = append(errs, fmt.Errorf("%s: %s:%s is not a fileflow setting (see `fileflow plan --keys`)", file, Namespace, name))
+			errs = append(errs, fmt.Errorf("%s: %s is not a fileflow setting (see `fileflow plan --keys`)", file, printable(Namespace+":"+name)))
 			continue
 		}
 		if err := k.set(&a, values[full]); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %s:%s: %w", file, Namespace, name, err))
 		}
-		fieldKey[k.field] = Namespace + ":" + name
 	}
 	if len(errs) > 0 {
 		return pipeline.Args{}, errors.Join(errs...)
@@ -199,12 +215,12 @@ func Parse(values map[string]string, file string, functions []string) (pipeline.
 			return pipeline.Args{}, fmt.Errorf("%s: %s:%s* configure the %q function, which has no code under functions/", file, Namespace, name, name)
 		}
 	}
-	// Check the ranges with the component's own validation, naming the key for each field.
+	// Check the ranges with the component's own validation, naming the key for each
+	// field — also a field left at its default that a value set elsewhere makes wrong.
 	if err := a.ValidateFor(functions); err != nil {
 		var lines []string
 		for _, line := range strings.Split(err.Error(), "\n") {
-			field, _, _ := strings.Cut(line, " = ")
-			if k, ok := fieldKey[field]; ok {
+			if k := keyOf(line, fieldKey); k != "" {
 				line = k + " (" + line + ")"
 			}
 			lines = append(lines, file+": "+line)
@@ -212,6 +228,25 @@ func Parse(values map[string]string, file string, functions []string) (pipeline.
 		return pipeline.Args{}, errors.New(strings.Join(lines, "\n"))
 	}
 	return a, nil
+}
+
+// keyOf is the key that sets the field a line of [pipeline.Args.ValidateFor]'s error
+// is about ("Field = value: …", "Field: …", "Tags[k] = v: …"), or "".
+func keyOf(line string, fieldKey map[string]string) string {
+	field := line
+	if i := strings.Index(field, " = "); i >= 0 {
+		field = field[:i]
+	}
+	if i := strings.Index(field, ": "); i >= 0 {
+		field = field[:i]
+	}
+	if k, ok := fieldKey[field]; ok {
+		return k
+	}
+	if i := strings.IndexByte(field, '['); i > 0 {
+		return fieldKey[field[:i]]
+	}
+	return ""
 }
 
 // ReadFile reads Pulumi.<stack>.yaml's `config:` map as strings.
@@ -244,6 +279,15 @@ func ReadFile(path string) (map[string]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// printable is s, quoted if it holds anything but printable characters (a key with a
+// line break would otherwise break an error into lines that name no key).
+func printable(s string) string {
+	if strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 func sortedKeys(m map[string]string) []string {

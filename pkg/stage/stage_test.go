@@ -50,6 +50,11 @@ func TestParseErrorsNameKeyAndFile(t *testing.T) {
 			[]string{"fileflow:workerReservedConcurrency (Functions[worker].ReservedConcurrency = 10: must be 0 (none) or >= MaxConcurrency (100)",
 				"fileflow:logRetentionDays (LogRetentionDays = 8: must be one of"}},
 		{map[string]string{"fileflow:dispatchMemoryMb": "512"}, []string{`configure the "dispatch" function, which has no code under functions/`}},
+		// Found by FuzzParse: errors that did not name the key to fix.
+		{map[string]string{"fileflow:workerBatchSize": "100"}, []string{"Pulumi.prod.yaml: fileflow:workerBatchingWindowSeconds (Functions[worker].BatchingWindowSec = 0: must be >= 1 when BatchSize (100) is above 10)"}},
+		{map[string]string{"fileflow:rules": `[{"processors":["nope"]},{"prefix":"x"}]`}, []string{`Pulumi.prod.yaml: fileflow:rules (Rules: process: invalid rules: rule 0: process: unknown processor "nope"`, "; rule 1: names no processors"}},
+		{map[string]string{"fileflow:tags": `{"aws:x":"y"}`}, []string{"Pulumi.prod.yaml: fileflow:tags (Tags[aws:x] = y: keys 1..128 characters, not aws:*"}},
+		{map[string]string{"fileflow:rules": `[{"processors":["copy"]}] [{"reject":"x"}]`}, []string{"Pulumi.prod.yaml: fileflow:rules: want a JSON list of rules: more after the JSON value, which ends at byte 25"}},
 	}
 	for _, tt := range tests {
 		_, err := Parse(tt.values, "Pulumi.prod.yaml", []string{"worker"})
@@ -88,4 +93,13 @@ func TestEveryKeyDocumented(t *testing.T) {
 		assert.False(t, seen[d.Key], "duplicate %s", d.Key)
 		seen[d.Key] = true
 	}
+}
+
+// A stage file that is not YAML fails naming the file and the line; a secret is not a
+// setting (it is skipped, never parsed).
+func TestReadFileThatIsNotYAML(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "Pulumi.broken.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("config:\n  fileflow:workerMemoryMb: 1024\n   fileflow:tracing: [true\n"), 0o644))
+	_, err := ReadFile(path)
+	assert.ErrorContains(t, err, "stage: Pulumi.broken.yaml: yaml: line 3")
 }

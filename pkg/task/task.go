@@ -196,9 +196,13 @@ type Message struct {
 	Files     []File `json:"files"`
 }
 
-// Encode returns the message as JSON with the current [Version].
+// Encode returns the message as JSON with the current [Version]. No files encode as an
+// empty list, which [Decode] reads (a missing or null "files" it refuses).
 func (m Message) Encode() ([]byte, error) {
 	m.V = Version
+	if m.Files == nil {
+		m.Files = []File{}
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, fmt.Errorf("task: encode: %w", err)
@@ -357,6 +361,12 @@ func decodeS3(records []s3Record) (Decoded, error) {
 		if key == "" {
 			return Decoded{}, invalid(fmt.Sprintf("record %d: empty object key", i), nil)
 		}
+		if err := CheckBucket(r.S3.Bucket.Name); err != nil {
+			return Decoded{}, invalid(fmt.Sprintf("record %d", i), err)
+		}
+		if err := CheckKey(key); err != nil {
+			return Decoded{}, invalid(fmt.Sprintf("record %d: object key %q", i, r.S3.Object.Key), err)
+		}
 		if r.S3.Object.Size < 0 {
 			return Decoded{}, invalid(fmt.Sprintf("record %d: negative object size %d", i, r.S3.Object.Size), nil)
 		}
@@ -417,8 +427,14 @@ func decodeFile(i int, raw json.RawMessage) (File, error) {
 		return f, invalid(fmt.Sprintf("task file %d (%s): negative size %d", i, f, f.Size), nil)
 	case r != nil && (r.Start < 0 || r.End < r.Start || r.Part < 0):
 		return f, invalid(fmt.Sprintf("task file %d (%s): bad range [%d, %d) part %d", i, f.Key, r.Start, r.End, r.Part), nil)
+	case CheckBucket(f.Bucket) != nil:
+		return f, invalid(fmt.Sprintf("task file %d", i), CheckBucket(f.Bucket))
+	case CheckKey(f.Key) != nil:
+		return f, invalid(fmt.Sprintf("task file %d", i), CheckKey(f.Key))
 	case m != nil && (m.Name == "" || m.Offset < 0 || m.CompressedSize < 0 || m.Size < 0):
 		return f, invalid(fmt.Sprintf("task file %d (%s): bad archive member %+v", i, f.Key, *m), nil)
+	case m != nil && CheckEntryName(m.Name) != nil:
+		return f, invalid(fmt.Sprintf("task file %d (%s): archive member", i, f.Key), CheckEntryName(m.Name))
 	case r != nil && m != nil:
 		return f, invalid(fmt.Sprintf("task file %d (%s): a byte range and an archive member at once", i, f.Key), nil)
 	}

@@ -3,8 +3,10 @@ package task
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -99,6 +101,9 @@ func TestDecodeInvalid(t *testing.T) {
 		"not from S3":          {`{"Records":[{"eventSource":"aws:sqs"}]}`, `eventSource "aws:sqs"`},
 		"negative record size": {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"k","size":-1}}}]}`, "record 0: negative object size -1"},
 		"created no bucket":    {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"object":{"key":"k"}}}]}`, "no bucket name"},
+		"key not UTF-8":        {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"caf%E9.txt"}}}]}`, `record 0: object key "caf%E9.txt": key "caf\xe9.txt" is not valid UTF-8`},
+		"key over 1,024 bytes": {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"` + strings.Repeat("%C3%A9", 513) + `"}}}]}`, "key of 1026 bytes is over S3's limit of 1024"},
+		"bucket not a name":    {`{"Records":[{"eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"in/other"},"object":{"key":"k"}}}]}`, `record 0: bucket name "in/other" has '/'`},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -133,12 +138,15 @@ func TestDecodeBadEntries(t *testing.T) {
 		{"bucket":"b","key":"bad-range","range":{"start":5,"end":2}},
 		{"bucket":"b","key":"wrong-type","size":"big"},
 		{"bucket":"b","key":"both","range":{"start":0,"end":1},"member":{"name":"x"}},
+		{"bucket":"b","key":"a.zip","member":{"name":"../../etc/passwd","csize":1,"size":1}},
+		{"bucket":"b","key":"` + strings.Repeat("k", 1025) + `"},
 		{"bucket":"b","key":"good-2","sequencer":"0A"}]}`))
 	require.NoError(t, err)
 	assert.Equal(t, []File{{Bucket: "b", Key: "good-1"}, {Bucket: "b", Key: "good-2", Sequencer: "0A"}}, d.Files)
 	assert.Equal(t, "r1", d.ParentRun)
 	want := map[int]string{1: "negative size -1", 2: "bucket and key are required", 3: "bad range [5, 2)",
-		4: "task file 4 is not a file entry", 5: "a byte range and an archive member at once"}
+		4: "task file 4 is not a file entry", 5: "a byte range and an archive member at once",
+		6: `task file 6 (a.zip): archive member: entry "../../etc/passwd": name has a ".." path element`, 7: "key of 1025 bytes is over S3's limit of 1024"}
 	require.Len(t, d.Bad, len(want))
 	for _, b := range d.Bad {
 		assert.Contains(t, b.Err.Error(), want[b.Index], "entry %d", b.Index)
@@ -185,10 +193,13 @@ func testdataFiles(t testing.TB) []string {
 	return names
 }
 
-// FuzzDecode: any body either decodes into files with a bucket and a valid key, or fails
-// with an InvalidError. It never panics. Seeds: every payload in testdata/ (S3
-// notifications, SNS-wrapped and EventBridge events, task messages) and the bodies of
-// the SQS event there.
+// FuzzDecode: any body either decodes into files S3 could hold — a bucket name, a key
+// of at most 1,024 bytes of UTF-8, a safe entry name for an archive member, a sane byte
+// range — or fails with an InvalidError whose text says it is an invalid message. It
+// never panics. A decoded task message encodes and decodes again to the same files,
+// job and task (the dispatcher writes what the worker reads), and each bad entry names
+// its place in the message. Seeds: every payload in testdata/ (S3 notifications, SNS-
+// wrapped and EventBridge events, task messages) and the bodies of the SQS event there.
 func FuzzDecode(f *testing.F) {
 	for _, name := range testdataFiles(f) {
 		f.Add(readTestdata(f, name))
@@ -204,12 +215,17 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte(`{"v":1,"files":[{"bucket":"b","key":"%"}]}`))
 	f.Add([]byte(`{"Records":null}`))
+	f.Add([]byte(`{"v":1,"job_id":"j","task_id":"m1","files":[{"bucket":"b","key":"a.zip","member":{"name":"../x","csize":1,"size":1}},{"bucket":"b","key":"big","range":{"start":0,"end":9,"part":0}}]}`))
+	f.Add([]byte(`{"Records":[{"eventVersion":"3.0","eventSource":"aws:s3","eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"%C3%28"}}}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		d, err := Decode(body)
 		if err != nil {
 			var inv *InvalidError
 			if !errors.As(err, &inv) {
 				t.Fatalf("error is not an InvalidError: %v", err)
+			}
+			if !strings.HasPrefix(err.Error(), "task: invalid message: ") {
+				t.Fatalf("error does not say it is an invalid message: %v", err)
 			}
 			return
 		}
@@ -219,13 +235,82 @@ func FuzzDecode(f *testing.F) {
 		if d.Kind == KindTestEvent && len(d.Files) > 0 {
 			t.Fatalf("a test event with files: %+v", d.Files)
 		}
+		if d.Kind != KindTask && (len(d.Bad) > 0 || d.JobID != "") {
+			t.Fatalf("an S3 event with bad entries or a job: %+v", d)
+		}
 		for _, file := range d.Files {
-			if file.Bucket == "" || file.Key == "" {
-				t.Fatalf("decoded a file without bucket or key: %+v", file)
-			}
-			if file.Size < 0 {
-				t.Fatalf("decoded a negative size: %+v", file)
+			checkDecodedFile(t, file)
+		}
+		for _, b := range d.Bad {
+			var inv *InvalidError
+			if !errors.As(b.Err, &inv) || !strings.Contains(b.Err.Error(), fmt.Sprintf("task file %d", b.Index)) {
+				t.Fatalf("bad entry %d: error does not name it: %v", b.Index, b.Err)
 			}
 		}
+		if d.Kind != KindTask {
+			return
+		}
+		// Round trip: what the worker decoded, the dispatcher would encode the same.
+		again, err := Decode(mustEncode(t, Message{JobID: d.JobID, TaskID: d.TaskID, Parent: d.Parent, ParentRun: d.ParentRun, Files: d.Files}))
+		if err != nil {
+			t.Fatalf("a decoded task message does not decode once encoded: %v", err)
+		}
+		if len(again.Bad) > 0 || !equalFiles(again.Files, d.Files) || again.JobID != d.JobID || again.TaskID != d.TaskID ||
+			again.Parent != d.Parent || again.ParentRun != d.ParentRun {
+			t.Fatalf("round trip changed the message:\n%+v\n%+v", d, again)
+		}
 	})
+}
+
+// checkDecodedFile fails t unless file is one the worker can process: what Decode
+// promises of every file it returns.
+func checkDecodedFile(t *testing.T, file File) {
+	t.Helper()
+	if err := CheckBucket(file.Bucket); err != nil {
+		t.Fatalf("decoded a file without a bucket name: %+v: %v", file, err)
+	}
+	if err := CheckKey(file.Key); err != nil {
+		t.Fatalf("decoded a key S3 cannot hold: %+v: %v", file, err)
+	}
+	if file.Size < 0 {
+		t.Fatalf("decoded a negative size: %+v", file)
+	}
+	if r := file.Range; r != nil && (r.Start < 0 || r.End < r.Start || r.Part < 0) {
+		t.Fatalf("decoded a bad range: %+v", *r)
+	}
+	if m := file.Member; m != nil {
+		if err := CheckEntryName(m.Name); err != nil {
+			t.Fatalf("decoded an unsafe member name: %v", err)
+		}
+		if m.Offset < 0 || m.CompressedSize < 0 || m.Size < 0 || file.Range != nil {
+			t.Fatalf("decoded a bad member: %+v", file)
+		}
+	}
+}
+
+func mustEncode(t *testing.T, m Message) []byte {
+	t.Helper()
+	b, err := m.Encode()
+	if err != nil {
+		t.Fatalf("encode: %v", err)
+	}
+	return b
+}
+
+func equalFiles(a, b []File) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if (x.Range == nil) != (y.Range == nil) || (x.Member == nil) != (y.Member == nil) ||
+			x.Range != nil && *x.Range != *y.Range || x.Member != nil && *x.Member != *y.Member {
+			return false
+		}
+		x.Range, x.Member, y.Range, y.Member = nil, nil, nil, nil
+		if x != y {
+			return false
+		}
+	}
+	return true
 }

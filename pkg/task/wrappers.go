@@ -122,6 +122,10 @@ func decodeEventBridge(body []byte) (Decoded, error) {
 		return Decoded{}, invalid(what+": no detail.object.key", nil)
 	case det.Object.Size < 0:
 		return Decoded{}, invalid(fmt.Sprintf("%s: negative detail.object.size %d", what, det.Object.Size), nil)
+	case CheckBucket(det.Bucket.Name) != nil:
+		return Decoded{}, invalid(what+": detail.bucket.name", CheckBucket(det.Bucket.Name))
+	case CheckKey(*det.Object.Key) != nil:
+		return Decoded{}, invalid(what+": detail.object.key", CheckKey(*det.Object.Key))
 	}
 	return Decoded{Kind: KindS3Event, Files: []File{{
 		Bucket:    det.Bucket.Name,

@@ -904,6 +904,12 @@ func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Re
 	}
 	it.pr = pr
 	outKey := h.outputKey(f, it.msg.d.JobID, pr)
+	if len(outKey) > task.MaxKeyBytes {
+		// S3 would refuse the PUT (KeyTooLongError) on every retry: a key near the limit,
+		// lengthened by the output prefix, a processor's suffix, a member's or part's name.
+		return res, failure.Newf(failure.KeyTooLong, "output key of %d bytes (%q…) is over S3's limit of %d: shorten the key or the output prefix (%q)",
+			len(outKey), strings.ToValidUTF8(outKey[:60], ""), task.MaxKeyBytes, h.cfg.OutputPrefix)
+	}
 	rev := ledger.Revision{VersionID: f.VersionID, ETag: strings.Trim(f.ETag, `"`)}
 	if rev.ETag == "" {
 		rev.ETag = obj.ETag

@@ -285,7 +285,10 @@ func ParseSize(s string) (int64, error) {
 	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
 		return 0, fmt.Errorf("size %q: want a number of bytes, or with KB, KiB, MB, MiB, GB, GiB", s)
 	}
-	return int64(math.Round(f * mult)), nil
+	if n := math.Round(f * mult); n < math.MaxInt64 {
+		return int64(n), nil
+	}
+	return 0, fmt.Errorf("size %q: over %d bytes", s, int64(math.MaxInt64))
 }
 
 // ParseCount reads a count written as 1000000, 1e6 or 1_000_000.

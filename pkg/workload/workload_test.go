@@ -19,7 +19,7 @@ func TestParseSize(t *testing.T) {
 		require.NoError(t, err, in)
 		assert.Equal(t, want, got, in)
 	}
-	for _, in := range []string{"", "KB", "-1KB", "ten", "1e400"} {
+	for _, in := range []string{"", "KB", "-1KB", "ten", "1e400", "1e30", "8EiB", "9.3e18"} {
 		_, err := ParseSize(in)
 		assert.Error(t, err, in)
 	}
