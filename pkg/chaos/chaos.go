@@ -59,6 +59,11 @@ type Config struct {
 	// KillEvery is how often a busy execution environment is killed with SIGKILL
 	// (default 3 s, ± half; negative: never).
 	KillEvery time.Duration
+	// KillShare caps the kills at this share of the invocations so far (default 0.05;
+	// negative: no cap). Without it, a run's tail, when one environment is busy, would
+	// have every invocation killed: each kill holds its batch for the visibility timeout
+	// and spends one of its receives, which no deployment sees.
+	KillShare float64
 	// RestartDynamoDB stops the DynamoDB server for DynamoDBDown (default 5 s) once half
 	// of the event files are uploaded, and starts it again with its data.
 	RestartDynamoDB bool
@@ -100,6 +105,10 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FunctionTimeout == 0 {
 		c.FunctionTimeout = 20 * time.Second
+	}
+	rate(&c.KillShare, 0.05)
+	if c.KillShare == 0 {
+		c.KillShare = 1e9 // negative: no cap
 	}
 	if c.DynamoDBDown == 0 {
 		c.DynamoDBDown = 5 * time.Second
@@ -451,7 +460,8 @@ func (h *harness) restartDynamoDB(ctx context.Context) {
 	h.dynamoRestart = fmt.Sprintf("down %.1fs, back after %.1fs", h.cfg.DynamoDBDown.Seconds(), time.Since(began).Seconds())
 }
 
-// killer kills a busy execution environment every KillEvery (± half).
+// killer kills a busy execution environment every KillEvery (± half), at most
+// KillShare of the invocations so far.
 func (h *harness) killer(ctx context.Context) {
 	for {
 		d := h.cfg.KillEvery/2 + time.Duration(h.intn(int(h.cfg.KillEvery)+1))
@@ -459,6 +469,9 @@ func (h *harness) killer(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(d):
+		}
+		if float64(h.kills.Load()+1) > h.cfg.KillShare*float64(h.st.Stats().Invocations) {
+			continue
 		}
 		if fn := h.st.Kill(h.intn); fn != "" {
 			h.kills.Add(1)

@@ -44,7 +44,7 @@ type jobObs struct {
 	plan          *jobPlan
 	job           ledger.Job
 	found         bool
-	counts        ledger.Counts // the counters now (a stopped job's may have moved on)
+	counts        ledger.Counts // the counters now (once finished, they must not move)
 	lines         []job.Line    // the report's succeeded.csv and failed.csv
 	reportErr     string
 	notifications []job.Notification

@@ -165,7 +165,7 @@ type jobPlan struct {
 	want   []ledger.JobStatus
 	reason string
 	// listed is the files it must list (-1: its listing changes while it runs, so
-	// only consistency is checked); failed is the least files that must fail.
+	// only consistency is checked); failed is how many files must fail.
 	listed, failed int64
 	files          []string // the keys it lists (prefix and manifest jobs)
 	resubmit       bool     // submitted a second time, with the same spec

@@ -103,15 +103,25 @@ func (f *fakeS3) HeadObject(_ context.Context, in *s3.HeadObjectInput, _ ...func
 	if err := f.precondition(aws.ToString(in.IfMatch), k); err != nil {
 		return nil, err
 	}
-	return &s3.HeadObjectOutput{ContentLength: aws.Int64(int64(len(b))), Metadata: f.meta[k]}, nil
+	var etag *string
+	if e, ok := f.etags[k]; ok {
+		etag = aws.String(`"` + e + `"`)
+	}
+	return &s3.HeadObjectOutput{ContentLength: aws.Int64(int64(len(b))), Metadata: f.meta[k], ETag: etag}, nil
 }
 
 func (f *fakeS3) DeleteObject(_ context.Context, in *s3.DeleteObjectInput, _ ...func(*s3.Options)) (*s3.DeleteObjectOutput, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	k := aws.ToString(in.Bucket) + "/" + aws.ToString(in.Key)
+	if _, ok := f.objects[k]; ok {
+		if err := f.precondition(aws.ToString(in.IfMatch), k); err != nil {
+			return nil, err
+		}
+	}
 	delete(f.objects, k)
 	delete(f.meta, k)
+	delete(f.etags, k)
 	f.deletes++
 	return &s3.DeleteObjectOutput{}, nil
 }
@@ -126,7 +136,8 @@ func (f *fakeS3) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(*
 	k := aws.ToString(in.Bucket) + "/" + aws.ToString(in.Key)
 	f.objects[k], f.meta[k], f.ctype[k] = b, in.Metadata, aws.ToString(in.ContentType)
 	f.puts++
-	return &s3.PutObjectOutput{ETag: aws.String(`"out"`)}, nil
+	f.etags[k] = fmt.Sprintf("out-%d", f.puts)
+	return &s3.PutObjectOutput{ETag: aws.String(`"` + f.etags[k] + `"`)}, nil
 }
 
 func (f *fakeS3) CreateMultipartUpload(_ context.Context, in *s3.CreateMultipartUploadInput, _ ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error) {

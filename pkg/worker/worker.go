@@ -681,6 +681,9 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, it *item, status
 		it.state, it.class, it.infra = pending, retry.Classify(err), true
 		return
 	}
+	if status == ledger.StatusFailed || status == ledger.StatusDeadLettered {
+		h.removeLeftover(ctx, log, it)
+	}
 	switch status {
 	case ledger.StatusFailed:
 		it.state = failed
@@ -748,6 +751,56 @@ func (h *Handler) supersede(ctx context.Context, log *slog.Logger, it *item, by 
 		log.WarnContext(ctx, "cannot restore the newest revision's output yet; it comes back", "key", it.file.Key, "error", err)
 		it.wait(retry.Classify(err), err)
 	}
+}
+
+// removeLeftover: this revision failed for good and holds the key's record, so no
+// output may stand for the key; an older revision's output (written before this one
+// replaced its record) is removed. The delete is conditional on the ETag the HEAD saw,
+// and made only while the record is still this failure: a newer revision writing the
+// output meanwhile keeps it (and that revision's commit checks the output again).
+// This revision's own output (an upload whose commit never landed) is left: its
+// record says DEAD_LETTERED and a redrive settles it. Best effort: a leftover that
+// survives an error here is removed when that older revision is next delivered.
+func (h *Handler) removeLeftover(ctx context.Context, log *slog.Logger, it *item) {
+	if !it.key.Ordered() || (it.rev.ETag == "" && it.rev.VersionID == "") {
+		return // a job's own record, or never read: the key's record is not this failure
+	}
+	outKey, ok := h.leftoverKey(it)
+	if !ok {
+		return
+	}
+	head, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
+	if err != nil {
+		return // none (NotFound), or unknown: nothing is removed on a guess
+	}
+	have := head.Metadata[MetaRevision]
+	switch {
+	case head.Metadata[task.MetaInput] != inputName(it.key):
+		return // another input's output (the conflict this failure may be), or not ours
+	case have == "" || have == task.MetaValue(it.rev.String()) || have == task.MetaValue("e:"+it.rev.ETag):
+		return // this revision's own
+	}
+	rec, ok, err := h.deps.Ledger.Get(ctx, it.key)
+	if err != nil || !ok || !rec.Rev().Same(it.rev) || (rec.Status != ledger.StatusFailed && rec.Status != ledger.StatusDeadLettered) {
+		return
+	}
+	uri := "s3://" + h.cfg.OutputBucket + "/" + outKey
+	if _, err := h.deps.Objects.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey), IfMatch: head.ETag}); err != nil {
+		log.WarnContext(ctx, "cannot remove an older revision's output after this revision failed", "output", uri, "error", err)
+		return
+	}
+	log.WarnContext(ctx, "older revision's output removed: the newest revision failed", "output", uri, "had", have)
+}
+
+// leftoverKey is the item's output key; false if it cannot be known (a processor that
+// panicked naming it: outputKey runs the chain's naming again when the item has none).
+func (h *Handler) leftoverKey(it *item) (key string, ok bool) {
+	defer func() {
+		if recover() != nil {
+			key, ok = "", false
+		}
+	}()
+	return h.outputKey(it.file, it.msg.d.JobID, it.pr), true
 }
 
 // removeOwnOutput deletes the output if it is still this item's revision's.
