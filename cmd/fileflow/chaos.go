@@ -58,6 +58,7 @@ The seed fixes the workload and the faults' draws (not the machine's interleavin
 					return err
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), string(b))
+				fmt.Fprint(errOut, r.Text()) // the same report, for the person watching
 			} else {
 				fmt.Fprint(cmd.OutOrStdout(), r.Text())
 			}
@@ -82,6 +83,6 @@ The seed fixes the workload and the faults' draws (not the machine's interleavin
 	f.DurationVar(&cfg.FunctionTimeout, "function-timeout", 20*time.Second, "the worker's and dispatcher's timeout; a killed batch comes back after 6x this")
 	f.DurationVar(&cfg.Timeout, "timeout", 60*time.Minute, "give up after this long")
 	f.DurationVar(&cfg.Stall, "stall", 2*time.Minute, "stop waiting when nothing has moved this long with the queues empty")
-	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON (and as text on stderr)")
 	return cmd
 }

@@ -258,14 +258,16 @@ func receiveCount(rec events.SQSMessage) int {
 }
 
 // retryAfter is the action for an error before a task was counted: back after the
-// backoff for the receive.
+// backoff for the receive (on the last receive, sent again unless the error is
+// permanent).
 func (h *Handler) retryAfter(rec events.SQSMessage, err error) job.Action {
-	n := receiveCount(rec)
-	d := h.cfg.Retry.Delay(n+job.SentAgain(rec), retry.Classify(err))
-	if n >= h.cfg.MaxReceiveCount {
-		// The last receive: sent again, with a fresh receive count and the backoff of all
-		// its attempts, rather than to the DLQ, where its job would wait for it (a ledger
-		// outage used up a task's receives in the chaos run).
+	n, class := receiveCount(rec), retry.Classify(err)
+	d := h.cfg.Retry.Delay(n+job.SentAgain(rec), class)
+	if n >= h.cfg.MaxReceiveCount && class != retry.Permanent {
+		// The last receive of a transient failure: sent again, with a fresh receive count
+		// and the backoff of all its attempts, rather than to the DLQ, where its job would
+		// wait for it (a ledger outage used up a task's receives in the chaos run). A
+		// permanent one goes to the DLQ, where its alarm says so.
 		return job.Again(d, err.Error())
 	}
 	return job.Retry(d, err.Error())

@@ -151,6 +151,7 @@ func (f File) String() string {
 const (
 	MetaSource      = "fileflow-source"       // bucket/key of the input (hashed when long)
 	MetaRevision    = "fileflow-revision"     // "v:<version id>" or "e:<etag>" of the input
+	MetaSourceETag  = "fileflow-source-etag"  // the input's ETag: its content, whatever its version
 	MetaSHA256      = "fileflow-sha256"       // of the bytes at the checksum processor
 	MetaCRC32C      = "fileflow-crc32c"       // of the same bytes
 	MetaContentType = "fileflow-content-type" // detected

@@ -59,7 +59,9 @@ func (h *Handler) checkJobs(ctx context.Context, log *slog.Logger, msgs []*messa
 			m.decide(job.Acknowledge("unknown job"))
 			continue
 		case err != nil:
-			m.decide(job.Retry(h.cfg.Retry.Delay(m.receive, retry.Classify(err)), "read job: "+err.Error()))
+			// The ledger, not the task, failed: sent again, spending none of its receives
+			// (an outage longer than its receives' backoff would dead-letter it uncounted).
+			m.decide(job.Again(h.cfg.Retry.Delay(m.receive+job.SentAgain(m.rec), retry.Classify(err)), "read job: "+err.Error()))
 			continue
 		case j.Status != ledger.JobRunning:
 			m.decide(job.Acknowledge("job " + string(j.Status)))

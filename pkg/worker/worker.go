@@ -682,7 +682,15 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, it *item, status
 		return
 	}
 	if status == ledger.StatusFailed || status == ledger.StatusDeadLettered {
-		h.removeLeftover(ctx, log, it)
+		if err := h.removeLeftover(ctx, log, it); err != nil && retry.Classify(err) != retry.Permanent {
+			// The failure is recorded; the older output is not gone yet. Nothing else
+			// would remove it (that revision is done), so this file comes back.
+			log.WarnContext(ctx, "cannot remove an older revision's output yet; the file comes back", "key", it.file.Key, "error", err)
+			it.wait(retry.Classify(err), err)
+			return
+		} else if err != nil {
+			log.ErrorContext(ctx, "cannot remove an older revision's output", "key", it.file.Key, "error", err)
+		}
 	}
 	switch status {
 	case ledger.StatusFailed:
@@ -754,42 +762,62 @@ func (h *Handler) supersede(ctx context.Context, log *slog.Logger, it *item, by 
 }
 
 // removeLeftover: this revision failed for good and holds the key's record, so no
-// output may stand for the key; an older revision's output (written before this one
-// replaced its record) is removed. The delete is conditional on the ETag the HEAD saw,
-// and made only while the record is still this failure: a newer revision writing the
-// output meanwhile keeps it (and that revision's commit checks the output again).
-// This revision's own output (an upload whose commit never landed) is left: its
-// record says DEAD_LETTERED and a redrive settles it. Best effort: a leftover that
-// survives an error here is removed when that older revision is next delivered.
-func (h *Handler) removeLeftover(ctx context.Context, log *slog.Logger, it *item) {
-	if !it.key.Ordered() || (it.rev.ETag == "" && it.rev.VersionID == "") {
-		return // a job's own record, or never read: the key's record is not this failure
+// output may stand for the key. An output of this input made from other content (an
+// older revision's, written before this one replaced its record) is removed:
+//   - only while the record is still this failure (read after the HEAD), and only the
+//     object the HEAD saw (If-Match on its ETag);
+//   - never this revision's own output, nor one of the same content under another
+//     version (told by fileflow-source-etag; an output without it is left);
+//   - a newer revision that committed between the read and the delete is put back at
+//     once (restore), so its output is never lost to the delete.
+//
+// An error is returned for the caller to bring the file back: nothing else would
+// remove the leftover, since the revision that wrote it is done.
+func (h *Handler) removeLeftover(ctx context.Context, log *slog.Logger, it *item) error {
+	if !it.key.Ordered() || it.rev.ETag == "" {
+		return nil // a job's own record, or never read: the key's record is not this failure
 	}
 	outKey, ok := h.leftoverKey(it)
 	if !ok {
-		return
-	}
-	head, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
-	if err != nil {
-		return // none (NotFound), or unknown: nothing is removed on a guess
-	}
-	have := head.Metadata[MetaRevision]
-	switch {
-	case head.Metadata[task.MetaInput] != inputName(it.key):
-		return // another input's output (the conflict this failure may be), or not ours
-	case have == "" || have == task.MetaValue(it.rev.String()) || have == task.MetaValue("e:"+it.rev.ETag):
-		return // this revision's own
-	}
-	rec, ok, err := h.deps.Ledger.Get(ctx, it.key)
-	if err != nil || !ok || !rec.Rev().Same(it.rev) || (rec.Status != ledger.StatusFailed && rec.Status != ledger.StatusDeadLettered) {
-		return
+		return nil
 	}
 	uri := "s3://" + h.cfg.OutputBucket + "/" + outKey
-	if _, err := h.deps.Objects.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey), IfMatch: head.ETag}); err != nil {
-		log.WarnContext(ctx, "cannot remove an older revision's output after this revision failed", "output", uri, "error", err)
-		return
+	head, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
+	var api smithy.APIError
+	if errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey") {
+		return nil
 	}
-	log.WarnContext(ctx, "older revision's output removed: the newest revision failed", "output", uri, "had", have)
+	if err != nil {
+		return fmt.Errorf("leftover: head %s: %w", uri, err)
+	}
+	have, content := head.Metadata[MetaRevision], head.Metadata[MetaSourceETag]
+	switch {
+	case head.Metadata[task.MetaInput] != inputName(it.key):
+		return nil // another input's output (the conflict this failure may be), or not ours
+	case have == "" || content == "":
+		return nil // not one this code wrote: its content is unknown
+	case have == task.MetaValue(it.rev.String()) || content == task.MetaValue(it.rev.ETag):
+		return nil // this revision's own, or the same content under another version
+	}
+	rec, found, err := h.deps.Ledger.Get(ctx, it.key)
+	if err != nil {
+		return fmt.Errorf("leftover: %w", err)
+	}
+	if !found || !rec.Rev().Same(it.rev) || (rec.Status != ledger.StatusFailed && rec.Status != ledger.StatusDeadLettered) {
+		return nil // the record moved on: its writer makes the output agree
+	}
+	_, err = h.deps.Objects.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey), IfMatch: head.ETag})
+	switch {
+	case errors.As(err, &api) && (api.ErrorCode() == "PreconditionFailed" || api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NotFound"):
+		// Rewritten or removed meanwhile: whoever did it decides.
+	case err != nil:
+		return fmt.Errorf("leftover: delete %s: %w", uri, err)
+	default:
+		log.WarnContext(ctx, "older revision's output removed: the newest revision failed", "output", uri, "had", have)
+	}
+	// A newer revision may have committed between the record's read and the delete
+	// (its own check of the output may have come before the delete): look again.
+	return h.restore(ctx, log, it)
 }
 
 // leftoverKey is the item's output key; false if it cannot be known (a processor that
@@ -1029,6 +1057,7 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 const (
 	MetaSource      = task.MetaSource
 	MetaRevision    = task.MetaRevision
+	MetaSourceETag  = task.MetaSourceETag
 	MetaSHA256      = task.MetaSHA256
 	MetaCRC32C      = task.MetaCRC32C
 	MetaContentType = task.MetaContentType
@@ -1045,6 +1074,9 @@ func outputMetadata(f task.File, rev ledger.Revision, pr *process.Result) map[st
 	m := map[string]string{
 		MetaSource:   source,
 		MetaRevision: rev.String(),
+	}
+	if rev.ETag != "" {
+		m[MetaSourceETag] = rev.ETag
 	}
 	if pr.SHA256 != "" {
 		m[MetaSHA256] = pr.SHA256
@@ -1072,12 +1104,13 @@ func inputName(k ledger.Key) string {
 }
 
 // shareDuplicates gives an item that repeated another in the same batch (same file,
-// job and receive) the outcome of the one that was processed: status, error and class.
+// job and receive) the outcome of the one that was processed: status, error, class and
+// whether it waits on the infrastructure (then its message is sent again, as the first's).
 // It is a duplicate delivery, not a second file.
 func shareDuplicates(items []*item) {
 	for _, it := range items {
 		if f := it.dupOf; f != nil {
-			it.state, it.class, it.err, it.pr = f.state, f.class, f.err, f.pr
+			it.state, it.class, it.err, it.pr, it.infra = f.state, f.class, f.err, f.pr, f.infra
 			it.dup = f.state == succeeded // a repeated failure is not a success
 			if f.state == skipped && it.msg.d.JobID == "" {
 				it.state, it.class = pending, retry.Retryable // never acknowledged undone
