@@ -22,6 +22,9 @@ import (
 type pending struct {
 	queued, jobs, inputs int
 	where                string // the queues' counts, when any is not empty
+	// idleReconcile: all that is queued is the reconciler's own tick (at most one
+	// message on the jobs queue): not progress, so it does not hold off the stall.
+	idleReconcile bool
 }
 
 func (p pending) zero() bool { return p.queued == 0 && p.jobs == 0 && p.inputs == 0 }
@@ -46,7 +49,7 @@ func (h *harness) settle(ctx context.Context) {
 		case p.zero():
 			h.settleReason = "settled"
 			return
-		case first || p != last || p.queued > 0:
+		case first || p != last || (p.queued > 0 && !p.idleReconcile):
 			last, lastChange, first = p, time.Now(), false
 		case time.Since(lastChange) > h.cfg.Stall:
 			h.settleReason = fmt.Sprintf("stalled for %s with the queues empty: %d jobs and %d files unfinished", h.cfg.Stall, p.jobs, p.inputs)
@@ -66,6 +69,7 @@ func (h *harness) settle(ctx context.Context) {
 
 func (h *harness) pendingNow(ctx context.Context) (pending, error) {
 	var p pending
+	byQueue := map[string]int{}
 	for _, q := range []string{h.tasksQueue, h.jobsQueue} {
 		n, attrs, err := depth(ctx, h.st.SQS, q)
 		if err != nil {
@@ -75,9 +79,15 @@ func (h *harness) pendingNow(ctx context.Context) (pending, error) {
 			p.where += fmt.Sprintf(" %s %v", q[strings.LastIndexByte(q, '/')+1:], attrs)
 		}
 		p.queued += n
+		byQueue[q] = n
 	}
 	if p.queued > 0 {
-		return p, nil
+		p.idleReconcile = byQueue[h.tasksQueue] == 0 && byQueue[h.jobsQueue] <= 1
+		if !p.idleReconcile {
+			return p, nil
+		}
+		p.where = "" // the tick comes and goes: compared as if the queues were empty
+		p.queued = 0
 	}
 	quiet := map[string]bool{} // stopped, or finished and reported
 	for _, jp := range h.plan.jobs {

@@ -270,8 +270,8 @@ func TestJobFileOnLastReceiveIsCountedFailed(t *testing.T) {
 }
 
 // Files of a job's task not yet started on the last receive (the invocation ran out of
-// time) get a DEAD_LETTERED record with the reason, and are counted failed.
-func TestUnstartedJobFilesOnLastReceiveAreRecorded(t *testing.T) {
+// time) are not failures: the task is sent again, nothing is recorded or counted.
+func TestUnstartedJobFilesOnLastReceiveAreSentAgain(t *testing.T) {
 	jobs := newFakeJobs()
 	e := newEnv(t, func(c *Config, d *Deps) { d.Jobs = jobs; c.MinItemTime = time.Hour })
 	e.s3.put("in", "a.txt", []byte("a"))
@@ -282,9 +282,7 @@ func TestUnstartedJobFilesOnLastReceiveAreRecorded(t *testing.T) {
 	}})
 	require.NoError(t, err)
 	assert.Empty(t, resp.BatchItemFailures)
-	k := ledger.Key{Bucket: "in", Key: "a.txt"}
-	assert.Equal(t, ledger.StatusDeadLettered, e.ledger.status[k])
-	assert.Contains(t, e.ledger.reasons[k], "not started")
-	require.Len(t, jobs.reported, 1)
-	assert.EqualValues(t, 1, jobs.reported[0].Failed)
+	assert.Len(t, e.queue.sent, 1, "sent again")
+	assert.NotContains(t, e.ledger.status, ledger.Key{Bucket: "in", Key: "a.txt"})
+	assert.Empty(t, jobs.reported, "nothing counted")
 }

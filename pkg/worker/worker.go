@@ -499,10 +499,11 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, items []*ite
 		}
 		if hasDeadline && time.Until(deadline) < h.cfg.MinItemTime+margin {
 			<-sem
-			it.state, it.class, it.err = pending, retry.Retryable, errors.New("not started: too little of the invocation left")
-			if it.msg.last(h.cfg.MaxReceiveCount) {
-				h.giveUp(ctx, log, it)
-			}
+			// Not the file's failure but the batch's size: it waits like an infrastructure
+			// failure (its message is sent again, spending none of its receives), never
+			// given up on its last receive (the chaos run at 100,000 files sent job tasks
+			// to the DLQ this way, their jobs left RUNNING).
+			it.wait(retry.Retryable, errors.New("not started: too little of the invocation left"))
 			continue
 		}
 		wg.Add(1)
