@@ -77,7 +77,7 @@ The seed fixes the workload and the faults' draws (not the machine's interleavin
 	f.Float64Var(&cfg.OverwriteRate, "overwrite-rate", 0.02, "share of event files overwritten while in flight")
 	f.Float64Var(&cfg.DeleteRate, "delete-rate", 0.005, "share of event files deleted right after they are written")
 	f.DurationVar(&cfg.KillEvery, "kill-every", 3*time.Second, "kill a busy execution environment this often (± half); negative: never")
-	f.Float64Var(&cfg.KillShare, "kill-share", 0.05, "kill at most this share of the invocations so far (negative: no cap)")
+	f.Float64Var(&cfg.KillShare, "kill-share", 0.05, "kill at most this share of each function's invocations so far (negative: no cap)")
 	f.BoolVar(&cfg.RestartDynamoDB, "restart-dynamodb", true, "stop the DynamoDB server once mid-run and start it again with its data")
 	f.DurationVar(&cfg.DynamoDBDown, "dynamodb-down", 5*time.Second, "how long DynamoDB stays down")
 	f.DurationVar(&cfg.FunctionTimeout, "function-timeout", 20*time.Second, "the worker's and dispatcher's timeout; a killed batch comes back after 6x this")

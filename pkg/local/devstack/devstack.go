@@ -587,13 +587,17 @@ func (s *Stack) Stats() lambda.Stats {
 	return t
 }
 
-// Kill ends one busy execution environment of any function with SIGKILL (pick chooses
-// the mapping among those with a busy environment, then the environment), as a crash
-// would. It returns the function's name, or "" when no environment was busy.
-func (s *Stack) Kill(pick func(n int) int) string {
-	order := make([]int, len(s.Mappings))
-	for i := range order {
-		order[i] = i
+// Kill ends one busy execution environment with SIGKILL (pick chooses the mapping among
+// those with a busy environment, then the environment), as a crash would: only of a
+// function whose kills so far stay within share of its invocations (share <= 0: any).
+// It returns the function's name, or "" when no environment was busy.
+func (s *Stack) Kill(pick func(n int) int, share float64) string {
+	var order []int
+	for i, m := range s.Mappings {
+		st := m.Stats()
+		if share <= 0 || float64(st.Kills+1) <= share*float64(st.Invocations) {
+			order = append(order, i)
+		}
 	}
 	for len(order) > 0 {
 		i := pick(len(order))
