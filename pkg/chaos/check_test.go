@@ -581,6 +581,16 @@ func TestJudgeAccounted(t *testing.T) {
 			},
 		},
 		{
+			name: "an output naming another version of the same content (a job's listed file and the event of that content share one record)",
+			mutate: func(o *observed) {
+				in := o.inputs[goodKey]
+				in.versions = append([]version{good("e-good", "v-same", goodKey, "good", true)}, in.versions...)
+				setRecord(o, goodKey, func(r *ledger.Record) { r.VersionID = "" }) // the record is "e:e-good"
+				setOutput(o, "out/"+goodKey, func(x *object) { x.revision = "v:v-same" })
+			},
+			check: func(t *testing.T, r *Report) { assert.Zero(t, r.WrongOutputs) },
+		},
+		{
 			name: "a dead-lettered record, and its unfinished output",
 			mutate: func(o *observed) {
 				setRecord(o, goodKey, func(r *ledger.Record) { r.Status = ledger.StatusDeadLettered })
