@@ -229,3 +229,57 @@ func (a *afterHead) HeadObject(ctx context.Context, in *s3.HeadObjectInput, o ..
 	a.after(aws.ToString(in.Key))
 	return out, err
 }
+
+// lostCommit applies the first success of revision version and answers as the SDK's
+// retry would after the response was lost: ErrAlreadySucceeded, the replace unknown.
+type lostCommit struct {
+	*fakeLedger
+	version string
+	done    bool
+}
+
+func (l *lostCommit) WriteReplacing(ctx context.Context, w ledger.Write) (bool, error) {
+	if !l.done && w.Rev.VersionID == l.version && w.Status == ledger.StatusSucceeded {
+		l.done = true
+		if _, err := l.fakeLedger.WriteReplacing(ctx, w); err != nil {
+			return false, err
+		}
+		return false, ledger.ErrAlreadySucceeded
+	}
+	return l.fakeLedger.WriteReplacing(ctx, w)
+}
+
+// v1 committed; v2's output is written, then v1's output lands over it (v1 putting its
+// own output back, late); v2's commit replaces v1's record but its response is lost and
+// the SDK's retry answers "already succeeded". v2 must still check the output: before,
+// only a commit known to have replaced another revision did, and v1's output stood
+// for good under v2's record (make chaos, 100,000 files: 2 keys).
+func TestCommitWhoseResponseWasLostChecksTheOutput(t *testing.T) {
+	e := newEnv(t, nil)
+	e.s3.overwrite("in", "k.txt", "e1", []byte("version one"))
+	resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{versionEvent("m1", "in", "k.txt", "v1", "e1", "0A")}})
+	require.NoError(t, err)
+	require.Empty(t, resp.BatchItemFailures)
+	v1Meta := e.s3.meta["out/processed/k.txt"]
+
+	e.s3.overwrite("in", "k.txt", "e2", []byte("version two"))
+	lc := &lostCommit{fakeLedger: e.ledger, version: "v2"}
+	deps := e.h.deps
+	deps.Ledger = lc
+	deps.Objects = &afterPut{fakeS3: e.s3, after: func() {
+		if !lc.done { // v2's upload has landed: v1's late put-back lands over it
+			e.s3.overwrite("out", "processed/k.txt", "late", []byte("version one"))
+			e.s3.meta["out/processed/k.txt"] = v1Meta
+		}
+	}}
+	h, err := New(e.h.cfg, deps)
+	require.NoError(t, err)
+	resp, err = h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{versionEvent("m2", "in", "k.txt", "v2", "e2", "0B")}})
+	require.NoError(t, err)
+	require.Empty(t, resp.BatchItemFailures)
+	require.True(t, lc.done)
+	assert.Equal(t, "v2", e.ledger.revs[ledger.Key{Bucket: "in", Key: "k.txt"}].VersionID)
+	out, meta, _ := e.s3.get("out", "processed/k.txt")
+	assert.Equal(t, "version two", string(out), "the output is the record's revision's")
+	assert.Equal(t, "v:v2", meta[MetaRevision])
+}

@@ -581,6 +581,15 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res le
 		case errors.Is(err, ledger.ErrAlreadySucceeded):
 			it.state, it.dup = succeeded, true
 			log.InfoContext(ctx, "duplicate delivery: already committed")
+			// This may be this very write, retried by the SDK after its response was lost:
+			// then whether it replaced another revision is unknown, and that revision's
+			// output may have landed last (found by make chaos at 100,000 files). One HEAD
+			// tells.
+			if it.key.Ordered() {
+				if err := h.restore(ctx, log, it); err != nil {
+					log.WarnContext(ctx, "cannot check the output of a revision committed before", "key", it.file.Key, "error", err)
+				}
+			}
 			return
 		case errors.As(err, &sup):
 			h.supersede(ctx, log, it, sup.Head.Rev, "")
