@@ -720,15 +720,6 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, it *item, status
 	log.Log(ctx, level, "file failed", "status", status, "class", it.class.String(), "error", reason)
 }
 
-// giveUp records a file never started on its message's last receive as DEAD_LETTERED
-// with the reason: a job's is counted failed, so the job can finish; any other goes to
-// the dead-letter queue with its message, its record saying why.
-func (h *Handler) giveUp(ctx context.Context, log *slog.Logger, it *item) {
-	att := h.attempt(ctx, it, 0)
-	att.Class = retry.Retryable.String()
-	h.record(ctx, log, it, ledger.StatusDeadLettered, it.err.Error(), att)
-}
-
 // supersededSource: the source changed since its event or listing (the GET's
 // precondition failed): the newer content has its own event.
 type supersededSource struct{ err error }
