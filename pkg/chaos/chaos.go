@@ -185,6 +185,8 @@ type harness struct {
 	outputPrefix          string
 	jobsQueue, tasksQueue string
 	jobsDLQ, tasksDLQ     string
+	operatorRedrives      int          // redrives done for the operator (settle's goroutine only)
+	redriven              atomic.Int64 // messages they moved
 	settleReason          string
 	lastPending           pending
 }

@@ -24,6 +24,7 @@ func (h *harness) check(o *observed) *Report {
 	stats := h.st.Stats()
 	r.Kills, r.Invocations, r.ColdStarts = h.kills.Load(), stats.Invocations, stats.ColdStarts
 	r.DuplicateEvents = h.st.Bridge.Duplicated.Load()
+	r.OperatorRedrives, r.Redriven = h.operatorRedrives, h.redriven.Load()
 	r.DuplicateSubmissions, r.ConflictsRefused = h.dupSubmits.Load(), h.refusedConflicts.Load()
 	r.ListingChanges, r.Cancels = h.listingChanges.Load(), h.cancelled.Load()
 	h.dynamoMu.Lock()

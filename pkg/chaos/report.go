@@ -70,6 +70,11 @@ type Report struct {
 	ListingChanges       int64            `json:"listing_changes"`
 	Cancels              int64            `json:"cancels"`
 	DynamoDBRestart      string           `json:"dynamodb_restart,omitempty"`
+	// OperatorRedrives: when the run stalled with messages in a DLQ (a batch killed on
+	// its last receive), the harness redrove them as the reconciler asks an operator to
+	// (`fileflow dlq redrive`); Redriven is the messages moved.
+	OperatorRedrives int   `json:"operator_redrives"`
+	Redriven         int64 `json:"redriven_messages"`
 
 	// Violations, by kind: how many, and the first of each with what and where.
 	ViolationsByKind map[string]int      `json:"violations_by_kind,omitempty"`
@@ -118,7 +123,11 @@ func (r *Report) Text() string {
 		r.OutputsChecked, r.WrongOutputs, r.StrayOutputs, r.UnfinishedOutputs, r.ScratchLeft)
 	fmt.Fprintf(&b, "jobs      %d %s  never finished %d  finished more than once %d  wrong status %d  double counts %d  report lines missing %d  (repeated notifications %d)\n",
 		r.Jobs, sortedCounts(r.JobsByStatus), r.JobsNeverFinished, r.JobsFinishedTwice, r.JobsWrongStatus, r.DoubleCounts, r.ReportLinesMissing, r.DuplicateNotifications)
-	fmt.Fprintf(&b, "DLQs      tasks %d messages, jobs %d messages\n", r.DLQMessages, r.JobsDLQMessages)
+	fmt.Fprintf(&b, "DLQs      tasks %d messages, jobs %d messages at the end", r.DLQMessages, r.JobsDLQMessages)
+	if r.OperatorRedrives > 0 {
+		fmt.Fprintf(&b, "  (operator redrives %d, %d messages moved)", r.OperatorRedrives, r.Redriven)
+	}
+	b.WriteString("\n")
 	var faults int64
 	for _, n := range r.Faults {
 		faults += n

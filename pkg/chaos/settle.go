@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/fileflow/fileflow/pkg/dlq"
 	"github.com/fileflow/fileflow/pkg/ledger"
 )
 
@@ -51,6 +52,10 @@ func (h *harness) settle(ctx context.Context) {
 			return
 		case first || p != last || (p.queued > 0 && !p.idleReconcile):
 			last, lastChange, first = p, time.Now(), false
+		case time.Since(lastChange) > h.cfg.Stall && h.operatorRedrives < maxOperatorRedrives && h.redriveDLQs(ctx) > 0:
+			// What an operator does when the reconciler reports a job's tasks in a DLQ (a
+			// batch killed on its last receive): redrive them. Counted in the report.
+			last, lastChange = p, time.Now()
 		case time.Since(lastChange) > h.cfg.Stall:
 			h.settleReason = fmt.Sprintf("stalled for %s with the queues empty: %d jobs and %d files unfinished", h.cfg.Stall, p.jobs, p.inputs)
 			h.lastPending = p
@@ -118,6 +123,30 @@ func (h *harness) pendingNow(ctx context.Context) (pending, error) {
 		}
 	}
 	return p, nil
+}
+
+// maxOperatorRedrives bounds the redrives a run does for its operator.
+const maxOperatorRedrives = 3
+
+// redriveDLQs moves both DLQs' messages back to their queues, as `fileflow dlq redrive`
+// does, and returns how many it moved.
+func (h *harness) redriveDLQs(ctx context.Context) int {
+	h.operatorRedrives++
+	moved := 0
+	for _, q := range []dlq.Queue{{Name: dlq.Tasks, URL: h.tasksQueue, DLQURL: h.tasksDLQ}, {Name: dlq.Jobs, URL: h.jobsQueue, DLQURL: h.jobsDLQ}} {
+		if n, _, err := depth(ctx, h.st.SQS, q.DLQURL); err != nil || n == 0 {
+			continue
+		}
+		r := &dlq.Redriver{SQS: h.st.SQS, Ledger: h.db}
+		res, err := r.Redrive(ctx, dlq.Options{Queue: q})
+		if err != nil {
+			h.log.Warn("chaos: operator redrive", "queue", q.Name, "error", err)
+		}
+		h.log.Warn("chaos: redrove a DLQ, as the reconciler asks an operator to", "queue", q.Name, "moved", res.Done())
+		moved += res.Done()
+		h.redriven.Add(int64(res.Done()))
+	}
+	return moved
 }
 
 // final says whether a record's status is a final one.
