@@ -36,6 +36,7 @@ func (p pending) zero() bool { return p.queued == 0 && p.jobs == 0 && p.inputs =
 // says which), or the run's timeout.
 func (h *harness) settle(ctx context.Context) {
 	lastChange := time.Now()
+	var dlqSince time.Time // since when a DLQ has held messages
 	var last pending
 	first := true
 	for {
@@ -50,12 +51,14 @@ func (h *harness) settle(ctx context.Context) {
 		case p.zero():
 			h.settleReason = "settled"
 			return
-		case first || p != last || (p.queued > 0 && !p.idleReconcile):
-			last, lastChange, first = p, time.Now(), false
-		case time.Since(lastChange) > h.cfg.Stall && h.operatorRedrives < maxOperatorRedrives && h.redriveDLQs(ctx) > 0:
+		case h.dlqWaiting(ctx, &dlqSince) && h.operatorRedrives < maxOperatorRedrives && h.redriveDLQs(ctx) > 0:
 			// What an operator does when the reconciler reports a job's tasks in a DLQ (a
 			// batch killed on its last receive): redrive them. Counted in the report.
-			last, lastChange = p, time.Now()
+			// (Not only once all else is still: a job's tasks whose parent is in a DLQ keep
+			// coming back to wait for it, so the queues are never empty.)
+			last, lastChange, dlqSince, first = p, time.Now(), time.Time{}, false
+		case first || p != last || (p.queued > 0 && !p.idleReconcile):
+			last, lastChange, first = p, time.Now(), false
 		case time.Since(lastChange) > h.cfg.Stall:
 			h.settleReason = fmt.Sprintf("stalled for %s with the queues empty: %d jobs and %d files unfinished", h.cfg.Stall, p.jobs, p.inputs)
 			h.lastPending = p
@@ -127,6 +130,28 @@ func (h *harness) pendingNow(ctx context.Context) (pending, error) {
 
 // maxOperatorRedrives bounds the redrives a run does for its operator.
 const maxOperatorRedrives = 3
+
+// dlqWaiting says whether a DLQ has held messages for Stall (since *since, which it
+// keeps).
+func (h *harness) dlqWaiting(ctx context.Context, since *time.Time) bool {
+	n := 0
+	for _, q := range []string{h.tasksDLQ, h.jobsDLQ} {
+		d, _, err := depth(ctx, h.st.SQS, q)
+		if err != nil {
+			return false
+		}
+		n += d
+	}
+	switch {
+	case n == 0:
+		*since = time.Time{}
+		return false
+	case since.IsZero():
+		*since = time.Now()
+		return false
+	}
+	return time.Since(*since) > h.cfg.Stall
+}
 
 // redriveDLQs moves both DLQs' messages back to their queues, as `fileflow dlq redrive`
 // does, and returns how many it moved.
