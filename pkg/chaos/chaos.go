@@ -21,7 +21,6 @@ package chaos
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,7 +34,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
@@ -479,25 +477,13 @@ func (h *harness) killer(ctx context.Context) {
 	}
 }
 
-// collectNotifications reads the completion topic's subscription queue.
+// collectNotifications keeps every job notification the completion topic delivers.
 func (h *harness) collectNotifications(ctx context.Context) {
-	url := aws.String(h.st.CompletionsQueueURL)
-	for ctx.Err() == nil {
-		out, err := h.st.SQS.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 1})
-		if err != nil {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		for _, m := range out.Messages {
-			var n job.Notification
-			if json.Unmarshal([]byte(aws.ToString(m.Body)), &n) == nil {
-				h.notifyMu.Lock()
-				h.notifications[n.JobID] = append(h.notifications[n.JobID], n)
-				h.notifyMu.Unlock()
-			}
-			_, _ = h.st.SQS.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: url, ReceiptHandle: m.ReceiptHandle})
-		}
-	}
+	h.st.CollectNotifications(ctx, func(n job.Notification) {
+		h.notifyMu.Lock()
+		h.notifications[n.JobID] = append(h.notifications[n.JobID], n)
+		h.notifyMu.Unlock()
+	})
 }
 
 // report writes a progress line every 5 s.

@@ -149,7 +149,7 @@ func jobOf(o *observed, name string) *jobObs {
 			return &o.jobs[i]
 		}
 	}
-	panic("no job " + name)
+	panic("check_test: the fixture has no job " + name + " (a mistyped name in the test)")
 }
 
 func setRecord(o *observed, key string, f func(*ledger.Record)) {

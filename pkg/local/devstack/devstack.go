@@ -587,6 +587,26 @@ func (s *Stack) Stats() lambda.Stats {
 	return t
 }
 
+// CollectNotifications reads the completion topic's subscription queue until ctx ends,
+// giving each job notification to got and deleting its message.
+func (s *Stack) CollectNotifications(ctx context.Context, got func(job.Notification)) {
+	url := aws.String(s.CompletionsQueueURL)
+	for ctx.Err() == nil {
+		out, err := s.SQS.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 1})
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		for _, m := range out.Messages {
+			var n job.Notification
+			if json.Unmarshal([]byte(aws.ToString(m.Body)), &n) == nil {
+				got(n)
+			}
+			_, _ = s.SQS.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: url, ReceiptHandle: m.ReceiptHandle})
+		}
+	}
+}
+
 // Kill ends one busy execution environment with SIGKILL (pick chooses the mapping among
 // those with a busy environment, then the environment), as a crash would: only of a
 // function whose kills so far stay within share of its invocations (share <= 0: any).

@@ -117,25 +117,13 @@ func startJobEnv(t *testing.T, mutate func(*devstack.Options)) *jobEnv {
 	return e
 }
 
-// collectNotifications reads the completion topic's subscription queue.
+// collectNotifications keeps every job notification the completion topic delivers.
 func (e *jobEnv) collectNotifications(ctx context.Context) {
-	for ctx.Err() == nil {
-		out, err := e.st.SQS.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(e.st.CompletionsQueueURL),
-			MaxNumberOfMessages: 10, WaitTimeSeconds: 1})
-		if err != nil {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		for _, m := range out.Messages {
-			var n job.Notification
-			if json.Unmarshal([]byte(aws.ToString(m.Body)), &n) == nil {
-				e.mu.Lock()
-				e.notifications[n.JobID] = append(e.notifications[n.JobID], n)
-				e.mu.Unlock()
-			}
-			_, _ = e.st.SQS.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(e.st.CompletionsQueueURL), ReceiptHandle: m.ReceiptHandle})
-		}
-	}
+	e.st.CollectNotifications(ctx, func(n job.Notification) {
+		e.mu.Lock()
+		e.notifications[n.JobID] = append(e.notifications[n.JobID], n)
+		e.mu.Unlock()
+	})
 }
 
 func (e *jobEnv) notificationsOf(id string) []job.Notification {
