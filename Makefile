@@ -10,7 +10,7 @@ STACK       ?= dev
 TESTFLAGS   ?=
 TEST_LOG    := $(or $(TMPDIR),/tmp)/fileflow-test.log
 
-.PHONY: all build package servers dev test chaos test-unit bench lint fmt tidy clean plan docs preview deploy
+.PHONY: all build package servers dev test chaos test-unit bench bench-go lint fmt tidy clean plan docs preview deploy
 
 all: build
 
@@ -37,6 +37,7 @@ dev:
 test: servers fuzz-smoke
 	@status=0; $(GO) test -count=1 -timeout 20m -v $(TESTFLAGS) ./... 2>&1 | tee $(TEST_LOG) || status=$$?; \
 	 passed=$$(grep -cE '^\s*--- PASS' $(TEST_LOG) || true); failed=$$(grep -cE '^\s*--- FAIL' $(TEST_LOG) || true); \
+	 if [ "$$failed" != 0 ] || [ "$$status" != 0 ]; then echo; echo "failed:"; grep -E '^\s*--- FAIL|^FAIL\s|^panic:|^\s+Error:\s' $(TEST_LOG) | tail -n 40 || true; fi; \
 	 echo; echo "$$passed passed, $$failed failed"; exit $$status
 
 ## chaos: the local pipeline under injected faults (10% of AWS calls, kills, duplicates,
@@ -65,9 +66,16 @@ fuzz-smoke:
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) .ci/fuzz
 
-## bench: benchmarks (medians: run with COUNT=6 and compare with benchstat)
+## bench: the benchmark report on the local stack (not part of make test; ~15 min here):
+## bench/report.json and docs/benchmarks.md with its charts in docs/bench/. BENCHFLAGS more
+## flags (e.g. --scale 0.1 for a quick look, --skip fanout, --set fileflow:KEY=VALUE)
+BENCHFLAGS ?=
+bench: servers
+	$(GO) run ./cmd/fileflow bench report $(BENCHFLAGS)
+
+## bench-go: the Go micro-benchmarks (medians: COUNT=6, compare with benchstat)
 COUNT ?= 1
-bench:
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./pkg/...
 
 ## lint: gofmt, go vet, staticcheck, actionlint (both installed from the module proxy into ./bin)

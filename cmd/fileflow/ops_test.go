@@ -178,11 +178,23 @@ func TestOperatorCommandsOnLocalStack(t *testing.T) {
 		MessageBody: aws.String(`{"v":1,"job_id":"ghost","task_id":"root","step":"root"}`)})
 	require.NoError(t, err)
 
-	require.Eventually(t, func() bool {
+	// The slow files: two receives 30 s apart (6 × the 5 s timeout), then the DLQ: ~65 s
+	// alone, more when other packages' stacks share the 2 cores (a CI run failed at 90 s).
+	var seen string // what the last look found, for the failure message
+	if !assert.Eventually(t, func() bool {
+		var b strings.Builder
+		for _, k := range []string{"ops/bad/setup.exe", "ops/bad/broken.log.gz", "ops/flaky/retry.csv", "ops/good/a.csv", "ops/slow/s1.csv", "ops/slow/s2.csv"} {
+			r, _, err := db.Get(ctx, ledger.Key{Bucket: in, Key: k})
+			fmt.Fprintf(&b, "%s=%s(receive %d, err %v) ", k, r.Status, r.Attempts, err)
+		}
+		fmt.Fprintf(&b, "tasks DLQ %d", depth(target.TasksDLQURL))
+		seen = b.String()
 		return statusIs("ops/bad/setup.exe", ledger.StatusFailed)() && statusIs("ops/bad/broken.log.gz", ledger.StatusFailed)() &&
 			statusIs("ops/flaky/retry.csv", ledger.StatusSucceeded)() && statusIs("ops/good/a.csv", ledger.StatusSucceeded)() &&
 			depth(target.TasksDLQURL) == 29
-	}, 90*time.Second, 250*time.Millisecond, "the slow files reach the DLQ, the others an outcome")
+	}, 3*time.Minute, 250*time.Millisecond) {
+		t.Fatalf("the slow files reach the DLQ (29 messages in all), the others an outcome; last seen: %s", seen)
+	}
 	_, ok, err := db.Get(ctx, ledger.SupersededKey(ledger.Key{Bucket: in, Key: over}, ledger.Revision{VersionID: aws.ToString(v1.VersionId)}))
 	require.NoError(t, err)
 	require.True(t, ok, "version 1 is recorded superseded")
