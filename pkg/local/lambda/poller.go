@@ -95,12 +95,19 @@ func (m *Mapping) Run(ctx context.Context) {
 	defer tick.Stop()
 	minWarm := m.Config.Function.Provisioned
 	for {
-		depth, err := m.depth(ctx)
+		depth, delayed, err := m.depth(ctx)
 		if err != nil && ctx.Err() == nil {
 			m.Log.Warn("esm: queue depth", "queue", m.Source.Queue.Name, "error", err)
 		}
 		m.mu.Lock()
 		want := m.workers
+		if depth == 0 && delayed > 0 {
+			// Lambda's pollers never stop, so a delayed message is received when its delay
+			// ends. fauxqs makes a delayed message visible only when a receive looks at the
+			// queue: without a poller it would wait for ever (a chaos run stalled on three).
+			// One environment keeps polling (no process starts until a batch arrives).
+			want = max(want, 1)
+		}
 		if depth > 0 {
 			// Add environments for the visible backlog, a batch each, doubling at most per
 			// tick (Lambda ramps up too), up to the limit.
@@ -153,21 +160,24 @@ func (m *Mapping) Kill(pick func(n int) int) bool {
 	return true
 }
 
-// depth returns the visible messages and records the in-flight ones.
-func (m *Mapping) depth(ctx context.Context) (int, error) {
+// depth returns the visible and the delayed messages, and records the in-flight ones.
+func (m *Mapping) depth(ctx context.Context) (visible, delayed int, err error) {
 	out, err := m.SQS.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl: aws.String(m.Source.Queue.URL),
 		AttributeNames: []types.QueueAttributeName{
 			types.QueueAttributeNameApproximateNumberOfMessages,
 			types.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
+			types.QueueAttributeNameApproximateNumberOfMessagesDelayed,
 		},
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	inflight, _ := strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessagesNotVisible)])
 	m.inFlight.Store(int64(inflight))
-	return strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessages)])
+	delayed, _ = strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessagesDelayed)])
+	visible, err = strconv.Atoi(out.Attributes[string(types.QueueAttributeNameApproximateNumberOfMessages)])
+	return visible, delayed, err
 }
 
 // worker owns one execution environment: receive a batch, invoke, delete successes;
