@@ -16,7 +16,7 @@ import (
 
 func benchCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks on the local stack (loopback only; they stop by themselves)"}
-	cmd.AddCommand(benchRawCmd(), benchCompareCmd())
+	cmd.AddCommand(benchRawCmd(), benchCompareCmd(), benchReportCmd(), benchProfileCmd())
 	return cmd
 }
 

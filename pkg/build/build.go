@@ -36,6 +36,9 @@ type Options struct {
 	GOARCH    string   // default "arm64"
 	GoBin     string   // the go command; default "go"
 	Env       []string // extra environment for go build (e.g. GOCACHE=…)
+	// Tags are build tags beside lambda.norpc (the benchmarks' "fileflowprofile"); a
+	// deployed zip has none.
+	Tags []string
 }
 
 // Archive is a built function.
@@ -85,7 +88,7 @@ func Function(ctx context.Context, o Options) (Archive, error) {
 	}
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "bootstrap")
-	cmd := exec.CommandContext(ctx, o.GoBin, "build", "-trimpath", "-buildvcs=false", "-tags", "lambda.norpc",
+	cmd := exec.CommandContext(ctx, o.GoBin, "build", "-trimpath", "-buildvcs=false", "-tags", strings.Join(append([]string{"lambda.norpc"}, o.Tags...), ","),
 		"-ldflags", "-s -w -buildid=", "-o", bin, "./functions/"+o.Function)
 	cmd.Dir = o.ModuleDir
 	toolchain, err := Toolchain(o.ModuleDir)

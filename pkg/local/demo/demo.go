@@ -64,6 +64,13 @@ type Options struct {
 	// Burst uploads everything first, then resumes the stack's (paused) mappings and
 	// measures the drain: the orchestration's throughput without the uploader's limits.
 	Burst bool
+	// DrainStarts and Drained, if set, are called in a Burst run when the mappings are
+	// resumed and when every file is accounted for (before the summary's reads): a
+	// benchmark measures between them.
+	DrainStarts, Drained func()
+	// Size, if set, makes every file exactly Size random bytes (`.bin`, no poison): the
+	// benchmarks' fixed-size runs.
+	Size int
 }
 
 // SlowPrefix is the key prefix of files the chaos option slows down.
@@ -84,7 +91,11 @@ type Summary struct {
 	Seconds float64 `json:"seconds"`
 	// ProcessingPerSec is files / (last commit − first commit): the pipeline's own rate,
 	// whatever the upload rate.
-	ProcessingPerSec float64           `json:"processing_files_per_sec"`
+	ProcessingPerSec float64 `json:"processing_files_per_sec"`
+	// WorkP50ms and WorkP99ms are the succeeded files' own times in the worker, from its
+	// start of the file to the commit (the ledger's duration), without the time queued.
+	WorkP50ms        float64           `json:"work_p50_ms"`
+	WorkP99ms        float64           `json:"work_p99_ms"`
 	UploadSeconds    float64           `json:"upload_seconds"`
 	MaxEnvironments  int               `json:"max_environments"`
 	Invocations      int64             `json:"invocations"`
@@ -104,6 +115,14 @@ func Generate(o Options) []*File {
 	o = defaults(o)
 	r := rand.New(rand.NewPCG(o.Seed, 42))
 	files := make([]*File, 0, o.Files)
+	if o.Size > 0 {
+		for i := range o.Files {
+			body := randomBytes(r, o.Size)
+			k := fmt.Sprintf("%s%05d-fixed.bin", o.Prefix, i)
+			files = append(files, &File{Key: k, Body: body, OutputKey: k, OutputSHA: sha(body)})
+		}
+		return files
+	}
 	for i := range o.Files {
 		size := 256 + r.IntN(4<<10)
 		switch p := r.IntN(100); {
@@ -177,8 +196,12 @@ func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:
 
 func randomBytes(r *rand.Rand, n int) []byte {
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.UintN(256))
+	for i := 0; i < n; i += 8 {
+		v := r.Uint64()
+		for j := i; j < min(i+8, n); j++ {
+			b[j] = byte(v)
+			v >>= 8
+		}
 	}
 	return b
 }
@@ -311,6 +334,9 @@ func Run(ctx context.Context, st *devstack.Stack, files []*File, o Options) (Sum
 	}
 	uploadSeconds := time.Since(start).Seconds()
 	if o.Burst {
+		if o.DrainStarts != nil {
+			o.DrainStarts()
+		}
 		start = time.Now()
 		st.Resume()
 	}
@@ -376,6 +402,9 @@ func Run(ctx context.Context, st *devstack.Stack, files []*File, o Options) (Sum
 		}
 	}
 	elapsed := time.Since(start)
+	if o.Burst && o.Drained != nil {
+		o.Drained()
+	}
 	stopProgress()
 	sum, err := summarize(ctx, st, files, records, elapsed, tasks.DLQ.URL)
 	sum.UploadSeconds = uploadSeconds
@@ -447,7 +476,7 @@ func summarize(ctx context.Context, st *devstack.Stack, files []*File, recs map[
 	if err != nil {
 		return s, err
 	}
-	var latencies []float64
+	var latencies, work []float64
 	var first, last time.Time
 	for _, r := range recs {
 		if r.Status != ledger.StatusSucceeded && r.Status != ledger.StatusFailed {
@@ -466,6 +495,7 @@ func summarize(ctx context.Context, st *devstack.Stack, files []*File, recs map[
 		case ok && r.Status == ledger.StatusSucceeded:
 			s.Succeeded++
 			latencies = append(latencies, float64(r.UpdatedAt.Sub(f.Uploaded).Milliseconds()))
+			work = append(work, float64(r.DurationMS))
 			if f.OutputKey != "" {
 				s.OutputsChecked++
 				if mismatch := checkOutput(ctx, st, f); mismatch != "" {
@@ -485,6 +515,8 @@ func summarize(ctx context.Context, st *devstack.Stack, files []*File, recs map[
 	}
 	sort.Float64s(latencies)
 	s.P50ms, s.P99ms = percentile(latencies, 0.50), percentile(latencies, 0.99)
+	sort.Float64s(work)
+	s.WorkP50ms, s.WorkP99ms = percentile(work, 0.50), percentile(work, 0.99)
 	if elapsed > 0 {
 		s.FilesPerSec = float64(s.Succeeded+s.Failed) / elapsed.Seconds()
 	}

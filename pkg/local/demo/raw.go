@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,9 @@ type RawResult struct {
 	Seconds     float64 `json:"seconds"`
 	FilesPerSec float64 `json:"files_per_sec"`
 	Concurrency int     `json:"concurrency"`
+	// P50ms and P99ms are the files' own times: GET, PUT and the ledger write.
+	P50ms float64 `json:"p50_ms"`
+	P99ms float64 `json:"p99_ms"`
 }
 
 // RawLoop is the floor the pipeline is compared with: for every key, the same S3 GET, S3
@@ -39,6 +43,7 @@ func RawLoop(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, 
 	var firstErr error
 	var errOnce sync.Once
 	var wg sync.WaitGroup
+	took := make([]float64, len(keys))
 	start := time.Now()
 	for range concurrency {
 		wg.Add(1)
@@ -49,10 +54,12 @@ func RawLoop(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, 
 				if i >= len(keys) || ctx.Err() != nil {
 					return
 				}
+				t0 := time.Now()
 				if err := rawOne(ctx, s3c, db, in, out, table, keys[i]); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}
+				took[i] = float64(time.Since(t0).Microseconds()) / 1000
 			}
 		}()
 	}
@@ -61,7 +68,9 @@ func RawLoop(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, 
 	if firstErr != nil {
 		return RawResult{}, firstErr
 	}
-	return RawResult{Files: len(keys), Seconds: el.Seconds(), FilesPerSec: float64(len(keys)) / el.Seconds(), Concurrency: concurrency}, nil
+	sort.Float64s(took)
+	return RawResult{Files: len(keys), Seconds: el.Seconds(), FilesPerSec: float64(len(keys)) / el.Seconds(), Concurrency: concurrency,
+		P50ms: percentile(took, 0.50), P99ms: percentile(took, 0.99)}, nil
 }
 
 func rawOne(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, table, key string) error {

@@ -91,6 +91,11 @@ type Options struct {
 	DynamoDBOnDisk bool
 	// DuplicateEvent, if set, says which objects' S3 events are delivered twice.
 	DuplicateEvent func(bucket, key string) bool
+	// BuildTags are build tags for the functions' binaries, and FunctionEnv extra
+	// environment for their processes: the benchmarks build with "fileflowprofile" and
+	// set FILEFLOW_CPUPROFILE to profile the functions (functions/*/profile.go).
+	BuildTags   []string
+	FunctionEnv []string
 	// Record, if set, records every AWS call each function makes (its handler's, and
 	// its event source mapping's, which Lambda makes with the function's role) as the
 	// IAM requests AWS would authorize: function, action, resource ARN (in the plan's
@@ -473,7 +478,7 @@ func (st *Stack) functionEnv(handler string, o Options) ([]string, error) {
 		st.proxies = append(st.proxies, px)
 		endpoints[p.env] = px.URL
 	}
-	var env []string
+	env := slices.Clone(o.FunctionEnv)
 	for _, kv := range st.Servers.Env() {
 		k, _, _ := strings.Cut(kv, "=")
 		if v, ok := endpoints[k]; ok {
@@ -504,7 +509,11 @@ func planStage(ctx context.Context, o Options, tmp string) (*plan.Graph, map[str
 	code := map[string]pipeline.Code{}
 	binaries := map[string]string{}
 	for _, fn := range fns {
-		a, err := build.Function(ctx, build.Options{ModuleDir: o.Root, Function: fn, OutDir: filepath.Join(o.Root, "dist", "local-"+runtime.GOARCH), GOARCH: runtime.GOARCH})
+		out := filepath.Join(o.Root, "dist", "local-"+runtime.GOARCH)
+		if len(o.BuildTags) > 0 {
+			out += "-" + strings.Join(o.BuildTags, "-") // never in place of the plain build
+		}
+		a, err := build.Function(ctx, build.Options{ModuleDir: o.Root, Function: fn, OutDir: out, GOARCH: runtime.GOARCH, Tags: o.BuildTags})
 		if err != nil {
 			return nil, nil, err
 		}

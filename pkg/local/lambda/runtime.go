@@ -52,6 +52,11 @@ type Config struct {
 	Logs func(function string, env int, line string)
 	// ColdStart, if set, is called each time a process is launched.
 	ColdStart func()
+	// Next, if set, is called each time the process asks for an event (GET …/next),
+	// before one is handed over; the request waits for it to return. Its first call
+	// after a launch ends the process's init: what Lambda reports as Init Duration for
+	// an OS-only runtime (provided.al2023). Package benchmark times cold starts with it.
+	Next func()
 }
 
 // Environment is one execution environment: one bootstrap process serving one
@@ -210,6 +215,9 @@ func (e *Environment) ensureStarted() (<-chan struct{}, error) {
 }
 
 func (e *Environment) handleNext(w http.ResponseWriter, r *http.Request) {
+	if e.cfg.Next != nil {
+		e.cfg.Next()
+	}
 	select {
 	case inv := <-e.next:
 		h := w.Header()

@@ -1,0 +1,296 @@
+package benchmark
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/fileflow/fileflow/pkg/cpuprofile"
+	"github.com/fileflow/fileflow/pkg/local/demo"
+	"github.com/fileflow/fileflow/pkg/local/devstack"
+)
+
+// Env is what every run on the local stack needs.
+type Env struct {
+	Root string       // the module's root (the functions are built from it)
+	Log  *slog.Logger // progress; nil discards
+	// Overrides are fileflow:* settings over the dev stage's, for every run.
+	Overrides map[string]string
+}
+
+func (e Env) log() *slog.Logger {
+	if e.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return e.Log
+}
+
+// start brings up the dev stage's local stack, paused (a burst is uploaded, then drained),
+// with the functions talking straight to the servers unless meter is set.
+func (e Env) start(ctx context.Context, meter bool, overrides map[string]string) (*devstack.Stack, error) {
+	o := maps.Clone(e.Overrides)
+	if o == nil {
+		o = map[string]string{}
+	}
+	maps.Copy(o, overrides)
+	st, err := devstack.Start(ctx, devstack.Options{Root: e.Root, Paused: true, NoMeter: !meter, Overrides: o,
+		Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, fmt.Errorf("benchmark: local stack: %w", err)
+	}
+	return st, nil
+}
+
+// rawBucket is where the raw loop's warm-up inputs go (no notifications).
+const rawBucket = "fileflow-bench-raw"
+
+// warmUp runs a raw pass over up to 2,000 small files in a bucket the pipeline does not
+// watch: DynamoDB Local's JVM is ~40% slower cold, and both loops should meet it warm.
+func warmUp(ctx context.Context, st *devstack.Stack, files int) error {
+	if _, err := st.S3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(rawBucket)}); err != nil {
+		return fmt.Errorf("benchmark: warm-up bucket: %w", err)
+	}
+	warm := demo.Generate(demo.Options{Files: min(files, 2000), PoisonEvery: -1, Seed: 9, Prefix: "warmup/"})
+	keys, err := demo.UploadOnly(ctx, st, rawBucket, warm, 16)
+	if err != nil {
+		return fmt.Errorf("benchmark: warm-up: %w", err)
+	}
+	if _, err := demo.RawLoop(ctx, st.S3Direct, st.DynamoDB, rawBucket, st.Resources.OutputBucket, st.Resources.Table, keys, 32); err != nil {
+		return fmt.Errorf("benchmark: warm-up: %w", err)
+	}
+	return nil
+}
+
+// drain uploads the files with the mappings paused, then resumes them and measures the
+// drain (and the CPU, if cpu is set). Every file must end succeeded.
+func drain(ctx context.Context, st *devstack.Stack, files []*demo.File, cpu bool) (Throughput, []ProcessCPU, error) {
+	var meter *CPUMeter
+	var lines []ProcessCPU
+	var meterErr error
+	sum, err := demo.Run(ctx, st, files, demo.Options{Files: len(files), Timeout: 10 * time.Minute, Burst: true, Concurrency: 16,
+		DrainStarts: func() {
+			if cpu {
+				meter, meterErr = StartCPU()
+			}
+		},
+		Drained: func() {
+			if meter != nil {
+				lines, meterErr = meter.Stop(len(files), runtime.NumCPU())
+			}
+		}})
+	if err != nil {
+		return Throughput{}, nil, fmt.Errorf("benchmark: pipeline: %w", err)
+	}
+	if meterErr != nil {
+		return Throughput{}, nil, meterErr
+	}
+	if sum.Succeeded != len(files) {
+		return Throughput{}, nil, fmt.Errorf("benchmark: pipeline: %d of %d files succeeded (%d failed, %d in the DLQ, %d lost): a benchmark counts only complete runs",
+			sum.Succeeded, len(files), sum.Failed, sum.DLQ, sum.Lost)
+	}
+	if len(sum.OutputMismatches) > 0 {
+		return Throughput{}, nil, fmt.Errorf("benchmark: pipeline: %d wrong outputs, e.g. %s", len(sum.OutputMismatches), sum.OutputMismatches[0])
+	}
+	return Throughput{Files: len(files), Seconds: round(sum.Seconds, 3), FilesPerSec: round(sum.FilesPerSec, 1),
+		MBPerSec: round(sum.FilesPerSec*float64(avgSize(files))/1e6, 2),
+		P50ms:    sum.WorkP50ms, P99ms: sum.WorkP99ms, Lost: sum.Lost}, lines, nil
+}
+
+// raw runs the raw loop over the same inputs, on the same servers.
+func raw(ctx context.Context, st *devstack.Stack, files []*demo.File, concurrency int, cpu bool) (Throughput, []ProcessCPU, error) {
+	keys := make([]string, len(files))
+	for i, f := range files {
+		keys[i] = f.Key
+	}
+	var meter *CPUMeter
+	var err error
+	if cpu {
+		if meter, err = StartCPU(); err != nil {
+			return Throughput{}, nil, err
+		}
+	}
+	res, err := demo.RawLoop(ctx, st.S3Direct, st.DynamoDB, st.Resources.IngestBucket, st.Resources.OutputBucket, st.Resources.Table, keys, concurrency)
+	if err != nil {
+		return Throughput{}, nil, fmt.Errorf("benchmark: raw loop: %w", err)
+	}
+	var lines []ProcessCPU
+	if meter != nil {
+		if lines, err = meter.Stop(len(files), runtime.NumCPU()); err != nil {
+			return Throughput{}, nil, err
+		}
+	}
+	return Throughput{Files: res.Files, Seconds: round(res.Seconds, 3), FilesPerSec: round(res.FilesPerSec, 1),
+		MBPerSec: round(res.FilesPerSec*float64(avgSize(files))/1e6, 2), P50ms: res.P50ms, P99ms: res.P99ms}, lines, nil
+}
+
+func avgSize(files []*demo.File) int {
+	if len(files) == 0 {
+		return 0
+	}
+	n := 0
+	for _, f := range files {
+		n += len(f.Body)
+	}
+	return n / len(files)
+}
+
+// RawConcurrency is the raw loop's goroutines in section 1 (as `fileflow bench raw`).
+const RawConcurrency = 32
+
+// EndToEnd is section 1 for one size: a fresh local stack, a warm-up, the pipeline's
+// drain of `files` files of `size` bytes, then the raw loop over the same files on the
+// same servers, each with where the CPU went.
+func EndToEnd(ctx context.Context, e Env, label string, size, files int) (SizeRun, error) {
+	e.log().Info("end to end", "size", label, "files", files)
+	st, err := e.start(ctx, false, nil)
+	if err != nil {
+		return SizeRun{}, err
+	}
+	defer st.Stop()
+	if err := warmUp(ctx, st, 2000); err != nil {
+		return SizeRun{}, err
+	}
+	fs := demo.Generate(demo.Options{Files: files, Size: size, Seed: uint64(size), Prefix: "bench/" + strconv.Itoa(size) + "/"})
+	p, pcpu, err := drain(ctx, st, fs, true)
+	if err != nil {
+		return SizeRun{}, err
+	}
+	r, rcpu, err := raw(ctx, st, fs, RawConcurrency, true)
+	if err != nil {
+		return SizeRun{}, err
+	}
+	run := SizeRun{Label: label, SizeBytes: size, Pipeline: p, Raw: r, CPU: &CPUProfile{Pipeline: pcpu, Raw: rcpu}}
+	if r.FilesPerSec > 0 {
+		run.Ratio = round(p.FilesPerSec/r.FilesPerSec, 3)
+	}
+	e.log().Info("end to end", "size", label, "pipeline", p.FilesPerSec, "raw", r.FilesPerSec, "ratio", run.Ratio)
+	return run, nil
+}
+
+// FilesInFlight is how many files of one batch an environment works on at once (the
+// worker's default Concurrency).
+const FilesInFlight = 8
+
+// Concurrency is section 2 for one maximum concurrency of the worker's mapping: the
+// pipeline's drain of `files` 1 KB files, and the raw loop with as many files in flight
+// (concurrency × FilesInFlight).
+func Concurrency(ctx context.Context, e Env, concurrency, files int) (ConcurrencyRun, error) {
+	e.log().Info("concurrency", "max", concurrency, "files", files)
+	st, err := e.start(ctx, false, map[string]string{"fileflow:workerMaxConcurrency": strconv.Itoa(concurrency)})
+	if err != nil {
+		return ConcurrencyRun{}, err
+	}
+	defer st.Stop()
+	if err := warmUp(ctx, st, 1000); err != nil {
+		return ConcurrencyRun{}, err
+	}
+	fs := demo.Generate(demo.Options{Files: files, Size: 1 << 10, Seed: uint64(concurrency), Prefix: "bench/c" + strconv.Itoa(concurrency) + "/"})
+	p, _, err := drain(ctx, st, fs, false)
+	if err != nil {
+		return ConcurrencyRun{}, err
+	}
+	inFlight := concurrency * FilesInFlight
+	r, _, err := raw(ctx, st, fs, inFlight, false)
+	if err != nil {
+		return ConcurrencyRun{}, err
+	}
+	e.log().Info("concurrency", "max", concurrency, "pipeline", p.FilesPerSec, "raw", r.FilesPerSec)
+	return ConcurrencyRun{Concurrency: concurrency, Pipeline: p, Raw: r, RawFiles: inFlight}, nil
+}
+
+// Calls is section 3's measurement: the functions' API calls per file by operation, with
+// the counting proxies on, over a drain of `files` mixed files (the demo's mix, with its
+// poison files and duplicate events, as `fileflow dev`).
+func Calls(ctx context.Context, e Env, files int) (map[string]float64, error) {
+	e.log().Info("calls per file", "files", files)
+	st, err := e.start(ctx, true, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Stop()
+	fs := demo.Generate(demo.Options{Files: files, Duplicates: files / 50, Seed: 3})
+	sum, err := demo.Run(ctx, st, fs, demo.Options{Files: files, Timeout: 10 * time.Minute, Burst: true})
+	if err != nil {
+		return nil, fmt.Errorf("benchmark: calls: %w", err)
+	}
+	if sum.Lost > 0 || sum.DLQ > 0 {
+		return nil, fmt.Errorf("benchmark: calls: %d lost, %d in the DLQ", sum.Lost, sum.DLQ)
+	}
+	out := map[string]float64{}
+	for op, n := range sum.OperationCalls {
+		out[op] = round(float64(n)/float64(files), 4)
+	}
+	return out, nil
+}
+
+// Profile runs section 1's 1 KB case with CPU profiles: the functions built with the
+// fileflowprofile tag write theirs to dir (pkg/cpuprofile), and this process (the local
+// runtime, the mappings and, for the raw loop, the loop itself) writes self-pipeline.pprof
+// and self-raw.pprof. It returns the run (its figures carry the profiling's own cost, so
+// the report's ratio comes from an unprofiled run).
+func Profile(ctx context.Context, e Env, files int, dir string) (SizeRun, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return SizeRun{}, fmt.Errorf("benchmark: profile: %w", err)
+	}
+	o := maps.Clone(e.Overrides)
+	st, err := devstack.Start(ctx, devstack.Options{Root: e.Root, Paused: true, NoMeter: true, Overrides: o,
+		BuildTags: []string{"fileflowprofile"}, FunctionEnv: []string{cpuprofile.Env + "=" + dir},
+		Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return SizeRun{}, fmt.Errorf("benchmark: local stack: %w", err)
+	}
+	defer st.Stop()
+	if err := warmUp(ctx, st, 2000); err != nil {
+		return SizeRun{}, err
+	}
+	fs := demo.Generate(demo.Options{Files: files, Size: 1 << 10, Seed: 1 << 10, Prefix: "bench/profile/"})
+	// Only the drain's windows count: the warm-up's profiles are removed.
+	old, _ := filepath.Glob(filepath.Join(dir, "*.pprof"))
+	for _, f := range old {
+		os.Remove(f)
+	}
+	stopSelf, err := profileSelf(filepath.Join(dir, "self-pipeline.pprof"))
+	if err != nil {
+		return SizeRun{}, err
+	}
+	p, pcpu, err := drain(ctx, st, fs, true)
+	stopSelf()
+	if err != nil {
+		return SizeRun{}, err
+	}
+	if stopSelf, err = profileSelf(filepath.Join(dir, "self-raw.pprof")); err != nil {
+		return SizeRun{}, err
+	}
+	r, rcpu, err := raw(ctx, st, fs, RawConcurrency, true)
+	stopSelf()
+	if err != nil {
+		return SizeRun{}, err
+	}
+	run := SizeRun{Label: "1 KB, profiled", SizeBytes: 1 << 10, Pipeline: p, Raw: r, CPU: &CPUProfile{Pipeline: pcpu, Raw: rcpu}}
+	if r.FilesPerSec > 0 {
+		run.Ratio = round(p.FilesPerSec/r.FilesPerSec, 3)
+	}
+	return run, nil
+}
+
+func profileSelf(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("benchmark: profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("benchmark: profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
