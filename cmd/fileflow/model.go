@@ -195,7 +195,7 @@ func (r costReport) text(out io.Writer, s workload.Stage, w workload.Workload) e
 	fmt.Fprintf(out, "calls per file: %s\n", r.CallsSource)
 	inv := w.InvocationTime(s)
 	check := ""
-	if s.DuplicateCheck == "always" {
+	if s.Checks(w.Path) {
 		check = fmt.Sprintf(" + %s duplicate check", w.CheckTime)
 	}
 	fmt.Fprintf(out, "worker: %d MB, %d files an invocation (batch %d × %d a message), %d at once: %s each (waves of %s%s)\n\n",

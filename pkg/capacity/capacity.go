@@ -130,7 +130,7 @@ func Model(s workload.Stage, w workload.Workload, l Limits, o Options) Result {
 		r.Limits = append(r.Limits, Limit{"DynamoDB", "DynamoDB table writes (on demand)", table / wru,
 			fmt.Sprintf("%s ÷ %.3g WRU a file", detail, wru)})
 	}
-	if s.DuplicateCheck == "always" {
+	if s.Checks(w.Path) {
 		rru := math.Ceil(float64(w.RecordBytes) / 4096)
 		ceiling, detail := onDemand(l.TableInitialRCU, l.TableQuota, o.TablePeak*rru, "RRU")
 		detail = fmt.Sprintf("%s ÷ %.3g RRU a file (the duplicate check)", detail, rru)

@@ -14,7 +14,8 @@ import (
 
 func stage(t *testing.T, name string, worker pipeline.FunctionArgs) workload.Stage {
 	t.Helper()
-	s, err := workload.NewStage(name, pipeline.Args{Functions: map[string]pipeline.FunctionArgs{"worker": worker}}, []string{"dispatch", "worker"}, nil)
+	// Checking always: the by-hand figures include the duplicate check's reads and time.
+	s, err := workload.NewStage(name, pipeline.Args{DuplicateCheck: "always", Functions: map[string]pipeline.FunctionArgs{"worker": worker}}, []string{"dispatch", "worker"}, nil)
 	require.NoError(t, err)
 	return s
 }

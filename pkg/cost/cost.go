@@ -162,12 +162,13 @@ const (
 
 // StageDesign is the stage as it runs: its memory, batch and parallelism, the
 // workload's files per message, and the measured calls per file — without the duplicate
-// check's reads when they were measured checking always and the stage checks only
-// redeliveries (whose reads the model then leaves out: a few per hundred files).
+// check's reads when they were measured checking always and the stage does not read a
+// first delivery on the workload's path (redeliveries' reads, a few per hundred files,
+// the model leaves out).
 func StageDesign(s workload.Stage, w workload.Workload, m Measured) Design {
 	w = w.WithDefaults()
 	calls := m.Calls
-	if m.DuplicateCheck == "always" && s.DuplicateCheck == "redelivery" {
+	if m.DuplicateCheck == "always" && !s.Checks(w.Path) {
 		calls = maps.Clone(calls)
 		delete(calls, "DynamoDB.BatchGetItem")
 	}

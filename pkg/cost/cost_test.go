@@ -25,7 +25,8 @@ func prices(t *testing.T) Prices {
 // duplicate check always.
 func devStage(t *testing.T) workload.Stage {
 	t.Helper()
-	s, err := workload.NewStage("dev", pipeline.Args{Functions: map[string]pipeline.FunctionArgs{
+	// Checking always: the by-hand figures below price the duplicate check's read and time.
+	s, err := workload.NewStage("dev", pipeline.Args{DuplicateCheck: "always", Functions: map[string]pipeline.FunctionArgs{
 		"worker": {MemoryMB: 512, BatchSize: 10, MaxConcurrency: 10}}}, []string{"dispatch", "worker"}, nil)
 	require.NoError(t, err)
 	return s
@@ -125,6 +126,15 @@ func TestStageDesignByHand(t *testing.T) {
 	m.DuplicateCheck = ""
 	e = Price(StageDesign(s, million, m), 1_000_000, prices(t))
 	assert.InDelta(t, 0.125, e.Line(DynamoReads).USD, cent)
+
+	// The default ("auto") reads a job's files first, not S3 events: priced like
+	// redelivery on the events path, like always on the job path.
+	s.DuplicateCheck = "auto"
+	m.DuplicateCheck = "always"
+	assert.Zero(t, Price(StageDesign(s, million, m), 1_000_000, prices(t)).Line(DynamoReads).USD)
+	jobs := million
+	jobs.Path = workload.Job
+	assert.NotZero(t, Price(StageDesign(s, jobs, m), 1_000_000, prices(t)).Line(DynamoReads).USD)
 }
 
 // The job path: 100 files a task message of 200 + 100 × 190 = 19,200 B, batches of 10

@@ -36,7 +36,7 @@ const (
 	BackoffCap     = "FILEFLOW_BACKOFF_CAP"     // retry backoff cap, a duration
 	PartSizeMB     = "FILEFLOW_PART_SIZE_MB"    // multipart part size
 	MinItemTime    = "FILEFLOW_MIN_ITEM_TIME"   // no file starts with less of the invocation left
-	DuplicateCheck = "FILEFLOW_DUPLICATE_CHECK" // "always" or "redelivery"
+	DuplicateCheck = "FILEFLOW_DUPLICATE_CHECK" // "auto", "always" or "redelivery"
 	// ArchiveMaxMemberBytes and ArchiveMaxRatio bound what one zip member may expand to.
 	ArchiveMaxMemberBytes = "FILEFLOW_ARCHIVE_MAX_MEMBER_BYTES"
 	ArchiveMaxRatio       = "FILEFLOW_ARCHIVE_MAX_RATIO"

@@ -41,7 +41,7 @@ type Args struct {
 	OutputPrefix string
 	// Rules choose the worker's processors per file; empty means process.DefaultRules.
 	Rules process.Rules
-	// DuplicateCheck is the worker's "always" (default) or "redelivery"; see
+	// DuplicateCheck is the worker's "auto" (default), "always" or "redelivery"; see
 	// worker.Config.DuplicateCheck.
 	DuplicateCheck string
 
@@ -289,8 +289,8 @@ func (a Args) ValidateFor(functions []string) error {
 			}
 		}
 	}
-	if a.DuplicateCheck != "" && a.DuplicateCheck != "always" && a.DuplicateCheck != "redelivery" {
-		bad("DuplicateCheck", a.DuplicateCheck, `must be "always" or "redelivery"`)
+	if a.DuplicateCheck != "" && a.DuplicateCheck != "auto" && a.DuplicateCheck != "always" && a.DuplicateCheck != "redelivery" {
+		bad("DuplicateCheck", a.DuplicateCheck, `must be "auto", "always" or "redelivery"`)
 	}
 	inRange("MaxReceiveCount", a.MaxReceiveCount, 1, 1000)
 	inRange("RetentionSeconds", a.RetentionSeconds, 60, 1209600)

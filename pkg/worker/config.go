@@ -35,11 +35,17 @@ type Config struct {
 	Margin time.Duration
 	// FunctionName is the metric dimension (AWS_LAMBDA_FUNCTION_NAME in Lambda).
 	FunctionName string
-	// DuplicateCheck says when the ledger is read before processing a batch: "always"
-	// (default: a duplicate delivery costs one read per file and no work), or
-	// "redelivery" (only for messages received before: a duplicate on its first receive
-	// is processed again, overwrites the same output and loses the conditional commit —
-	// still one output and one count — which is cheaper when duplicates are rare).
+	// DuplicateCheck says when the ledger is read before processing a batch's files:
+	//   - "auto" (default): always for a job's files (often committed before: re-runs,
+	//     overlapping jobs), and for S3 events only when redelivered. A new upload's
+	//     first event is a duplicate only when S3 sent it twice, which is rare: the read
+	//     would cost every file one read request and the ledger one read, to save a GET
+	//     and a PUT on the rare duplicate (break-even near 2% duplicates; docs/cost.md).
+	//   - "always": every message, first receive too: a duplicate costs one read per
+	//     file and no work.
+	//   - "redelivery": only messages received before, jobs' too.
+	// A duplicate that is not read first is processed again, writes the same output
+	// again and loses the conditional commit: still one record and one count.
 	DuplicateCheck string
 	// CompletionTopic is the SNS topic ARN for job notifications ("" : none).
 	CompletionTopic string
@@ -60,6 +66,7 @@ type ArchiveLimits struct {
 
 // The DuplicateCheck values.
 const (
+	DuplicateCheckAuto       = "auto"
 	DuplicateCheckAlways     = "always"
 	DuplicateCheckRedelivery = "redelivery"
 )
@@ -82,7 +89,7 @@ func (c Config) withDefaults() Config {
 		c.Margin = 2 * time.Second
 	}
 	if c.DuplicateCheck == "" {
-		c.DuplicateCheck = DuplicateCheckAlways
+		c.DuplicateCheck = DuplicateCheckAuto
 	}
 	if len(c.Rules) == 0 {
 		c.Rules = process.DefaultRules
@@ -120,8 +127,8 @@ func (c Config) validate(reg process.Registry) error {
 	if c.MinItemTime < 0 || c.Margin < 0 {
 		bad("MinItemTime/Margin", fmt.Sprintf("%s/%s", c.MinItemTime, c.Margin), "must not be negative")
 	}
-	if c.DuplicateCheck != DuplicateCheckAlways && c.DuplicateCheck != DuplicateCheckRedelivery {
-		bad("DuplicateCheck", fmt.Sprintf("%q", c.DuplicateCheck), fmt.Sprintf("want %q or %q", DuplicateCheckAlways, DuplicateCheckRedelivery))
+	if c.DuplicateCheck != DuplicateCheckAuto && c.DuplicateCheck != DuplicateCheckAlways && c.DuplicateCheck != DuplicateCheckRedelivery {
+		bad("DuplicateCheck", fmt.Sprintf("%q", c.DuplicateCheck), fmt.Sprintf("want %q, %q or %q", DuplicateCheckAuto, DuplicateCheckAlways, DuplicateCheckRedelivery))
 	}
 	if c.Archive.MaxMemberBytes < 1 || c.Archive.MaxRatio < 1 {
 		bad("Archive", fmt.Sprintf("%+v", c.Archive), "MaxMemberBytes and MaxRatio must be at least 1")

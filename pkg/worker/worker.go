@@ -391,6 +391,21 @@ func (h *Handler) recordPoison(ctx context.Context, log *slog.Logger, m *message
 	m.decide(job.Acknowledge("poison"))
 }
 
+// reads says whether the duplicate check reads an item's record before its work (see
+// Config.DuplicateCheck): always on a redelivery and for a replay.
+func (h *Handler) reads(it *item) bool {
+	if it.msg.receive > 1 || it.file.Replay != "" {
+		return true
+	}
+	switch h.cfg.DuplicateCheck {
+	case DuplicateCheckRedelivery:
+		return false
+	case DuplicateCheckAuto:
+		return it.msg.d.JobID != "" // a job's file; an S3 event's first receive is not read
+	}
+	return true
+}
+
 // skipDone reads the batch's ledger records with one lookup and settles, before any
 // work, the files already committed (duplicates) and those a newer revision superseded.
 // If the lookup fails, everything is processed: the conditional write still decides.
@@ -400,7 +415,7 @@ func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item)
 	}
 	var keys []ledger.Key
 	for _, it := range items {
-		if h.cfg.DuplicateCheck == DuplicateCheckRedelivery && it.msg.receive <= 1 {
+		if !h.reads(it) {
 			continue // first receive: trust the conditional write to catch a duplicate
 		}
 		keys = append(keys, it.key)

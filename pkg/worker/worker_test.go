@@ -46,6 +46,9 @@ func newEnv(t testing.TB, mutate func(*Config, *Deps)) *env {
 		OutputBucket: "out", OutputPrefix: "processed/", Concurrency: 4, MaxReceiveCount: 3,
 		Retry:    retry.Policy{Base: 2 * time.Second, Cap: time.Minute, Min: time.Second, Rand: func() float64 { return 0.999 }},
 		PartSize: 5 << 20, MinItemTime: time.Second, Margin: 100 * time.Millisecond, FunctionName: "worker",
+		// The unit tests read the ledger before every first delivery, so that the check's
+		// own logic is what they exercise; TestAutoReadsJobsAndRedeliveries the default.
+		DuplicateCheck: DuplicateCheckAlways,
 		Rules: process.Rules{
 			{Suffix: ".exe", Reject: "executables are not accepted"},
 			{Suffix: ".gz", Processors: []string{"gunzip", "checksum"}},
@@ -447,4 +450,35 @@ type countingLedger struct {
 func (c *countingLedger) Lookup(ctx context.Context, keys []ledger.Key) (map[ledger.Key]ledger.State, error) {
 	c.lookups++
 	return c.Ledger.Lookup(ctx, keys)
+}
+
+// The default duplicate check ("auto"): a job's files are read before their work on a
+// first receive too (a re-run finds them committed: no work); an S3 event only when it
+// is redelivered. An S3 event delivered twice as two first receives is processed twice
+// — the same output written again — and still counted once: the second loses the
+// conditional commit.
+func TestAutoReadsJobsAndRedeliveries(t *testing.T) {
+	e := newEnv(t, func(c *Config, _ *Deps) { c.DuplicateCheck = "" })
+	require.Equal(t, DuplicateCheckAuto, e.h.cfg.DuplicateCheck, "the default")
+	e.s3.put("in", "a.txt", []byte("once"))
+	ctx := context.Background()
+	handle := func(m events.SQSMessage) {
+		t.Helper()
+		resp, err := e.h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{m}})
+		require.NoError(t, err)
+		require.Empty(t, resp.BatchItemFailures)
+	}
+	handle(s3Message("m1", 1, "in", "a.txt"))
+	require.Equal(t, 1, e.s3.puts)
+	require.Equal(t, 1, e.ledger.writes)
+
+	handle(s3Message("m2", 1, "in", "a.txt")) // S3 sent the event twice: not read first
+	assert.Equal(t, 2, e.s3.puts, "processed again, the same output")
+	assert.Equal(t, 2, e.ledger.writes, "its commit is refused by the condition: one success record")
+
+	handle(s3Message("m3", 2, "in", "a.txt")) // a redelivery is read: no work
+	assert.Equal(t, 2, e.s3.puts)
+
+	handle(jobMessage(t, "job-1", "t1", 1, task.File{Bucket: "in", Key: "a.txt", ETag: "e-a.txt"})) // a job's file is read: no work
+	assert.Equal(t, 2, e.s3.puts, "a job's file committed before is not processed again")
 }

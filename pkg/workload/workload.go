@@ -27,7 +27,8 @@ type Stage struct {
 	Worker pipeline.FunctionArgs
 	// Dispatch is the dispatcher's settings; nil when the stage has none.
 	Dispatch *pipeline.FunctionArgs
-	// DuplicateCheck: "always" (read the ledger before every batch) or "redelivery".
+	// DuplicateCheck: "auto" (a job's files always, S3 events when redelivered), "always"
+	// (before every batch) or "redelivery"; see [Stage.Checks].
 	DuplicateCheck string
 	// Parallel is how many files of one batch the worker processes at once
 	// (FILEFLOW_CONCURRENCY).
@@ -63,7 +64,7 @@ func NewStage(name string, a pipeline.Args, functions []string, counts map[strin
 	s := Stage{Name: name, Worker: effective(a.Functions["worker"]), DuplicateCheck: a.DuplicateCheck,
 		Table: a.Table, Tracing: a.Tracing, Parallel: DefaultParallel, PartSizeBytes: DefaultPartSizeMB << 20}
 	if s.DuplicateCheck == "" {
-		s.DuplicateCheck = "always"
+		s.DuplicateCheck = "auto"
 	}
 	if slices.Contains(functions, "dispatch") {
 		d := effective(a.Functions["dispatch"])
@@ -234,7 +235,20 @@ func (w Workload) FilesPerInvocation(s Stage) int {
 // the stage checks always), then the files in waves of Parallel at FileTime each.
 func (w Workload) InvocationTime(s Stage) time.Duration {
 	return Invocation{Files: w.FilesPerInvocation(s), Parallel: s.Parallel, FileTime: w.FileTime,
-		Check: s.DuplicateCheck == "always", CheckTime: w.CheckTime}.Time()
+		Check: s.Checks(w.Path), CheckTime: w.CheckTime}.Time()
+}
+
+// Checks says whether the worker reads the ledger before a first delivery of files
+// arriving by path p (redeliveries are always read): "always" does; "auto" for jobs
+// only; "redelivery" never.
+func (s Stage) Checks(p Path) bool {
+	switch s.DuplicateCheck {
+	case "always":
+		return true
+	case "auto", "":
+		return p == Job
+	}
+	return false
 }
 
 // Invocation is one invocation's shape: the files it handles, how many at once.

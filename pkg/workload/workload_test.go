@@ -44,7 +44,9 @@ func TestNewStage(t *testing.T) {
 	assert.Equal(t, pipeline.DefaultFunction.MemoryMB, s.Worker.MemoryMB)
 	assert.Equal(t, 50, s.Worker.ReservedConcurrency, "defaults to the mapping's maximum")
 	require.NotNil(t, s.Dispatch)
-	assert.Equal(t, "always", s.DuplicateCheck)
+	assert.Equal(t, "auto", s.DuplicateCheck)
+	assert.False(t, s.Checks(Events), "auto: S3 events are read only when redelivered")
+	assert.True(t, s.Checks(Job), "auto: a job's files are read first")
 	assert.Equal(t, DefaultParallel, s.Parallel)
 	assert.Equal(t, int64(8<<20), s.PartSizeBytes)
 	assert.Equal(t, 14, s.Alarms)
@@ -71,6 +73,8 @@ func TestShapes(t *testing.T) {
 	assert.Equal(t, 1, w.FilesPerMessage())
 	assert.Equal(t, S3EventBytes, w.MessageBytes())
 	assert.Equal(t, 10, w.FilesPerInvocation(s))
+	assert.Equal(t, 100*time.Millisecond, w.InvocationTime(s), "auto, S3 events: 2 waves of 8 × 50 ms")
+	s.DuplicateCheck = "always"
 	assert.Equal(t, 110*time.Millisecond, w.InvocationTime(s), "2 waves of 8 × 50 ms + 10 ms")
 	s.DuplicateCheck = "redelivery"
 	assert.Equal(t, 100*time.Millisecond, w.InvocationTime(s))

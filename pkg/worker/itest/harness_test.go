@@ -61,6 +61,8 @@ type stackOptions struct {
 	registry   process.Registry
 	policy     retry.Policy
 	partSize   int
+	// duplicateCheck is the worker's DuplicateCheck ("" : the default, auto).
+	duplicateCheck string
 }
 
 func newStack(t *testing.T, opt stackOptions) *stack {
@@ -110,7 +112,7 @@ func newStack(t *testing.T, opt stackOptions) *stack {
 	h, err := worker.New(worker.Config{
 		Table: st.table, OutputBucket: st.out, Rules: opt.rules, Concurrency: 8,
 		MaxReceiveCount: opt.maxReceive, Retry: opt.policy, PartSize: opt.partSize,
-		MinItemTime: time.Second, Margin: time.Second, FunctionName: "worker-itest",
+		MinItemTime: time.Second, Margin: time.Second, FunctionName: "worker-itest", DuplicateCheck: opt.duplicateCheck,
 	}, worker.Deps{
 		Objects: st.s3, Ledger: st.store, Queue: st.sqs, Registry: opt.registry,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: io.Discard,
