@@ -65,8 +65,8 @@ type Options struct {
 	// measures the drain: the orchestration's throughput without the uploader's limits.
 	Burst bool
 	// DrainStarts and Drained, if set, are called in a Burst run when the mappings are
-	// resumed and when every file is accounted for (before the summary's reads): a
-	// benchmark measures between them.
+	// resumed and when the queue is first empty — every batch processed and deleted —
+	// before the run's own ledger reads: a benchmark measures the CPU between them.
 	DrainStarts, Drained func()
 	// Size, if set, makes every file exactly Size random bytes (`.bin`, no poison): the
 	// benchmarks' fixed-size runs.
@@ -94,7 +94,11 @@ type Summary struct {
 	ProcessingPerSec float64 `json:"processing_files_per_sec"`
 	// WorkP50ms and WorkP99ms are the succeeded files' own times in the worker, from its
 	// start of the file to the commit (the ledger's duration), without the time queued.
-	WorkP50ms        float64           `json:"work_p50_ms"`
+	WorkP50ms float64 `json:"work_p50_ms"`
+	// DrainSeconds (a Burst run) is from the mappings' resume to the last commit: the
+	// drain without the time the run takes to notice it ended.
+	DrainSeconds     float64           `json:"drain_seconds,omitempty"`
+	lastCommit       time.Time         // the latest final record
 	WorkP99ms        float64           `json:"work_p99_ms"`
 	UploadSeconds    float64           `json:"upload_seconds"`
 	MaxEnvironments  int               `json:"max_environments"`
@@ -367,6 +371,10 @@ func Run(ctx context.Context, st *devstack.Stack, files []*File, o Options) (Sum
 			return Summary{}, err
 		}
 		if depth == 0 {
+			if o.Burst && o.Drained != nil {
+				o.Drained()
+				o.Drained = nil
+			}
 			records, err = readLedger(ctx, st.DynamoDB, st.Resources.Table, ingest, files)
 			if err != nil {
 				return Summary{}, err
@@ -403,11 +411,14 @@ func Run(ctx context.Context, st *devstack.Stack, files []*File, o Options) (Sum
 	}
 	elapsed := time.Since(start)
 	if o.Burst && o.Drained != nil {
-		o.Drained()
+		o.Drained() // the queue was never seen empty (a timeout)
 	}
 	stopProgress()
 	sum, err := summarize(ctx, st, files, records, elapsed, tasks.DLQ.URL)
 	sum.UploadSeconds = uploadSeconds
+	if o.Burst && sum.lastCommit.After(start) {
+		sum.DrainSeconds = sum.lastCommit.Sub(start).Seconds()
+	}
 	return sum, err
 }
 
@@ -520,6 +531,7 @@ func summarize(ctx context.Context, st *devstack.Stack, files []*File, recs map[
 	if elapsed > 0 {
 		s.FilesPerSec = float64(s.Succeeded+s.Failed) / elapsed.Seconds()
 	}
+	s.lastCommit = last
 	if d := last.Sub(first).Seconds(); d > 0 {
 		s.ProcessingPerSec = float64(s.Succeeded+s.Failed) / d
 	}
