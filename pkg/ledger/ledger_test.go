@@ -270,3 +270,38 @@ func TestReplayWritesOncePerID(t *testing.T) {
 	assert.Equal(t, 3, rec.Attempts)
 	assert.ElementsMatch(t, []string{"r1", "r2"}, rec.Replays)
 }
+
+// A success says its writer must check the key's output when it replaces another
+// revision's record or lands on this revision's own unfinished record (an older
+// revision's writer may have put or removed the output meanwhile); not when it is new.
+// Against DynamoDB Local, which answers ReturnValues UPDATED_OLD as DynamoDB does.
+func TestWriteReplacingSaysWhenTheOutputNeedsACheck(t *testing.T) {
+	st, _ := newStore(t, 0)
+	ctx := context.Background()
+	res := ledger.Result{Size: 1, SHA256: "s", Outputs: []string{"s3://out/k"}}
+	v1 := ledger.Revision{VersionID: "v1", ETag: "e1", Sequencer: "0A"}
+	v2 := ledger.Revision{VersionID: "v2", ETag: "e2", Sequencer: "0B"}
+
+	k := ledger.Key{Bucket: "in", Key: "new.txt"}
+	check, err := st.WriteReplacing(ctx, succeed(k, v1, res, ledger.Attempt{At: t0, Receive: 1}))
+	require.NoError(t, err)
+	assert.False(t, check, "a new record")
+
+	k = ledger.Key{Bucket: "in", Key: "retried.txt"}
+	_, err = st.WriteReplacing(ctx, fail(k, v2, ledger.StatusRetrying, "slow", ledger.Attempt{At: t0, Receive: 1}))
+	require.NoError(t, err)
+	check, err = st.WriteReplacing(ctx, succeed(k, v2, res, ledger.Attempt{At: t0, Receive: 2}))
+	require.NoError(t, err)
+	assert.True(t, check, "a success on its own RETRYING record")
+
+	k = ledger.Key{Bucket: "in", Key: "replaced.txt"}
+	_, err = st.WriteReplacing(ctx, succeed(k, v1, res, ledger.Attempt{At: t0, Receive: 1}))
+	require.NoError(t, err)
+	check, err = st.WriteReplacing(ctx, succeed(k, v2, res, ledger.Attempt{At: t0, Receive: 1}))
+	require.NoError(t, err)
+	assert.True(t, check, "a newer revision replacing the record")
+
+	check, err = st.WriteReplacing(ctx, fail(k, v2, ledger.StatusRetrying, "x", ledger.Attempt{At: t0, Receive: 1}))
+	require.ErrorIs(t, err, ledger.ErrAlreadySucceeded)
+	assert.False(t, check)
+}

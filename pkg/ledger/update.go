@@ -48,9 +48,13 @@ func (s *Store) Write(ctx context.Context, w Write) error {
 	return err
 }
 
-// WriteReplacing is [Store.Write], and says whether the write replaced another
-// revision's record (its writer then makes sure the key's output is this revision's:
-// the other's may have landed last).
+// WriteReplacing is [Store.Write], and says whether its writer must make sure the key's
+// output is this revision's: when the write replaced another revision's record (the
+// other's output may have landed last), and when a success of an ordered key landed on
+// this revision's own earlier record that was not a success (RETRYING, DEAD_LETTERED,
+// FAILED): meanwhile an older revision's writer, seeing this one unfinished, may have put
+// its own output or removed this one's as a leftover (found by an adversarial review
+// of the "auto" duplicate check, pkg/worker/review_auto_test.go).
 func (s *Store) WriteReplacing(ctx context.Context, w Write) (replaced bool, err error) {
 	if w.Status == "" || w.Status == StatusSuperseded {
 		return false, fmt.Errorf("ledger: write %s: status %q is not one a write records", w.Key, w.Status)
@@ -62,10 +66,11 @@ func (s *Store) WriteReplacing(ctx context.Context, w Write) (replaced bool, err
 	if w.Attempt.Revision == "" {
 		w.Attempt.Revision = w.Rev.String()
 	}
+	check := w.Status == StatusSucceeded && w.Key.Ordered()
 	for try := 0; try < 6; try++ {
 		old, err := s.put(ctx, w, modeAppend, nil)
 		if err != errCondition {
-			return false, err
+			return err == nil && check && old != nil, err
 		}
 		if old == nil {
 			continue // the record changed between the write and its failure: look again
@@ -79,9 +84,9 @@ func (s *Store) WriteReplacing(ctx context.Context, w Write) (replaced bool, err
 				}
 				return false, ErrAlreadySucceeded
 			}
-			// The history is full: keep its newest part.
+			// The history is full: keep its newest part (an earlier record, not a success).
 			if _, err := s.put(ctx, w, modeTrim, old); err != errCondition {
-				return false, err
+				return err == nil && check, err
 			}
 		case w.Rev.Older(head.Rev):
 			return false, &SupersededError{Head: head}
@@ -171,7 +176,8 @@ const (
 
 // put sends w as one UpdateItem in the given mode; old is the record the mode acts on
 // (trim, replace). On a failed condition it returns errCondition and the record as it
-// was, if DynamoDB returned it.
+// was, if DynamoDB returned it. A success appended to an existing record returns that
+// record's earlier status (ReturnValues UPDATED_OLD), nil for a new record.
 func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (*Record, error) {
 	u := &update{names: map[string]string{}, values: map[string]any{}}
 	u.set("#bucket", ":bucket", w.Key.Bucket)
@@ -300,7 +306,7 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 		expr += " ADD #replays :replay_set"
 		values[":replay_set"] = &types.AttributeValueMemberSS{Value: []string{w.Replay}}
 	}
-	_, err = s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	in := &dynamodb.UpdateItemInput{
 		TableName: aws.String(s.table),
 		Key: map[string]types.AttributeValue{
 			AttrPK: &types.AttributeValueMemberS{Value: w.Key.pk()},
@@ -311,7 +317,12 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 		ExpressionAttributeNames:            u.names,
 		ExpressionAttributeValues:           values,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
+	}
+	appendSuccess := mode == modeAppend && w.Status == StatusSucceeded && w.Key.Ordered()
+	if appendSuccess {
+		in.ReturnValues = types.ReturnValueUpdatedOld
+	}
+	out, err := s.api.UpdateItem(ctx, in)
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
 		if ccf.Item == nil {
@@ -325,6 +336,11 @@ func (s *Store) put(ctx context.Context, w Write, mode writeMode, old *Record) (
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: write %s: %w", w.Key, err)
+	}
+	if appendSuccess && out != nil {
+		if st, ok := out.Attributes["status"].(*types.AttributeValueMemberS); ok {
+			return &Record{Status: Status(st.Value)}, nil
+		}
 	}
 	return nil, nil
 }

@@ -241,6 +241,9 @@ func (l *fakeLedger) WriteReplacing(_ context.Context, w ledger.Write) (bool, er
 			if st == ledger.StatusSucceeded && (w.Replay == "" || l.replays[k] == w.Replay) {
 				return false, ledger.ErrAlreadySucceeded
 			}
+			// A success on this revision's own earlier, unfinished record: as the ledger,
+			// its writer checks the key's output.
+			replaced = k.Ordered() && st != ledger.StatusSucceeded && w.Status == ledger.StatusSucceeded
 		case w.Rev.Older(head.Rev):
 			return false, &ledger.SupersededError{Head: head}
 		case head.Rev.Older(w.Rev) || (w.Over != nil && *w.Over == head):

@@ -559,6 +559,15 @@ func (h *Handler) processOne(ictx, ctx context.Context, log *slog.Logger, it *it
 	}
 	var sup *supersededSource
 	if errors.As(err, &sup) {
+		if !h.reads(it) {
+			// Not read before the work: this very revision may be committed already (S3
+			// sent its event twice, then the object changed). Then it is a duplicate, not
+			// a superseded revision (review_auto_test.go).
+			if rec, ok, gerr := h.deps.Ledger.Get(ctx, it.key); gerr == nil && ok && rec.Status == ledger.StatusSucceeded && rec.Rev().Same(it.rev) {
+				it.state, it.dup = succeeded, true
+				return
+			}
+		}
 		h.supersede(ctx, flog, it, ledger.Revision{}, sup.Error())
 		return
 	}
@@ -587,7 +596,9 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res le
 		case err == nil:
 			it.state, it.bytes = succeeded, res.Size
 			if replaced {
-				// The revision this one replaced may have written the output last.
+				// The revision this one replaced may have written the output last; or an
+				// older revision's writer, seeing this one's record unfinished, put its own
+				// output or removed this one's meanwhile (review_auto_test.go).
 				if err := h.restore(ctx, log, it); err != nil {
 					log.WarnContext(ctx, "cannot check the output after replacing an older revision", "key", it.file.Key, "error", err)
 				}
