@@ -106,7 +106,7 @@ var Keys = append(append([]key{
 		a.Rules = rs
 		return nil
 	}},
-	strKey("duplicateCheck", "DuplicateCheck", `when the worker reads the ledger before work: "auto" (default: a job's files always, S3 events when redelivered), "always" or "redelivery"`, func(a *pipeline.Args, s string) { a.DuplicateCheck = s }),
+	strKey("duplicateCheck", "DuplicateCheck", `when the worker reads the ledger before work: "auto" (default: task messages always, S3 event messages when redelivered), "always" or "redelivery"`, func(a *pipeline.Args, s string) { a.DuplicateCheck = s }),
 	intKey("maxReceiveCount", "MaxReceiveCount", "receives before a message goes to its DLQ", func(a *pipeline.Args, n int) { a.MaxReceiveCount = n }),
 	intKey("retentionSeconds", "RetentionSeconds", "work queue message retention", func(a *pipeline.Args, n int) { a.RetentionSeconds = n }),
 	intKey("expireOutputsDays", "ExpireOutputsDays", "expire outputs after N days (0: keep)", func(a *pipeline.Args, n int) { a.ExpireOutputsDays = n }),

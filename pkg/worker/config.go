@@ -36,11 +36,12 @@ type Config struct {
 	// FunctionName is the metric dimension (AWS_LAMBDA_FUNCTION_NAME in Lambda).
 	FunctionName string
 	// DuplicateCheck says when the ledger is read before processing a batch's files:
-	//   - "auto" (default): always for a job's files (often committed before: re-runs,
-	//     overlapping jobs), and for S3 events only when redelivered. A new upload's
+	//   - "auto" (default): always for task messages (a job's files, archive members,
+	//     files sent again: often committed before, by re-runs and overlapping jobs), and
+	//     for S3 event messages only when redelivered. A new upload's
 	//     first event is a duplicate only when S3 sent it twice, which is rare: the read
 	//     would cost every file one read request and the ledger one read, to save a GET
-	//     and a PUT on the rare duplicate (break-even near 2% duplicates; docs/cost.md).
+	//     and two PUTs on the rare duplicate (break-even near 1% duplicates; docs/cost.md).
 	//   - "always": every message, first receive too: a duplicate costs one read per
 	//     file and no work.
 	//   - "redelivery": only messages received before, jobs' too.

@@ -401,7 +401,9 @@ func (h *Handler) reads(it *item) bool {
 	case DuplicateCheckRedelivery:
 		return false
 	case DuplicateCheckAuto:
-		return it.msg.d.JobID != "" // a job's file; an S3 event's first receive is not read
+		// Only an S3 event's first receive is not read: a task message's files (a job's,
+		// archive members, files sent again) are often committed before.
+		return it.msg.d.Kind != task.KindS3Event
 	}
 	return true
 }

@@ -27,7 +27,7 @@ type Stage struct {
 	Worker pipeline.FunctionArgs
 	// Dispatch is the dispatcher's settings; nil when the stage has none.
 	Dispatch *pipeline.FunctionArgs
-	// DuplicateCheck: "auto" (a job's files always, S3 events when redelivered), "always"
+	// DuplicateCheck: "auto" (task messages always, S3 events when redelivered), "always"
 	// (before every batch) or "redelivery"; see [Stage.Checks].
 	DuplicateCheck string
 	// Parallel is how many files of one batch the worker processes at once

@@ -102,13 +102,18 @@ func TestPipelineEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, list, len(good), "one output per good file, none for poison files, none twice")
 
-	// Duplicate deliveries count once: the workers' own success metric equals the
-	// number of good files although 25 of them were delivered twice. A batch writes its
-	// metrics line after its commits, and the stack reads the functions' output as it
-	// comes: under load the last lines arrive after the ledger says done (a run sharing
-	// the cores saw 134 of 294), so the metric is awaited, and must then not overshoot.
-	assert.Eventually(t, func() bool { return st.Metrics.Get("FilesSucceeded") >= float64(len(good)) }, 30*time.Second, 100*time.Millisecond)
-	assert.EqualValues(t, len(good), st.Metrics.Get("FilesSucceeded"))
+	// Duplicate deliveries count once: the workers' own success metric never exceeds the
+	// good files although 25 of them were delivered twice. It can fall short: an
+	// invocation that times out (the slow files hold theirs to the 5 s limit; under load
+	// others do too) has committed files but writes no metrics line, and their redelivery
+	// finds them committed (a duplicate). So every good file is a success or a duplicate.
+	// A batch writes its line after its commits and the stack reads the functions' output
+	// as it comes, so the count is awaited.
+	nGood := float64(len(good))
+	assert.Eventually(t, func() bool {
+		return st.Metrics.Get("FilesSucceeded")+st.Metrics.Get("FilesDuplicate") >= nGood
+	}, 30*time.Second, 100*time.Millisecond)
+	assert.LessOrEqual(t, st.Metrics.Get("FilesSucceeded"), nGood, "no file counted twice")
 	assert.Greater(t, st.Metrics.Get("FilesDuplicate"), 0.0)
 
 	// The DLQ holds exactly the slow files' messages.
