@@ -214,8 +214,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	h := &harness{cfg: cfg, truth: newTruth(), inj: newInjector(cfg.Seed, cfg.FaultRate), log: cfg.Log,
 		rng: rand.New(rand.NewPCG(cfg.Seed, 0xac7)), notifications: map[string][]job.Notification{}, submitted: map[string]string{}}
 	overrides := cfg.overrides()
+	var fnEnv []string
+	if cfg.FunctionLogs != nil {
+		// Debug lines too (each output write and commit): a violation's sequence can then
+		// be read from the function log.
+		fnEnv = []string{"AWS_LAMBDA_LOG_LEVEL=DEBUG"}
+	}
 	st, err := devstack.Start(ctx, devstack.Options{
-		Root: cfg.Root, Stage: "dev", Overrides: overrides, CacheDir: cfg.CacheDir, Log: cfg.Log, FunctionLogs: cfg.FunctionLogs,
+		FunctionEnv: fnEnv,
+		Root:        cfg.Root, Stage: "dev", Overrides: overrides, CacheDir: cfg.CacheDir, Log: cfg.Log, FunctionLogs: cfg.FunctionLogs,
 		Idle: 2 * time.Second, ReconcileEvery: 15 * time.Second,
 		Faults: h.inj.pick, FaultHang: 1500 * time.Millisecond, FaultSlowBy: 300 * time.Millisecond,
 		DuplicateEvent: func(_, key string) bool { return duplicated(cfg.Seed, cfg.DuplicateRate, key) },

@@ -592,6 +592,7 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res le
 		Replay: it.file.Replay}
 	for range 3 {
 		replaced, err := h.deps.Ledger.WriteReplacing(ctx, w)
+		log.DebugContext(ctx, "commit", "replaced", replaced, "error", err)
 		var sup *ledger.SupersededError
 		var other *ledger.OtherRevisionError
 		switch {
@@ -1038,6 +1039,10 @@ func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Re
 	if err != nil {
 		return res, err
 	}
+	// Every output write, at debug level (AWS_LAMBDA_LOG_LEVEL=DEBUG; make chaos sets it):
+	// which revision's bytes went to the key, for reading a sequence after the fact.
+	h.deps.Logger.DebugContext(ctx, "output written", "output", outKey, "revision", rev.String(), "for", it.rev.String(),
+		"receive", it.msg.receive, "etag", up.ETag)
 	if !up.MetadataSet {
 		h.deps.Logger.WarnContext(ctx, "output too large for metadata by copy; checksums are in the ledger only",
 			"bucket", h.cfg.OutputBucket, "key", outKey, "bytes", up.Size)
