@@ -46,7 +46,9 @@ type Config struct {
 	//     file and no work.
 	//   - "redelivery": only messages received before, jobs' too.
 	// A duplicate that is not read first is processed again, writes the same output
-	// again and loses the conditional commit: still one record and one count.
+	// again and loses the conditional commit: still one record and one count. A late
+	// event of a superseded version, not read first, writes its output until its
+	// refused commit puts the newest one back: "always" avoids that window.
 	DuplicateCheck string
 	// CompletionTopic is the SNS topic ARN for job notifications ("" : none).
 	CompletionTopic string
