@@ -1,10 +1,8 @@
 package benchmark
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,23 +20,6 @@ import (
 	"github.com/fileflow/fileflow/pkg/meter"
 )
 
-// manifestCSV generates an n-line S3 Batch Operations CSV manifest on the fly.
-type manifestCSV struct {
-	n, i int
-	buf  bytes.Buffer
-}
-
-func (m *manifestCSV) Read(p []byte) (int, error) {
-	for m.buf.Len() < len(p) && m.i < m.n {
-		fmt.Fprintf(&m.buf, "ingest-bucket,data/%03d/file%%20%07d.csv\n", m.i%1000, m.i)
-		m.i++
-	}
-	if m.buf.Len() == 0 {
-		return 0, io.EOF
-	}
-	return m.buf.Read(p)
-}
-
 // PlanManifest is section 6's planning of an n-key manifest, in process, as the
 // dispatcher does it: the manifest read as a stream and packed into task messages. Its
 // time (the best of `runs`, the others being the same work warmer) and the live heap's
@@ -51,7 +32,7 @@ func PlanManifest(n, runs int) (FanOutRun, error) {
 		start := time.Now()
 		peak := meter.PeakHeapGrowth(func() {
 			p := &fanout.Packer{JobID: "bench", Emit: func([]byte, int) error { return nil }}
-			err = fanout.Read(&manifestCSV{n: n}, fanout.FormatCSV, "", p.Add, func(e *fanout.EntryError) error { return e })
+			err = fanout.Read(fanout.SyntheticCSV(n), fanout.FormatCSV, "", p.Add, func(e *fanout.EntryError) error { return e })
 			if err == nil {
 				err = p.Flush()
 			}

@@ -1,7 +1,6 @@
 package fanout
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"strings"
@@ -107,26 +106,9 @@ func TestPacker(t *testing.T) {
 	assert.ErrorContains(t, err, "larger than a task message")
 }
 
-// manifestReader generates an n-line S3 Batch Operations CSV on the fly (no storage).
-type manifestReader struct {
-	n, i int
-	buf  bytes.Buffer
-}
-
-func (m *manifestReader) Read(p []byte) (int, error) {
-	for m.buf.Len() < len(p) && m.i < m.n {
-		fmt.Fprintf(&m.buf, "ingest-bucket,data/%03d/file%%20%07d.csv\n", m.i%1000, m.i)
-		m.i++
-	}
-	if m.buf.Len() == 0 {
-		return 0, io.EOF
-	}
-	return m.buf.Read(p)
-}
-
 func planManifest(t testing.TB, n int) (files, messages int) {
 	p := &Packer{JobID: "bench", Emit: func([]byte, int) error { return nil }}
-	err := Read(&manifestReader{n: n}, FormatCSV, "", p.Add, func(e *EntryError) error { return e })
+	err := Read(SyntheticCSV(n), FormatCSV, "", p.Add, func(e *EntryError) error { return e })
 	require.NoError(t, err)
 	require.NoError(t, p.Flush())
 	return p.Files, p.Messages
