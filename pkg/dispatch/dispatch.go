@@ -89,7 +89,9 @@ type Config struct {
 	MaxTaskBytes  int    // task message size bound; default fanout.DefaultMaxBytes
 	Concurrency   int    // fan-out tasks of one batch run at once; default 4
 	// MaxReceiveCount is the jobs queue's (default 5): a fan-out task still failing on
-	// its last receive fails its job (with the error as the reason) instead of hanging it.
+	// its last receive fails its job (with the error as the reason) instead of hanging it
+	// when the error is permanent or it is the last of FanoutRounds rounds; otherwise it
+	// is sent again for a new round.
 	MaxReceiveCount int
 	// DeadLetterQueues are the URLs of the tasks' and the jobs' dead-letter queues: the
 	// reconciler reports the job tasks it finds there.
@@ -221,6 +223,12 @@ const (
 	IncompleteWait = 10 * time.Second
 )
 
+// FanoutRounds bounds a fan-out task's transient errors: one that still fails on the
+// last receive of its FanoutRounds-th round of MaxReceiveCount receives fails its job
+// with the error as the reason; on an earlier round's last receive it is sent again for
+// a new round (a connection reset at the wrong moment failed a job in chaos run 9).
+const FanoutRounds = 3
+
 // Handle runs a batch; each message ends in one action (see [job.Action]).
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	start := h.now()
@@ -268,7 +276,7 @@ func (h *Handler) retryAfter(rec events.SQSMessage, err error) job.Action {
 		// and the backoff of all its attempts, rather than to the DLQ, where its job would
 		// wait for it (a ledger outage used up a task's receives in the chaos run). A
 		// permanent one goes to the DLQ, where its alarm says so.
-		return job.Again(d, err.Error())
+		return job.NextRound(d, err.Error())
 	}
 	return job.Retry(d, err.Error())
 }
@@ -331,10 +339,14 @@ func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) job.Acti
 	}
 	result, err := h.fanOut(ctx, j, spec, p)
 	if err != nil {
-		if permanent(err) || receive >= h.cfg.MaxReceiveCount {
+		round := job.Rounds(rec) + 1
+		if permanent(err) || (receive >= h.cfg.MaxReceiveCount && round >= FanoutRounds) {
 			// It can never succeed (or has had its last chance): the job fails with the
 			// reason, rather than hang with a task in the DLQ.
 			reason := fmt.Sprintf("fan-out task %s (%s) failed on receive %d: %v", p.TaskID, p.Step, receive, err)
+			if round > 1 {
+				reason = fmt.Sprintf("fan-out task %s (%s) failed on receive %d of round %d: %v", p.TaskID, p.Step, receive, round, err)
+			}
 			if ferr := h.jobs.Fail(ctx, j.ID, reason); ferr != nil {
 				if receive >= h.cfg.MaxReceiveCount {
 					// Never to the DLQ, where its job would wait for it: sent again to fail it.

@@ -41,6 +41,9 @@ type Action struct {
 	// Else is what happens if a SendAgain cannot be carried out: RetryAfter (the
 	// default), or Ack for a counted task that must never go to a dead-letter queue.
 	Else ActionKind
+	// Round marks a SendAgain in place of the message's last receive: the copy starts a
+	// new round of receives, and its [Rounds] is one more.
+	Round bool
 }
 
 // Acknowledge is an Ack.
@@ -54,8 +57,21 @@ func Again(d time.Duration, why string) Action {
 	return Action{Kind: SendAgain, Delay: d, Why: why, Else: RetryAfter}
 }
 
-// AttrSentAgain counts how often a message was sent again (an SQS message attribute).
-const AttrSentAgain = "fileflow-sent-again"
+// NextRound is a SendAgain after d in place of the message's last receive (see
+// [Action].Round), falling back to a retry after d.
+func NextRound(d time.Duration, why string) Action {
+	a := Again(d, why)
+	a.Round = true
+	return a
+}
+
+// The SQS message attributes of a copy sent again.
+const (
+	// AttrSentAgain counts how often a message was sent again.
+	AttrSentAgain = "fileflow-sent-again"
+	// AttrRounds counts how often it was sent again in place of its last receive.
+	AttrRounds = "fileflow-rounds"
+)
 
 // MaxSendAgain bounds how often one task is sent again (an hour of 5-second waits).
 const MaxSendAgain = 720
@@ -79,7 +95,7 @@ func Apply(ctx context.Context, q Messenger, queueURL string, recs []events.SQSM
 	for i, rec := range recs {
 		a := acts[i]
 		if a.Kind == SendAgain {
-			sent, err := sendAgain(ctx, q, queueURL, rec, a.Delay)
+			sent, err := sendAgain(ctx, q, queueURL, rec, a.Delay, a.Round)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("send message %s again: %w", rec.MessageId, err))
 			}
@@ -111,29 +127,42 @@ func Apply(ctx context.Context, q Messenger, queueURL string, recs []events.SQSM
 	return resp, errors.Join(errs...)
 }
 
-// sendAgain sends a copy of rec delayed by d, counting the copies in a message
-// attribute; it reports false, sending nothing, once the message was sent again
-// MaxSendAgain times.
-func sendAgain(ctx context.Context, q Messenger, queueURL string, rec events.SQSMessage, d time.Duration) (bool, error) {
+// sendAgain sends a copy of rec delayed by d, counting the copies (and the rounds, if
+// round) in message attributes; it reports false, sending nothing, once the message was
+// sent again MaxSendAgain times.
+func sendAgain(ctx context.Context, q Messenger, queueURL string, rec events.SQSMessage, d time.Duration, round bool) (bool, error) {
 	n := SentAgain(rec)
 	if n >= MaxSendAgain {
 		return false, nil
 	}
+	attrs := map[string]sqstypes.MessageAttributeValue{
+		AttrSentAgain: {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(n + 1))},
+	}
+	rounds := Rounds(rec)
+	if round {
+		rounds++
+	}
+	if rounds > 0 {
+		attrs[AttrRounds] = sqstypes.MessageAttributeValue{DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(rounds))}
+	}
 	_, err := q.SendMessage(ctx, &sqs.SendMessageInput{
 		QueueUrl: aws.String(queueURL), MessageBody: aws.String(rec.Body), DelaySeconds: min(retry.VisibilitySeconds(d), 900), // whole seconds, rounded as the visibility is
-		MessageAttributes: map[string]sqstypes.MessageAttributeValue{
-			AttrSentAgain: {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(n + 1))},
-		},
+		MessageAttributes: attrs,
 	})
 	return err == nil, err
 }
 
 // SentAgain is how often rec was sent again by [Apply].
-func SentAgain(rec events.SQSMessage) int {
-	a, ok := rec.MessageAttributes[AttrSentAgain]
+func SentAgain(rec events.SQSMessage) int { return numberAttr(rec, AttrSentAgain) }
+
+// Rounds is how often rec was sent again in place of its last receive ([NextRound]).
+func Rounds(rec events.SQSMessage) int { return numberAttr(rec, AttrRounds) }
+
+func numberAttr(rec events.SQSMessage, name string) int {
+	a, ok := rec.MessageAttributes[name]
 	if !ok || a.StringValue == nil {
 		return 0
 	}
 	n, _ := strconv.Atoi(*a.StringValue)
-	return n
+	return max(n, 0)
 }

@@ -64,6 +64,9 @@ type queues struct {
 	// dropAgain loses every copy a function sends again (a send that failed).
 	dropAgain atomic.Bool
 	dropped   atomic.Int64
+	// failBatch fails the next n SendMessageBatch calls with errBatch, sending nothing.
+	failBatch atomic.Int32
+	errBatch  error
 }
 
 func newQueues() *queues {
@@ -122,6 +125,10 @@ func (f *queues) SendMessage(_ context.Context, in *sqs.SendMessageInput, _ ...f
 }
 
 func (f *queues) SendMessageBatch(_ context.Context, in *sqs.SendMessageBatchInput, _ ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error) {
+	if f.failBatch.Add(-1) >= 0 {
+		return nil, f.errBatch
+	}
+	f.failBatch.Store(0) // (not below zero)
 	out := &sqs.SendMessageBatchOutput{}
 	for _, e := range in.Entries {
 		f.push(aws.ToString(in.QueueUrl), aws.ToString(e.MessageBody), e.MessageAttributes)
