@@ -728,3 +728,39 @@ func TestReviewAuto_DuplicateOfFailedRevision(t *testing.T) {
 	assert.False(t, ok)
 	assert.Equal(t, 0, metricSum(t, e, "FilesSucceeded"))
 }
+
+// Chaos run 10 (seed 20261130, 100,000 files): a manifest job's task messages name no
+// revision, so every redelivery did all of its files' work again (a GET, a PUT and a
+// refused commit each) though a killed delivery had committed most of them. With a kill
+// every few seconds, a batch of ten such messages never finished inside one life: five
+// receives, the DLQ, redriven, the same again, and the job never finished. A key whose
+// record is a success is now settled by one HEAD: its content is still the recorded
+// one, so the file is a duplicate; only changed content is processed again.
+func TestRedeliveredJobFilesWithoutRevisionAreNotRedone(t *testing.T) {
+	jobs := newFakeJobs()
+	e, _ := autoEnv(t, "", jobs)
+	files := []task.File{{Bucket: "in", Key: "a.txt"}, {Bucket: "in", Key: "b.txt"}, {Bucket: "in", Key: "c.txt"}}
+	for _, f := range files {
+		e.s3.put("in", f.Key, []byte(f.Key))
+	}
+	handleAcked(t, e, jobMessage(t, "t1", "task-1", 1, files...)) // committed; then "killed" before its ack
+	putsBefore := e.s3.puts
+	e.s3.overwrite("in", "c.txt", "e-c2", []byte("c, changed"))
+	gets := 0
+	e.s3.getErr = func(string) error { gets++; return nil }
+
+	handleAcked(t, e, jobMessage(t, "t1", "task-1", 2, files...))
+	assert.Equal(t, 1, gets, "only the changed file is read again")
+	assert.Equal(t, putsBefore+1, e.s3.puts, "only the changed file's output is written again")
+	require.Len(t, jobs.reported, 2)
+	assert.EqualValues(t, 3, jobs.reported[1].Succeeded)
+	for _, f := range files[:2] {
+		k := ledger.Key{Bucket: "in", Key: f.Key}
+		assert.Equal(t, 1, e.ledger.attempts[k], f.Key)
+		assert.Equal(t, "e-"+f.Key, e.ledger.revs[k].ETag, f.Key)
+	}
+	assert.Equal(t, "e-c2", e.ledger.revs[ledger.Key{Bucket: "in", Key: "c.txt"}].ETag, "the changed content is recorded")
+	out, _, _ := e.s3.get("out", "processed/c.txt")
+	assert.Equal(t, "c, changed", string(out))
+	assert.Equal(t, 2, metricSum(t, e, "FilesDuplicate"))
+}

@@ -446,7 +446,15 @@ func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item)
 		case !ok:
 		case it.rev.ETag == "" && it.rev.VersionID == "" && it.key.Ordered():
 			// A file that names no revision (a manifest row with only a key): its
-			// revision is the content its GET reads, placed when it is committed.
+			// revision is the content its GET reads, placed when it is committed. If the
+			// key's record is a success, one HEAD tells whether the object still holds
+			// that content: then the file is a duplicate, and a redelivery does not do
+			// again the work a killed delivery committed (with kills every few seconds,
+			// make chaos's manifest batches never finished: each receive redid them all).
+			if h.unchangedSince(ctx, log, it, head) {
+				it.rev, it.state, it.dup = head.Rev, succeeded, true
+				continue
+			}
 		case !it.key.Ordered() || head.Rev.Same(it.rev):
 			if head.Status == ledger.StatusSucceeded && it.file.Replay == "" {
 				it.state, it.dup = succeeded, true
@@ -478,10 +486,29 @@ func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item)
 	return pending
 }
 
+// unchangedSince says whether an item that names no revision is a plain file whose
+// record is a success of the content its object still holds (one HEAD, If-Match the
+// record's ETag). Any doubt says no: the file is processed and its commit decides.
+func (h *Handler) unchangedSince(ctx context.Context, log *slog.Logger, it *item, head ledger.State) bool {
+	if it.key.Scope != "" || it.file.Replay != "" || head.Status != ledger.StatusSucceeded || head.Rev.ETag == "" {
+		return false
+	}
+	cur, err := h.holds(ctx, it.file, head.Rev.ETag)
+	if err != nil {
+		log.DebugContext(ctx, "cannot tell whether the recorded content is current; processing the file", "key", it.file.Key, "error", err)
+		return false
+	}
+	return cur
+}
+
 // current says whether the item's revision is still its object's content (for an
 // archive member or a split part: the archive's, the split file's).
 func (h *Handler) current(ctx context.Context, it *item) (bool, error) {
-	f, etag := it.file, it.rev.ETag
+	return h.holds(ctx, it.file, it.rev.ETag)
+}
+
+// holds says whether f's object holds the content etag (an empty etag: whatever is there).
+func (h *Handler) holds(ctx context.Context, f task.File, etag string) (bool, error) {
 	if etag == "" {
 		return true, nil // a file that names no content and was not read yet: whatever is there
 	}
