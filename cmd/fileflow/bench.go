@@ -6,10 +6,9 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/spf13/cobra"
 
+	"github.com/fileflow/fileflow/pkg/benchmark"
 	"github.com/fileflow/fileflow/pkg/local/demo"
 	"github.com/fileflow/fileflow/pkg/local/devstack"
 )
@@ -48,27 +47,15 @@ func startBench(cmd *cobra.Command, warn, meterCalls bool, overrides map[string]
 }
 
 // benchBucket creates a bucket without notifications for the raw loop's inputs.
-func benchBucket(cmd *cobra.Command, st *devstack.Stack) (string, error) {
-	const name = "fileflow-bench-raw"
-	_, err := st.S3.CreateBucket(cmd.Context(), &s3.CreateBucketInput{Bucket: aws.String(name)})
-	return name, err
-}
-
-// warmUp creates the raw loop's input bucket (no notifications) and runs a raw pass of
-// up to 2,000 files through it: DynamoDB Local's JVM is ~40% slower cold.
+// warmUp runs the benchmark's warm-up (benchmark.WarmUp: DynamoDB Local's JVM keeps
+// getting faster for tens of thousands of requests) and returns the raw loop's bucket.
 func warmUp(cmd *cobra.Command, st *devstack.Stack, f benchFlags) (string, error) {
-	ctx := cmd.Context()
-	bucket, err := benchBucket(cmd, st)
+	rates, err := benchmark.WarmUp(cmd.Context(), st, benchmark.WarmUpFiles, benchmark.WarmUpPasses)
 	if err != nil {
 		return "", err
 	}
-	warm := demo.Generate(demo.Options{Files: min(f.files, 2000), PoisonEvery: -1, Seed: 9, Prefix: "warmup/"})
-	keys, err := demo.UploadOnly(ctx, st, bucket, warm, 16)
-	if err != nil {
-		return "", err
-	}
-	_, err = demo.RawLoop(ctx, st.S3Direct, st.DynamoDB, bucket, st.Resources.OutputBucket, st.Resources.Table, keys, f.concurrency)
-	return bucket, err
+	slog.Info("warm-up", "raw loop files/s by pass", rates)
+	return benchmark.RawBucket, nil
 }
 
 func benchRawCmd() *cobra.Command {

@@ -793,6 +793,12 @@ func (m *mdWriter) endToEnd() {
 		"no queue, runtime or processors, on the same servers. The ratio is the pipeline's " +
 		"files/s over the raw loop's.")
 	m.p("")
+	m.p("The order of a run: a fresh stack; a warm-up of %d raw passes over %d small files, each "+
+		"pass writing new records (DynamoDB Local's JVM keeps compiling for tens of thousands of "+
+		"requests); the raw loop over files like the pipeline's; the pipeline's drain; the raw "+
+		"loop over the pipeline's files. The raw loop's figure is the mean of its two runs, "+
+		"before and after, so that the servers' drift favours neither loop.", WarmUpPasses, WarmUpFiles)
+	m.p("")
 	var rows [][]string
 	for _, s := range runs {
 		rows = append(rows, []string{
@@ -800,6 +806,7 @@ func (m *mdWriter) endToEnd() {
 			fmtFiles(s.Pipeline.Files, s.Raw.Files),
 			fmtRate(s.Pipeline.FilesPerSec),
 			fmtRate(s.Raw.FilesPerSec),
+			fmtRate(s.RawBefore.FilesPerSec) + " / " + fmtRate(s.RawAfter.FilesPerSec),
 			fmtRatio(s.Ratio),
 			fmtRate(s.Pipeline.MBPerSec),
 			fmtRate(s.Raw.MBPerSec),
@@ -808,9 +815,15 @@ func (m *mdWriter) endToEnd() {
 			fmtInt(s.Pipeline.Lost),
 		})
 	}
-	m.table([]string{"size", "files", "pipeline files/s", "raw loop files/s", "ratio",
+	m.table([]string{"size", "files", "pipeline files/s", "raw loop files/s", "raw before / after", "ratio",
 		"pipeline MB/s", "raw MB/s", "pipeline p50 / p99 ms", "raw p50 / p99 ms", "lost"},
-		"lrrrrrrrrr", rows)
+		"lrrrrrrrrrr", rows)
+	for _, s := range runs {
+		if len(s.WarmUp) > 0 {
+			m.p("Warm-up passes before the %s run, raw loop files/s: %s.", s.Label, fmtRates(s.WarmUp))
+			m.p("")
+		}
+	}
 	m.p("Per-file times: for the pipeline, the worker's start of the file to its commit; for " +
 		"the raw loop, its GET, PUT and write. Lost files are the pipeline's files without a " +
 		"final record at the end (must be 0).")
@@ -883,7 +896,7 @@ func (m *mdWriter) concurrency() {
 		return
 	}
 	m.p("The worker mapping's maximum concurrency against files/s; next to each, the raw loop " +
-		"with as many files in flight as the pipeline can have (concurrency × the files one environment works on at once, the worker's default 8).")
+		"with as many files in flight as the pipeline can have (concurrency × the files one environment works on at once, the worker's default 8), run before and after the pipeline as in section 1: its figure is the mean.")
 	m.p("")
 	var rows [][]string
 	for _, c := range runs {
@@ -897,11 +910,12 @@ func (m *mdWriter) concurrency() {
 			fmtFloat(c.Pipeline.P50ms, 1) + " / " + fmtFloat(c.Pipeline.P99ms, 1),
 			fmtInt(c.RawFiles),
 			fmtRate(c.Raw.FilesPerSec),
+			fmtRate(c.RawBefore.FilesPerSec) + " / " + fmtRate(c.RawAfter.FilesPerSec),
 			ratio,
 		})
 	}
 	m.table([]string{"max concurrency", "pipeline files/s", "pipeline p50 / p99 ms",
-		"raw files in flight", "raw loop files/s", "ratio"}, "rrrrrr", rows)
+		"raw files in flight", "raw loop files/s", "raw before / after", "ratio"}, "rrrrrrr", rows)
 	m.image(figConcurrency, "files per second vs maximum concurrency, pipeline and raw loop")
 }
 
@@ -1087,6 +1101,15 @@ func fmtInt(n int) string { return fmtFloat(float64(n), 0) }
 
 // fmtRate is files/s (or MB/s): no decimals from 100 up, where they would be noise, but enough
 // below that for large files' few files a second to keep their difference (4.61, 5.59).
+// fmtRates is a list of rates, comma separated.
+func fmtRates(vs []float64) string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = fmtRate(v)
+	}
+	return strings.Join(out, ", ")
+}
+
 func fmtRate(v float64) string {
 	switch a := math.Abs(v); {
 	case a >= 100:

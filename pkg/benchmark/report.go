@@ -86,7 +86,15 @@ type SizeRun struct {
 	Label     string     `json:"label"`
 	SizeBytes int        `json:"size_bytes"`
 	Pipeline  Throughput `json:"pipeline"`
+	// Raw is the mean of the raw loop's runs just before and just after the pipeline's
+	// drain (RawBefore, RawAfter), so that drift in the servers' speed over the run
+	// (DynamoDB Local's JVM keeps compiling for tens of thousands of requests) favours
+	// neither loop.
 	Raw       Throughput `json:"raw"`
+	RawBefore Throughput `json:"raw_before"`
+	RawAfter  Throughput `json:"raw_after"`
+	// WarmUp is the raw loop's files/s in each warm-up pass, before anything is measured.
+	WarmUp []float64 `json:"warm_up_files_per_sec,omitempty"`
 	// Ratio is the pipeline's files/s over the raw loop's.
 	Ratio float64 `json:"ratio"`
 	// CPU is where the machine's CPU went during each loop.
@@ -98,9 +106,12 @@ type ConcurrencyRun struct {
 	Concurrency int        `json:"concurrency"`
 	Pipeline    Throughput `json:"pipeline"`
 	// Raw is the raw loop with as many files in flight as the pipeline can have:
-	// concurrency × the files one environment works on at once (FilesInFlight).
-	Raw      Throughput `json:"raw"`
-	RawFiles int        `json:"raw_in_flight"`
+	// concurrency × the files one environment works on at once (FilesInFlight); the mean
+	// of its runs before and after the pipeline's, as in SizeRun.
+	Raw       Throughput `json:"raw"`
+	RawBefore Throughput `json:"raw_before"`
+	RawAfter  Throughput `json:"raw_after"`
+	RawFiles  int        `json:"raw_in_flight"`
 }
 
 // CallsSection is section 3.

@@ -36,6 +36,12 @@ type RawResult struct {
 // PUT and conditional ledger write (the same UpdateItem) the worker does, with no queue,
 // no runtime, no processors and no duplicate check, from `concurrency` goroutines.
 func RawLoop(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, table string, keys []string, concurrency int) (RawResult, error) {
+	return RawLoopAs(ctx, s3c, db, in, out, table, keys, concurrency, "raw/")
+}
+
+// RawLoopAs is [RawLoop] writing its outputs and records under prefix + key, so passes
+// over the same inputs each make new records (a warm-up's passes).
+func RawLoopAs(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, table string, keys []string, concurrency int, prefix string) (RawResult, error) {
 	if concurrency < 1 {
 		concurrency = 32
 	}
@@ -55,7 +61,7 @@ func RawLoop(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, 
 					return
 				}
 				t0 := time.Now()
-				if err := rawOne(ctx, s3c, db, in, out, table, keys[i]); err != nil {
+				if err := rawOne(ctx, s3c, db, in, out, table, prefix, keys[i]); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}
@@ -73,7 +79,7 @@ func RawLoop(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, 
 		P50ms: percentile(took, 0.50), P99ms: percentile(took, 0.99)}, nil
 }
 
-func rawOne(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, table, key string) error {
+func rawOne(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, table, prefix, key string) error {
 	obj, err := s3c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(in), Key: aws.String(key)})
 	if err != nil {
 		return fmt.Errorf("raw: get %s: %w", key, err)
@@ -83,15 +89,15 @@ func rawOne(ctx context.Context, s3c *s3.Client, db *dynamodb.Client, in, out, t
 	if err != nil {
 		return fmt.Errorf("raw: read %s: %w", key, err)
 	}
-	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(out), Key: aws.String("raw/" + key), Body: bytes.NewReader(body)}); err != nil {
+	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(out), Key: aws.String(prefix + key), Body: bytes.NewReader(body)}); err != nil {
 		return fmt.Errorf("raw: put %s: %w", key, err)
 	}
 	// The very same conditional write the worker commits with.
 	sum := sha256.Sum256(body)
-	err = ledger.New(db, table, 0).Write(ctx, ledger.Write{Key: ledger.Key{Bucket: in, Key: "raw/" + key},
+	err = ledger.New(db, table, 0).Write(ctx, ledger.Write{Key: ledger.Key{Bucket: in, Key: prefix + key},
 		Rev: ledger.Revision{ETag: strings.Trim(aws.ToString(obj.ETag), `"`)}, Status: ledger.StatusSucceeded,
 		Result: ledger.Result{Size: int64(len(body)), OutputSize: int64(len(body)), SHA256: hex.EncodeToString(sum[:]),
-			Outputs: []string{"s3://" + out + "/raw/" + key}, Processors: []string{"copy"}},
+			Outputs: []string{"s3://" + out + "/" + prefix + key}, Processors: []string{"copy"}},
 		Attempt: ledger.Attempt{At: time.Now(), Receive: 1}})
 	if err != nil && !errors.Is(err, ledger.ErrAlreadySucceeded) {
 		return fmt.Errorf("raw: commit %s: %w", key, err)
