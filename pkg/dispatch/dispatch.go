@@ -223,10 +223,11 @@ const (
 	IncompleteWait = 10 * time.Second
 )
 
-// FanoutRounds bounds a fan-out task's transient errors: one that still fails on the
-// last receive of its FanoutRounds-th round of MaxReceiveCount receives fails its job
-// with the error as the reason; on an earlier round's last receive it is sent again for
-// a new round (a connection reset at the wrong moment failed a job in chaos run 9).
+// FanoutRounds bounds a fan-out task's transient errors in its own work (listing,
+// reading, sending): one that still fails on the last receive of its FanoutRounds-th
+// round of MaxReceiveCount receives fails its job with the error as the reason; on an
+// earlier round's last receive it is sent again for a new round (a connection reset at
+// the wrong moment failed a job in chaos run 9), unless that copy cannot be sent.
 const FanoutRounds = 3
 
 // Handle runs a batch; each message ends in one action (see [job.Action]).
@@ -276,7 +277,7 @@ func (h *Handler) retryAfter(rec events.SQSMessage, err error) job.Action {
 		// and the backoff of all its attempts, rather than to the DLQ, where its job would
 		// wait for it (a ledger outage used up a task's receives in the chaos run). A
 		// permanent one goes to the DLQ, where its alarm says so.
-		return job.NextRound(d, err.Error())
+		return job.Again(d, err.Error())
 	}
 	return job.Retry(d, err.Error())
 }
@@ -340,7 +341,22 @@ func (h *Handler) handleOne(ctx context.Context, rec events.SQSMessage) job.Acti
 	result, err := h.fanOut(ctx, j, spec, p)
 	if err != nil {
 		round := job.Rounds(rec) + 1
-		if permanent(err) || (receive >= h.cfg.MaxReceiveCount && round >= FanoutRounds) {
+		if !permanent(err) && receive >= h.cfg.MaxReceiveCount && round < FanoutRounds {
+			// The last receive of a round: sent again for the next, here rather than by
+			// Apply, so that a copy that cannot be sent fails the job below instead of
+			// leaving the task in the DLQ with its job RUNNING (found by review 4).
+			d := h.cfg.Retry.Delay(receive+job.SentAgain(rec), retry.Classify(err))
+			sent, serr := job.Resend(ctx, h.sqs, h.cfg.JobsQueueURL, rec, d, true)
+			if sent {
+				h.log.WarnContext(ctx, "fan-out task sent again for a new round of receives", "job_id", p.JobID, "task_id", p.TaskID,
+					"round", round+1, "delay", d.String(), "error", err)
+				return job.Acknowledge("sent again for round " + strconv.Itoa(round+1))
+			}
+			if serr != nil {
+				err = fmt.Errorf("%w (and its copy for the next round was not sent: %w)", err, serr)
+			}
+		}
+		if permanent(err) || receive >= h.cfg.MaxReceiveCount {
 			// It can never succeed (or has had its last chance): the job fails with the
 			// reason, rather than hang with a task in the DLQ.
 			reason := fmt.Sprintf("fan-out task %s (%s) failed on receive %d: %v", p.TaskID, p.Step, receive, err)

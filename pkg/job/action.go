@@ -41,9 +41,6 @@ type Action struct {
 	// Else is what happens if a SendAgain cannot be carried out: RetryAfter (the
 	// default), or Ack for a counted task that must never go to a dead-letter queue.
 	Else ActionKind
-	// Round marks a SendAgain in place of the message's last receive: the copy starts a
-	// new round of receives, and its [Rounds] is one more.
-	Round bool
 }
 
 // Acknowledge is an Ack.
@@ -57,19 +54,12 @@ func Again(d time.Duration, why string) Action {
 	return Action{Kind: SendAgain, Delay: d, Why: why, Else: RetryAfter}
 }
 
-// NextRound is a SendAgain after d in place of the message's last receive (see
-// [Action].Round), falling back to a retry after d.
-func NextRound(d time.Duration, why string) Action {
-	a := Again(d, why)
-	a.Round = true
-	return a
-}
-
 // The SQS message attributes of a copy sent again.
 const (
 	// AttrSentAgain counts how often a message was sent again.
 	AttrSentAgain = "fileflow-sent-again"
-	// AttrRounds counts how often it was sent again in place of its last receive.
+	// AttrRounds counts how often it was sent again for a new round of receives
+	// ([Resend] with nextRound).
 	AttrRounds = "fileflow-rounds"
 )
 
@@ -95,7 +85,7 @@ func Apply(ctx context.Context, q Messenger, queueURL string, recs []events.SQSM
 	for i, rec := range recs {
 		a := acts[i]
 		if a.Kind == SendAgain {
-			sent, err := sendAgain(ctx, q, queueURL, rec, a.Delay, a.Round)
+			sent, err := Resend(ctx, q, queueURL, rec, a.Delay, false)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("send message %s again: %w", rec.MessageId, err))
 			}
@@ -127,10 +117,12 @@ func Apply(ctx context.Context, q Messenger, queueURL string, recs []events.SQSM
 	return resp, errors.Join(errs...)
 }
 
-// sendAgain sends a copy of rec delayed by d, counting the copies (and the rounds, if
-// round) in message attributes; it reports false, sending nothing, once the message was
-// sent again MaxSendAgain times.
-func sendAgain(ctx context.Context, q Messenger, queueURL string, rec events.SQSMessage, d time.Duration, round bool) (bool, error) {
+// Resend sends a copy of rec delayed by d, counting the copies in a message attribute,
+// and the rounds too if nextRound (a copy in place of the message's last receive, which
+// starts a new round of receives); the copy keeps the rounds rec had. It reports false,
+// sending nothing, once the message was sent again MaxSendAgain times. [Apply] resends
+// with nextRound false; a handler that must know whether its copy was sent calls it.
+func Resend(ctx context.Context, q Messenger, queueURL string, rec events.SQSMessage, d time.Duration, nextRound bool) (bool, error) {
 	n := SentAgain(rec)
 	if n >= MaxSendAgain {
 		return false, nil
@@ -139,7 +131,7 @@ func sendAgain(ctx context.Context, q Messenger, queueURL string, rec events.SQS
 		AttrSentAgain: {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(n + 1))},
 	}
 	rounds := Rounds(rec)
-	if round {
+	if nextRound {
 		rounds++
 	}
 	if rounds > 0 {
@@ -155,7 +147,7 @@ func sendAgain(ctx context.Context, q Messenger, queueURL string, rec events.SQS
 // SentAgain is how often rec was sent again by [Apply].
 func SentAgain(rec events.SQSMessage) int { return numberAttr(rec, AttrSentAgain) }
 
-// Rounds is how often rec was sent again in place of its last receive ([NextRound]).
+// Rounds is how often rec was sent again for a new round of receives ([Resend]).
 func Rounds(rec events.SQSMessage) int { return numberAttr(rec, AttrRounds) }
 
 func numberAttr(rec events.SQSMessage, name string) int {

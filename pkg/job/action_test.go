@@ -34,24 +34,33 @@ func received(in *sqs.SendMessageInput) events.SQSMessage {
 	return rec
 }
 
-// A copy counts how often it was sent again and, apart, how many rounds of receives
-// it started (NextRound); a plain SendAgain keeps the rounds it had.
+// A copy counts how often it was sent again and, apart, how many rounds of receives it
+// started (Resend with nextRound); a copy Apply sends keeps the rounds it had.
 func TestCopiesCountTheirRounds(t *testing.T) {
+	ctx := context.Background()
 	q := &sentMessages{}
 	rec := events.SQSMessage{MessageId: "m", Body: `{"v":1}`}
+	apply := func() {
+		resp, err := Apply(ctx, q, "jobs", []events.SQSMessage{rec}, []Action{Again(time.Second, "wait")})
+		require.NoError(t, err)
+		require.Empty(t, resp.BatchItemFailures, "sent, not retried")
+	}
+	resend := func(d time.Duration) {
+		sent, err := Resend(ctx, q, "jobs", rec, d, true)
+		require.NoError(t, err)
+		require.True(t, sent)
+	}
 	steps := []struct {
-		act              Action
+		do               func()
 		sentAgain, round int
 	}{
-		{Again(time.Second, "wait"), 1, 0},
-		{NextRound(time.Second, "last receive"), 2, 1},
-		{Again(time.Second, "wait"), 3, 1},
-		{NextRound(2*time.Second, "last receive"), 4, 2},
+		{apply, 1, 0},
+		{func() { resend(time.Second) }, 2, 1},
+		{apply, 3, 1},
+		{func() { resend(2 * time.Second) }, 4, 2},
 	}
 	for i, st := range steps {
-		resp, err := Apply(context.Background(), q, "jobs", []events.SQSMessage{rec}, []Action{st.act})
-		require.NoError(t, err)
-		require.Empty(t, resp.BatchItemFailures, "step %d: sent, not retried", i)
+		st.do()
 		require.Len(t, q.in, i+1)
 		rec = received(q.in[i])
 		assert.Equal(t, st.sentAgain, SentAgain(rec), "step %d", i)
@@ -59,6 +68,12 @@ func TestCopiesCountTheirRounds(t *testing.T) {
 		assert.Equal(t, `{"v":1}`, rec.Body)
 	}
 	assert.Equal(t, int32(2), q.in[3].DelaySeconds)
+
+	rec.MessageAttributes[AttrSentAgain] = events.SQSMessageAttribute{DataType: "Number", StringValue: aws.String(strconv.Itoa(MaxSendAgain))}
+	sent, err := Resend(ctx, q, "jobs", rec, time.Second, true)
+	require.NoError(t, err)
+	assert.False(t, sent, "no copy after MaxSendAgain")
+	assert.Len(t, q.in, 4)
 }
 
 // A malformed or negative count reads as none, never as a round already spent.

@@ -487,18 +487,27 @@ func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item)
 }
 
 // unchangedSince says whether an item that names no revision is a plain file whose
-// record is a success of the content its object still holds (one HEAD, If-Match the
-// record's ETag). Any doubt says no: the file is processed and its commit decides.
+// record is a success of the content its object still holds (a HEAD If-Match the
+// record's ETag) and whose output is that revision's (a HEAD of the output: an earlier
+// delivery killed between its upload and its commit may have left its own output over
+// the newer one's, which processing it again would repair; found by review 4). Any
+// doubt says no: the file is processed and its commit decides.
 func (h *Handler) unchangedSince(ctx context.Context, log *slog.Logger, it *item, head ledger.State) bool {
 	if it.key.Scope != "" || it.file.Replay != "" || head.Status != ledger.StatusSucceeded || head.Rev.ETag == "" {
 		return false
 	}
 	cur, err := h.holds(ctx, it.file, head.Rev.ETag)
-	if err != nil {
-		log.DebugContext(ctx, "cannot tell whether the recorded content is current; processing the file", "key", it.file.Key, "error", err)
+	if err != nil || !cur {
+		if err != nil {
+			log.DebugContext(ctx, "cannot tell whether the recorded content is current; processing the file", "key", it.file.Key, "error", err)
+		}
 		return false
 	}
-	return cur
+	out, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(h.outputKey(it.file, it.msg.d.JobID, it.pr))})
+	if err != nil {
+		return false // missing, or unknown: processing writes it
+	}
+	return out.Metadata[MetaRevision] == task.MetaValue(head.Rev.String())
 }
 
 // current says whether the item's revision is still its object's content (for an
