@@ -18,7 +18,9 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -763,4 +765,46 @@ func TestRedeliveredJobFilesWithoutRevisionAreNotRedone(t *testing.T) {
 	out, _, _ := e.s3.get("out", "processed/c.txt")
 	assert.Equal(t, "c, changed", string(out))
 	assert.Equal(t, 2, metricSum(t, e, "FilesDuplicate"))
+}
+
+// headsInFlight is the fake S3 with HEADs that take a moment, counting how many run at
+// once.
+type headsInFlight struct {
+	*fakeS3
+	now, most atomic.Int32
+}
+
+func (h *headsInFlight) HeadObject(ctx context.Context, in *s3.HeadObjectInput, o ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
+	n := h.now.Add(1)
+	defer h.now.Add(-1)
+	for m := h.most.Load(); n > m && !h.most.CompareAndSwap(m, n); m = h.most.Load() {
+	}
+	time.Sleep(5 * time.Millisecond)
+	return h.fakeS3.HeadObject(ctx, in, o...)
+}
+
+// Chaos run 12: the HEADs that settle key-only files ran one after another before the
+// work, and a batch of 1,000 such files did not get past them between kills. They run
+// with the work, as many files at once as the worker's concurrency.
+func TestKeyOnlyFilesAreSettledInParallel(t *testing.T) {
+	jobs := newFakeJobs()
+	var heads *headsInFlight
+	e := newEnv(t, func(_ *Config, d *Deps) {
+		heads = &headsInFlight{fakeS3: d.Objects.(*fakeS3)}
+		d.Objects, d.Jobs = heads, jobs
+	})
+	var files []task.File
+	for i := range 16 {
+		f := task.File{Bucket: "in", Key: fmt.Sprintf("p%02d.txt", i)}
+		e.s3.put("in", f.Key, []byte(f.Key))
+		files = append(files, f)
+	}
+	handleAcked(t, e, jobMessage(t, "t1", "task-1", 1, files...))
+	puts := e.s3.puts
+	heads.most.Store(0)
+	handleAcked(t, e, jobMessage(t, "t1", "task-1", 2, files...))
+	assert.Equal(t, puts, e.s3.puts, "nothing written again")
+	assert.Greater(t, heads.most.Load(), int32(1), "the HEADs run in parallel")
+	require.Len(t, jobs.reported, 2)
+	assert.EqualValues(t, 16, jobs.reported[1].Succeeded)
 }

@@ -172,6 +172,9 @@ type item struct {
 	key  ledger.Key
 	rev  ledger.Revision
 	over *ledger.State // the record this revision may replace (it was confirmed current over it)
+	// recorded: a file that names no revision, whose key's record is this success; its
+	// work first checks whether that is still the object's content (unchangedSince).
+	recorded *ledger.State
 
 	state state
 	class retry.Class // of a pending item's error
@@ -451,9 +454,10 @@ func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item)
 			// that content: then the file is a duplicate, and a redelivery does not do
 			// again the work a killed delivery committed (with kills every few seconds,
 			// make chaos's manifest batches never finished: each receive redid them all).
-			if h.unchangedSince(ctx, log, it, head) {
-				it.rev, it.state, it.dup = head.Rev, succeeded, true
-				continue
+			// The HEADs run with the work, files in parallel: one after another here, a
+			// batch of 1,000 such files did not get past them between kills.
+			if head.Status == ledger.StatusSucceeded {
+				it.recorded = &head
 			}
 		case !it.key.Ordered() || head.Rev.Same(it.rev):
 			if head.Status == ledger.StatusSucceeded && it.file.Replay == "" {
@@ -586,6 +590,10 @@ func (h *Handler) attempt(ctx context.Context, it *item, dur time.Duration) ledg
 // processOne processes one file and records the outcome. ictx bounds the work; ctx (the
 // invocation's) is used for the final ledger write so a timed-out file is still recorded.
 func (h *Handler) processOne(ictx, ctx context.Context, log *slog.Logger, it *item) {
+	if it.recorded != nil && h.unchangedSince(ictx, log, it, *it.recorded) {
+		it.rev, it.state, it.dup = it.recorded.Rev, succeeded, true
+		return
+	}
 	began := h.deps.Now()
 	res, err := h.run(ictx, it, it.file)
 	att := h.attempt(ctx, it, h.deps.Now().Sub(began))
