@@ -25,9 +25,12 @@ func sampleReport() *Report {
 		EndToEnd: []SizeRun{
 			{
 				Label: "1 KB", SizeBytes: 1 << 10,
-				Pipeline: Throughput{Files: 20000, Seconds: 45.1, FilesPerSec: 443.4, MBPerSec: 0.44, P50ms: 11.2, P99ms: 48.9},
-				Raw:      Throughput{Files: 20000, Seconds: 29.6, FilesPerSec: 675.2, MBPerSec: 0.67, P50ms: 44.1, P99ms: 120.3},
-				Ratio:    0.6567,
+				Pipeline:  Throughput{Files: 20000, Seconds: 45.1, FilesPerSec: 443.4, MBPerSec: 0.44, P50ms: 11.2, P99ms: 48.9},
+				Raw:       Throughput{Files: 20000, Seconds: 29.6, FilesPerSec: 675.2, MBPerSec: 0.67, P50ms: 44.1, P99ms: 120.3},
+				RawBefore: Throughput{FilesPerSec: 650.4},
+				RawAfter:  Throughput{FilesPerSec: 700.0},
+				WarmUp:    []float64{178.4, 343.8, 556},
+				Ratio:     0.6567,
 				CPU: &CPUProfile{
 					Pipeline: []ProcessCPU{
 						{Name: GroupSelf, CPUSeconds: 9.8, Share: 0.109, PerFileMs: 0.49},
@@ -231,8 +234,9 @@ func TestMarkdown(t *testing.T) {
 	}
 	// Numbers as the report has them, formatted.
 	for _, want := range []string{
-		"| 1 KB | 20,000 | 443 | 675 | 0.66 |", // files/s to 0 decimals, ratio to 2
-		"11.2 / 48.9",                          // ms to 1 decimal
+		"| 1 KB | 20,000 | 443 | 675 | 650 / 700 | 0.66 |", // files/s to 0 decimals, ratio to 2
+		"Warm-up passes before the 1 KB run, raw loop files/s: 178, 344, 556.",
+		"11.2 / 48.9", // ms to 1 decimal
 		"| DynamoDB Local (Java) | 31.20 | 34.6% | 1.56 | 24.90 | 42.1% | 1.25 |",
 		"| worker functions | 22.40 | 24.8% | 1.12 | — | — | — |", // absent from the raw loop
 		"| **total, idle excluded** | 82.30 | 91.3% | 4.12 | 40.10 | 67.8% | 2.01 |",
