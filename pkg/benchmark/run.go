@@ -55,8 +55,6 @@ func (e Env) start(ctx context.Context, meter bool, overrides map[string]string)
 // those of the raw run before the pipeline's.
 const RawBucket = "fileflow-bench-raw"
 
-const rawBucket = RawBucket
-
 // The warm-up: WarmUpPasses raw passes over WarmUpFiles small files, each pass writing new
 // records. DynamoDB Local's JVM keeps getting faster for tens of thousands of requests
 // (measured 2026-12-01, 2,000-write passes from a cold start: 6.5, 2.8, 2.1, 1.5, 1.3, 1.2,
@@ -70,17 +68,17 @@ const (
 // WarmUp creates RawBucket and runs the warm-up passes in it (the pipeline does not watch
 // it); it returns each pass's files/s.
 func WarmUp(ctx context.Context, st *devstack.Stack, files, passes int) ([]float64, error) {
-	if _, err := st.S3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(rawBucket)}); err != nil {
+	if _, err := st.S3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(RawBucket)}); err != nil {
 		return nil, fmt.Errorf("benchmark: warm-up bucket: %w", err)
 	}
 	warm := demo.Generate(demo.Options{Files: files, PoisonEvery: -1, Seed: 9, Prefix: "warmup/"})
-	keys, err := demo.UploadOnly(ctx, st, rawBucket, warm, 16)
+	keys, err := demo.UploadOnly(ctx, st, RawBucket, warm, 16)
 	if err != nil {
 		return nil, fmt.Errorf("benchmark: warm-up: %w", err)
 	}
 	rates := make([]float64, 0, passes)
 	for p := range passes {
-		res, err := demo.RawLoopAs(ctx, st.S3Direct, st.DynamoDB, rawBucket, st.Resources.OutputBucket, st.Resources.Table, keys, 32, "warm"+strconv.Itoa(p)+"/")
+		res, err := demo.RawLoopAs(ctx, st.S3Direct, st.DynamoDB, RawBucket, st.Resources.OutputBucket, st.Resources.Table, keys, 32, "warm"+strconv.Itoa(p)+"/")
 		if err != nil {
 			return nil, fmt.Errorf("benchmark: warm-up: %w", err)
 		}
@@ -93,11 +91,11 @@ func WarmUp(ctx context.Context, st *devstack.Stack, files, passes int) ([]float
 // (same count and size, other content), uploaded to the raw loop's own bucket.
 func rawBefore(ctx context.Context, st *devstack.Stack, like []*demo.File, size int, prefix string, concurrency int, cpu bool) (Throughput, []ProcessCPU, error) {
 	fs := demo.Generate(demo.Options{Files: len(like), Size: size, PoisonEvery: -1, Seed: uint64(size) + 7, Prefix: prefix})
-	keys, err := demo.UploadOnly(ctx, st, rawBucket, fs, 16)
+	keys, err := demo.UploadOnly(ctx, st, RawBucket, fs, 16)
 	if err != nil {
 		return Throughput{}, nil, fmt.Errorf("benchmark: raw loop: %w", err)
 	}
-	return rawOver(ctx, st, rawBucket, keys, avgSize(fs), concurrency, cpu)
+	return rawOver(ctx, st, RawBucket, keys, avgSize(fs), concurrency, cpu)
 }
 
 // bracket is the mean of the raw loop's runs before and after the pipeline's.

@@ -450,12 +450,11 @@ func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item)
 		case it.rev.ETag == "" && it.rev.VersionID == "" && it.key.Ordered():
 			// A file that names no revision (a manifest row with only a key): its
 			// revision is the content its GET reads, placed when it is committed. If the
-			// key's record is a success, one HEAD tells whether the object still holds
-			// that content: then the file is a duplicate, and a redelivery does not do
-			// again the work a killed delivery committed (with kills every few seconds,
-			// make chaos's manifest batches never finished: each receive redid them all).
-			// The HEADs run with the work, files in parallel: one after another here, a
-			// batch of 1,000 such files did not get past them between kills.
+			// key's record is a success, its work first asks unchangedSince (a HEAD of the
+			// input and one of the output) whether it is a duplicate, so a redelivery does
+			// not redo what a killed delivery committed (make chaos's manifest batches
+			// never finished otherwise). The HEADs run with the work, files in parallel:
+			// one after another here, a batch of 1,000 did not get past them between kills.
 			if head.Status == ledger.StatusSucceeded {
 				it.recorded = &head
 			}
@@ -521,6 +520,8 @@ func (h *Handler) current(ctx context.Context, it *item) (bool, error) {
 }
 
 // holds says whether f's object holds the content etag (an empty etag: whatever is there).
+// HeadObject with If-Match answers 412 Precondition Failed when the ETag differs (S3 API
+// reference, HeadObject, "If-Match"; RFC 7232), which the SDK reports as PreconditionFailed.
 func (h *Handler) holds(ctx context.Context, f task.File, etag string) (bool, error) {
 	if etag == "" {
 		return true, nil // a file that names no content and was not read yet: whatever is there
