@@ -192,6 +192,8 @@ type fakeLedger struct {
 	mu         sync.Mutex
 	status     map[ledger.Key]ledger.Status
 	reasons    map[ledger.Key]string
+	codes      map[ledger.Key]string
+	jobIDs     map[ledger.Key]string
 	attempts   map[ledger.Key]int
 	revs       map[ledger.Key]ledger.Revision
 	outputs    map[ledger.Key][]string
@@ -203,7 +205,7 @@ type fakeLedger struct {
 }
 
 func newFakeLedger() *fakeLedger {
-	return &fakeLedger{status: map[ledger.Key]ledger.Status{}, reasons: map[ledger.Key]string{}, attempts: map[ledger.Key]int{},
+	return &fakeLedger{status: map[ledger.Key]ledger.Status{}, reasons: map[ledger.Key]string{}, codes: map[ledger.Key]string{}, jobIDs: map[ledger.Key]string{}, attempts: map[ledger.Key]int{},
 		revs: map[ledger.Key]ledger.Revision{}, replays: map[ledger.Key]string{}, outputs: map[ledger.Key][]string{}, superseded: map[ledger.Key]string{}, poison: map[string]string{}}
 }
 
@@ -253,7 +255,7 @@ func (l *fakeLedger) WriteReplacing(_ context.Context, w ledger.Write) (bool, er
 			return false, &ledger.OtherRevisionError{Head: head}
 		}
 	}
-	l.status[k], l.reasons[k], l.revs[k] = w.Status, w.Reason, w.Rev
+	l.status[k], l.reasons[k], l.codes[k], l.jobIDs[k], l.revs[k] = w.Status, w.Reason, w.Code, w.JobID, w.Rev
 	if w.Replay != "" {
 		l.replays[k] = w.Replay
 	}
@@ -270,7 +272,7 @@ func (l *fakeLedger) Get(_ context.Context, k ledger.Key) (ledger.Record, bool, 
 		return ledger.Record{}, false, nil
 	}
 	r := l.revs[k]
-	return ledger.Record{Bucket: k.Bucket, Key: k.Key, Status: st, ETag: r.ETag, VersionID: r.VersionID, Sequencer: r.Sequencer,
+	return ledger.Record{Bucket: k.Bucket, Key: k.Key, Status: st, Reason: l.reasons[k], Code: l.codes[k], JobID: l.jobIDs[k], ETag: r.ETag, VersionID: r.VersionID, Sequencer: r.Sequencer,
 		Attempts: l.attempts[k], Result: ledger.Result{Outputs: l.outputs[k]}}, true, nil
 }
 

@@ -172,8 +172,9 @@ type item struct {
 	key  ledger.Key
 	rev  ledger.Revision
 	over *ledger.State // the record this revision may replace (it was confirmed current over it)
-	// recorded: a file that names no revision, whose key's record is this success; its
-	// work first checks whether that is still the object's content (unchangedSince).
+	// recorded: the key's record, when it may settle the item without its work: a
+	// success, for a file that names no revision (unchangedSince), or a failure for good
+	// (failedBefore). Its work first asks whether the record still holds.
 	recorded *ledger.State
 
 	state state
@@ -183,7 +184,7 @@ type item struct {
 	// check of the key's current revision, the restore of another revision's output. Not
 	// the file's fault: it uses none of the file's receives (see backoff).
 	infra bool
-	dup   bool  // it was committed before (or by a concurrent delivery)
+	dup   bool  // its outcome was recorded before (or by a concurrent delivery): a success, or a failure for good
 	dupOf *item // the same file earlier in this batch: this one shares its outcome
 	pr    *process.Result
 	bytes int64
@@ -455,7 +456,8 @@ func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item)
 			// not redo what a killed delivery committed (make chaos's manifest batches
 			// never finished otherwise). The HEADs run with the work, files in parallel:
 			// one after another here, a batch of 1,000 did not get past them between kills.
-			if head.Status == ledger.StatusSucceeded {
+			// A permanent failure is settled the same way (failedBefore).
+			if head.Status == ledger.StatusSucceeded || head.Status == ledger.StatusFailed {
 				it.recorded = &head
 			}
 		case !it.key.Ordered() || head.Rev.Same(it.rev):
@@ -465,6 +467,9 @@ func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item)
 					h.deps.Ledger.Advance(ctx, it.key, it.rev) // the same content uploaded again
 				}
 				continue
+			}
+			if head.Status == ledger.StatusFailed {
+				it.recorded = &head // this revision failed for good: failedBefore, with the work
 			}
 		case it.rev.Older(head.Rev):
 			h.supersede(ctx, log, it, head.Rev, "")
@@ -511,6 +516,67 @@ func (h *Handler) unchangedSince(ctx context.Context, log *slog.Logger, it *item
 		return false // missing, or unknown: processing writes it
 	}
 	return out.Metadata[MetaRevision] == task.MetaValue(head.Rev.String())
+}
+
+// failedBefore settles an item whose key's record is a permanent failure that this
+// delivery would only repeat: of the same revision (for a file that names none, its
+// object still holds the recorded content: a HEAD If-Match the record's ETag), recorded
+// for the same job (or, both outside any job, for the same S3 object), and with no older
+// revision's output left at the item's output key (record removes it after a failure,
+// and a transient error there brings the file back to do it again). The item takes the
+// record's reason and code; nothing is read or written. Chaos run 13: each redelivery
+// read and failed such files again, and a manifest's batch under kills every few
+// seconds never finished. Any doubt says no: the file is processed and fails again.
+// A new job naming the file, or a replay, tries it again.
+func (h *Handler) failedBefore(ctx context.Context, it *item, head ledger.State) bool {
+	if it.file.Replay != "" {
+		return false
+	}
+	rec, ok, err := h.deps.Ledger.Get(ctx, it.key)
+	if err != nil || !ok || rec.Status != ledger.StatusFailed || !rec.Rev().Same(head.Rev) || rec.JobID != it.msg.d.JobID || rec.Reason == "" {
+		return false
+	}
+	if it.rev.ETag == "" && it.rev.VersionID == "" {
+		if rec.ETag == "" || it.key.Scope != "" {
+			return false
+		}
+		if cur, err := h.holds(ctx, it.file, rec.ETag); err != nil || !cur {
+			return false
+		}
+	}
+	if it.key.Ordered() {
+		outKey, ok := h.leftoverKey(it)
+		if !ok {
+			return false
+		}
+		out, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
+		var api smithy.APIError
+		switch {
+		case errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey"):
+		case err != nil:
+			return false
+		case leftover(out.Metadata, it.key, rec.Rev()):
+			return false
+		}
+	}
+	it.rev, it.state, it.dup = rec.Rev(), failed, true
+	it.err = failure.New(rec.Code, errors.New(rec.Reason))
+	return true
+}
+
+// leftover says whether an output with this metadata is another revision's of key,
+// written by this code, that a failure of rev removes (see removeLeftover).
+func leftover(meta map[string]string, key ledger.Key, rev ledger.Revision) bool {
+	have, content := meta[MetaRevision], meta[MetaSourceETag]
+	switch {
+	case meta[task.MetaInput] != inputName(key):
+		return false // another input's output (the conflict this failure may be), or not ours
+	case have == "" || content == "":
+		return false // not one this code wrote: its content is unknown
+	case have == task.MetaValue(rev.String()) || content == task.MetaValue(rev.ETag):
+		return false // this revision's own, or the same content under another version
+	}
+	return true
 }
 
 // current says whether the item's revision is still its object's content (for an
@@ -591,9 +657,14 @@ func (h *Handler) attempt(ctx context.Context, it *item, dur time.Duration) ledg
 // processOne processes one file and records the outcome. ictx bounds the work; ctx (the
 // invocation's) is used for the final ledger write so a timed-out file is still recorded.
 func (h *Handler) processOne(ictx, ctx context.Context, log *slog.Logger, it *item) {
-	if it.recorded != nil && h.unchangedSince(ictx, log, it, *it.recorded) {
-		it.rev, it.state, it.dup = it.recorded.Rev, succeeded, true
-		return
+	if it.recorded != nil {
+		switch head := *it.recorded; {
+		case head.Status == ledger.StatusSucceeded && h.unchangedSince(ictx, log, it, head):
+			it.rev, it.state, it.dup = head.Rev, succeeded, true
+			return
+		case head.Status == ledger.StatusFailed && h.failedBefore(ictx, it, head):
+			return
+		}
 	}
 	began := h.deps.Now()
 	res, err := h.run(ictx, it, it.file)
@@ -865,15 +936,10 @@ func (h *Handler) removeLeftover(ctx context.Context, log *slog.Logger, it *item
 	if err != nil {
 		return fmt.Errorf("leftover: head %s: %w", uri, err)
 	}
-	have, content := head.Metadata[MetaRevision], head.Metadata[MetaSourceETag]
-	switch {
-	case head.Metadata[task.MetaInput] != inputName(it.key):
-		return nil // another input's output (the conflict this failure may be), or not ours
-	case have == "" || content == "":
-		return nil // not one this code wrote: its content is unknown
-	case have == task.MetaValue(it.rev.String()) || content == task.MetaValue(it.rev.ETag):
-		return nil // this revision's own, or the same content under another version
+	if !leftover(head.Metadata, it.key, it.rev) {
+		return nil
 	}
+	have := head.Metadata[MetaRevision]
 	rec, found, err := h.deps.Ledger.Get(ctx, it.key)
 	if err != nil {
 		return fmt.Errorf("leftover: %w", err)

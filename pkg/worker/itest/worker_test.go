@@ -230,6 +230,30 @@ func TestPermanentFailureRecordedNotRetried(t *testing.T) {
 	assert.Equal(t, "line 1\nline 2\n", string(got))
 }
 
+// A permanent failure delivered again (S3 sends an event twice; a killed delivery's
+// message comes back) is settled from its record, on the real servers: no GET, no new
+// attempt, nothing in the DLQ.
+func TestPermanentFailureDeliveredAgainIsNotRedone(t *testing.T) {
+	st := newStack(t, stackOptions{duplicateCheck: worker.DuplicateCheckAlways, rules: process.Rules{
+		{Suffix: ".gz", Processors: []string{"gunzip", "checksum"}},
+		{Processors: []string{"checksum", "copy"}},
+	}})
+	st.put("p/corrupt.log.gz", "this is not gzip")
+	st.notify("p/corrupt.log.gz")
+	st.drain()
+	require.Equal(t, ledger.StatusFailed, st.record("p/corrupt.log.gz").Status)
+	gets := st.calls.Count("S3.GetObject")
+
+	st.notify("p/corrupt.log.gz")
+	assert.Equal(t, esm.Result{Received: 1, Deleted: 1}, st.drain())
+	rec := st.record("p/corrupt.log.gz")
+	assert.Equal(t, ledger.StatusFailed, rec.Status)
+	assert.Contains(t, rec.Reason, "corrupt gzip stream")
+	assert.Equal(t, 1, rec.Attempts, "settled from its record")
+	assert.Equal(t, gets, st.calls.Count("S3.GetObject"), "not read again")
+	assert.Equal(t, 0, st.queueDepth(st.dlqURL))
+}
+
 // A malformed message does not crash the batch: it is recorded as poison with its
 // reason and body, and the other messages of the batch are processed.
 func TestMalformedMessageDoesNotCrashBatch(t *testing.T) {
