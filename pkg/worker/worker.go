@@ -536,7 +536,17 @@ func (h *Handler) failedBefore(ctx context.Context, it *item, head ledger.State)
 	if err != nil || !ok || rec.Status != ledger.StatusFailed || !rec.Rev().Same(head.Rev) || rec.JobID != it.msg.d.JobID || rec.Reason == "" {
 		return false
 	}
-	if it.rev.ETag == "" && it.rev.VersionID == "" {
+	switch {
+	case it.rev.Placed(rec.Rev()):
+		// The same content, uploaded again later: its failure is written again, which
+		// moves the record's sequencer on (an older revision's late event must then be
+		// superseded, not placed over it; review 5).
+		return false
+	case it.rev.ETag != "" || it.rev.VersionID != "":
+		if !rec.Rev().Same(it.rev) {
+			return false // another revision's failure (a job's split part keeps no order; review 5)
+		}
+	default:
 		if rec.ETag == "" || it.key.Scope != "" {
 			return false
 		}
@@ -1256,7 +1266,9 @@ func shareDuplicates(items []*item) {
 	for _, it := range items {
 		if f := it.dupOf; f != nil {
 			it.state, it.class, it.err, it.pr, it.infra = f.state, f.class, f.err, f.pr, f.infra
-			it.dup = f.state == succeeded // a repeated failure is not a success
+			// A copy of a success, or of an outcome recorded before, is a duplicate; a copy
+			// of a failure found now is the same failure (counted once per message).
+			it.dup = f.state == succeeded || f.dup
 			if f.state == skipped && it.msg.d.JobID == "" {
 				it.state, it.class = pending, retry.Retryable // never acknowledged undone
 			}
