@@ -101,11 +101,14 @@ func (m *Mapping) Run(ctx context.Context) {
 		}
 		m.mu.Lock()
 		want := m.workers
-		if depth == 0 && delayed > 0 {
+		if depth == 0 && (delayed > 0 || m.inFlight.Load() > 0) {
 			// Lambda's pollers never stop, so a delayed message is received when its delay
-			// ends. fauxqs makes a delayed message visible only when a receive looks at the
-			// queue: without a poller it would wait for ever (a chaos run stalled on three).
-			// One environment keeps polling (no process starts until a batch arrives).
+			// ends, and one in flight when its visibility timeout does. fauxqs makes either
+			// visible only when a receive looks at the queue (processTimers, in its
+			// dequeue): without a poller it would wait for ever (a chaos run stalled on
+			// three delayed messages; a make bench on messages in flight after every
+			// environment had stopped). One environment keeps polling (no process starts
+			// until a batch arrives).
 			want = max(want, 1)
 		}
 		if depth > 0 {
@@ -192,11 +195,14 @@ func (m *Mapping) worker(ctx context.Context, id int) {
 	}
 	m.envs[id] = env
 	m.mu.Unlock()
+	counted := true // in m.workers
 	defer func() {
 		env.Close()
 		m.mu.Lock()
 		delete(m.envs, id)
-		m.workers--
+		if counted {
+			m.workers--
+		}
 		n := m.workers
 		m.mu.Unlock()
 		m.Log.Info("esm: scaled down", "function", m.Config.Function.Name, "environments", n)
@@ -215,11 +221,18 @@ func (m *Mapping) worker(ctx context.Context, id int) {
 			// Idle: stop, unless this is a warm (provisioned) environment, or the last
 			// poller while messages are in flight (they come back after their visibility
 			// timeout, like Lambda's pollers that keep polling at zero environments).
+			// Decided and counted under the lock: two idle environments that each saw the
+			// other would otherwise both stop, the last one with messages in flight.
 			m.mu.Lock()
 			warm := id <= m.Config.Function.Provisioned
 			last := m.workers == 1
+			stop := !warm && time.Since(lastWork) > m.Idle && (!last || m.inFlight.Load() == 0)
+			if stop {
+				m.workers--
+				counted = false
+			}
 			m.mu.Unlock()
-			if !warm && time.Since(lastWork) > m.Idle && (!last || m.inFlight.Load() == 0) {
+			if stop {
 				return
 			}
 			continue

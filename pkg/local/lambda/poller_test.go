@@ -1,0 +1,85 @@
+package lambda
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/stretchr/testify/assert"
+
+	"github.com/fileflow/fileflow/pkg/local/provision"
+)
+
+// lazyQueue is a queue that, like fauxqs, returns a message whose visibility timeout
+// ended to the visible ones only when a receive looks at the queue
+// (fauxqs/dist/sqs/sqsStore.js: processTimers runs in dequeue, not in
+// GetQueueAttributes). Until then it counts as not visible.
+type lazyQueue struct {
+	mu       sync.Mutex
+	inflight map[string]time.Time // message id -> end of its visibility timeout
+	received []string
+}
+
+func (q *lazyQueue) GetQueueAttributes(context.Context, *sqs.GetQueueAttributesInput, ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return &sqs.GetQueueAttributesOutput{Attributes: map[string]string{
+		string(types.QueueAttributeNameApproximateNumberOfMessages):           "0",
+		string(types.QueueAttributeNameApproximateNumberOfMessagesNotVisible): strconv.Itoa(len(q.inflight)),
+		string(types.QueueAttributeNameApproximateNumberOfMessagesDelayed):    "0",
+	}}, nil
+}
+
+func (q *lazyQueue) ReceiveMessage(ctx context.Context, _ *sqs.ReceiveMessageInput, _ ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []types.Message
+	for id, until := range q.inflight {
+		if time.Now().After(until) {
+			out = append(out, types.Message{MessageId: aws.String(id), ReceiptHandle: aws.String("rh-" + id), Body: aws.String("{}")})
+			q.received = append(q.received, id)
+			q.inflight[id] = time.Now().Add(time.Hour)
+		}
+	}
+	return &sqs.ReceiveMessageOutput{Messages: out}, nil
+}
+
+func (q *lazyQueue) DeleteMessageBatch(context.Context, *sqs.DeleteMessageBatchInput, ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
+	return &sqs.DeleteMessageBatchOutput{}, nil
+}
+
+func (q *lazyQueue) receivedCount() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.received)
+}
+
+// The first make bench at 19cff55 hung in its 1 KB drain: the queue held messages in
+// flight, no environment was running, and none started. Every environment had stopped
+// while those messages were invisible (two idle ones can each see the other and stop
+// together), and the queue never reported them visible again: nothing received. Lambda's
+// pollers never stop; the mapping keeps one environment polling while any message is in
+// flight, as it does for delayed ones.
+func TestMessagesInFlightWithNoEnvironmentAreReceivedWhenTheyReturn(t *testing.T) {
+	q := &lazyQueue{inflight: map[string]time.Time{"m1": time.Now().Add(300 * time.Millisecond)}}
+	m := &Mapping{
+		Config: Config{Function: &provision.Function{Name: "fileflow-worker", Timeout: time.Second}, Binary: "/nonexistent/bootstrap"},
+		Source: provision.Mapping{Queue: &provision.Queue{Name: "tasks", URL: "http://127.0.0.1:1/tasks", ARN: "arn:aws:sqs:us-east-1:000000000000:tasks"},
+			BatchSize: 10, MaxConcurrency: 4, ReportItemFailure: true},
+		SQS: q, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Region: "us-east-1",
+		Interval: 20 * time.Millisecond, Idle: 100 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	assert.Eventually(t, func() bool { return q.receivedCount() > 0 }, 5*time.Second, 20*time.Millisecond,
+		"the message in flight is received when its visibility timeout ends")
+}
