@@ -4,7 +4,8 @@
 // Per batch: decode every message (an S3 event notification, in any of its wrappings,
 // or a fileflow task message); look up all its files in the ledger with one read,
 // skipping those already committed and those a newer revision of the key superseded;
-// process the rest in parallel (bounded), each by streaming GET → processors → PUT to a
+// and, when delivered again, those whose record is the same job's permanent failure of
+// the same content; process the rest in parallel (bounded), each by streaming GET → processors → PUT to a
 // deterministic output key → one conditional ledger write; report the finished task
 // messages of jobs to the job engine; then end each message in one action (see
 // [job.Action]): acknowledged, back after a backoff (a batch item failure whose
