@@ -24,7 +24,9 @@ type benchSize struct {
 	bytes, full int // size, files in the full report
 }
 
-var benchSizes = []benchSize{{"1 KB", 1 << 10, 6000}, {"100 KB", 100 << 10, 2000}, {"20 MB", 20 << 20, 40}}
+// 20 MB: 100 files, a drain of about 8 s here (40 drained in about 3 s, mostly the
+// mapping's ramp: one run's ratio was 0.60, the one before 1.10).
+var benchSizes = []benchSize{{"1 KB", 1 << 10, 6000}, {"100 KB", 100 << 10, 2000}, {"20 MB", 20 << 20, 100}}
 
 // Goals of issue 13 (and the earlier issues' targets the report re-measures).
 const (
