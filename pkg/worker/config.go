@@ -33,6 +33,11 @@ type Config struct {
 	// Margin is kept free before the invocation deadline for the final ledger writes,
 	// visibility changes and the response; default 2 s (at most a tenth of the invocation).
 	Margin time.Duration
+	// CompleteAfter: once an invocation has run this long, each message whose files are
+	// all finished is completed at once (its job task counted, the message deleted)
+	// instead of when the batch ends, so a crash or timeout later in the batch redoes
+	// only the messages still open. Default 2 s; negative: only when the batch ends.
+	CompleteAfter time.Duration
 	// FunctionName is the metric dimension (AWS_LAMBDA_FUNCTION_NAME in Lambda).
 	FunctionName string
 	// DuplicateCheck says when the ledger is read before processing a batch's files:
@@ -90,6 +95,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Margin == 0 {
 		c.Margin = 2 * time.Second
+	}
+	if c.CompleteAfter == 0 {
+		c.CompleteAfter = 2 * time.Second
 	}
 	if c.DuplicateCheck == "" {
 		c.DuplicateCheck = DuplicateCheckAuto

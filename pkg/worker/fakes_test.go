@@ -300,6 +300,25 @@ type fakeQueue struct {
 	urlCalls   int
 	sent       []string // bodies sent with SendMessage
 	delays     []int32  // and their DelaySeconds
+	deleted    []string // receipt handles deleted with DeleteMessage
+	onDelete   func(receiptHandle string)
+}
+
+func (q *fakeQueue) DeleteMessage(_ context.Context, in *sqs.DeleteMessageInput, _ ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error) {
+	q.mu.Lock()
+	q.deleted = append(q.deleted, aws.ToString(in.ReceiptHandle))
+	hook := q.onDelete
+	q.mu.Unlock()
+	if hook != nil {
+		hook(aws.ToString(in.ReceiptHandle))
+	}
+	return &sqs.DeleteMessageOutput{}, nil
+}
+
+func (q *fakeQueue) deletedHandles() []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]string(nil), q.deleted...)
 }
 
 func (q *fakeQueue) GetQueueUrl(_ context.Context, in *sqs.GetQueueUrlInput, _ ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error) {

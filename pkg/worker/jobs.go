@@ -109,8 +109,8 @@ func (h *Handler) reportJobs(ctx context.Context, log *slog.Logger, msgs []*mess
 	var ready []*message
 	var results []job.TaskResult
 	for _, m := range msgs {
-		if m.d.JobID == "" || m.decided != nil || !finished(m) {
-			continue
+		if m.d.JobID == "" || m.decided != nil || m.answer != nil || !finished(m) {
+			continue // not a job's, decided, reported already (completeAtOnce), or not finished
 		}
 		r := job.TaskResult{JobID: m.d.JobID, TaskID: m.d.TaskID, Parent: m.d.Parent, ParentRun: m.d.ParentRun}
 		for _, it := range m.items {

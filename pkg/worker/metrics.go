@@ -17,8 +17,10 @@ type Stats struct {
 	Superseded int // a newer revision of the key was processed instead
 	Retrying   int // will come back (or, on the last receive, go to the DLQ)
 	Poison     int // undecodable messages, recorded and acknowledged
-	Bytes      int64
-	Duration   time.Duration
+	// CompletedEarly: messages acknowledged while the batch still ran (Config.CompleteAfter).
+	CompletedEarly int
+	Bytes          int64
+	Duration       time.Duration
 }
 
 func summarize(msgs []*message) Stats {
@@ -26,6 +28,9 @@ func summarize(msgs []*message) Stats {
 	for _, m := range msgs {
 		if m.poison {
 			st.Poison++
+		}
+		if m.completed {
+			st.CompletedEarly++
 		}
 		for _, it := range m.items {
 			st.Files++

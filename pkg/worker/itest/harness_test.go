@@ -3,6 +3,7 @@
 package itest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -63,6 +64,9 @@ type stackOptions struct {
 	partSize   int
 	// duplicateCheck is the worker's DuplicateCheck ("" : the default, auto).
 	duplicateCheck string
+	// concurrency and completeAfter: the worker's (0: 8 and the default).
+	concurrency   int
+	completeAfter time.Duration
 }
 
 func newStack(t *testing.T, opt stackOptions) *stack {
@@ -110,7 +114,7 @@ func newStack(t *testing.T, opt stackOptions) *stack {
 
 	st.store = ledger.New(st.ddb, st.table, 0)
 	h, err := worker.New(worker.Config{
-		Table: st.table, OutputBucket: st.out, Rules: opt.rules, Concurrency: 8,
+		Table: st.table, OutputBucket: st.out, Rules: opt.rules, Concurrency: cmp.Or(opt.concurrency, 8), CompleteAfter: opt.completeAfter,
 		MaxReceiveCount: opt.maxReceive, Retry: opt.policy, PartSize: opt.partSize,
 		MinItemTime: time.Second, Margin: time.Second, FunctionName: "worker-itest", DuplicateCheck: opt.duplicateCheck,
 	}, worker.Deps{

@@ -338,3 +338,65 @@ func TestDynamoDBWritesPerFile(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, list.Contents, files)
 }
+
+// gate is a processor that holds the file it wraps until released, after saying so.
+type gate struct{ reached, release chan struct{} }
+
+func (g gate) Name() string { return "gate" }
+
+func (g gate) Wrap(in io.Reader, _ *process.Result) (io.Reader, error) {
+	close(g.reached)
+	<-g.release
+	return in, nil
+}
+
+// On the real SQS API (fauxqs): a message whose file is finished is deleted while its
+// batch still runs, so a crash from then on would bring back only the other one; and
+// the mapping's own delete of it at the end succeeds, as SQS answers for a receipt
+// handle whose message is gone (SQS API reference, DeleteMessage).
+func TestFinishedMessageLeavesTheQueueWhileItsBatchRuns(t *testing.T) {
+	g := gate{reached: make(chan struct{}), release: make(chan struct{})}
+	reg := process.Builtins()
+	reg.Register(g)
+	st := newStack(t, stackOptions{
+		registry:    reg,
+		rules:       process.Rules{{Suffix: ".gate", Processors: []string{"gate", "copy"}}, {Processors: []string{"checksum", "copy"}}},
+		concurrency: 1, completeAfter: time.Nanosecond,
+	})
+	st.put("c/first.txt", "first")
+	st.put("c/second.gate", "second")
+	st.notify("c/first.txt")
+	st.notify("c/second.gate")
+
+	type once struct {
+		r   esm.Result
+		err error
+	}
+	done := make(chan once, 1)
+	go func() {
+		r, err := st.mapping.Once(context.Background(), st.handler.Handle)
+		done <- once{r, err}
+	}()
+	select {
+	case <-g.reached:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second file was never processed")
+	}
+	// The completion runs beside the next file: wait for it while the file is held.
+	var inFlight string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if inFlight = st.queueAttr(st.queueURL, sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible); inFlight == "1" {
+			break
+		}
+	}
+	close(g.release)
+	res := <-done
+	require.NoError(t, res.err)
+	assert.Equal(t, 2, res.r.Received, "one batch of both messages")
+	assert.Equal(t, "1", inFlight, "while the second file was held, the first message was gone")
+	assert.Equal(t, 2, res.r.Deleted, "the mapping's delete of the completed message succeeds too")
+	assert.Zero(t, res.r.Failed)
+	assert.Zero(t, st.queueDepth(st.queueURL), "nothing comes back")
+	assert.Equal(t, ledger.StatusSucceeded, st.record("c/first.txt").Status)
+	assert.Equal(t, ledger.StatusSucceeded, st.record("c/second.gate").Status)
+}
