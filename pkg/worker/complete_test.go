@@ -60,7 +60,7 @@ func TestFinishedMessagesAreCompletedWhileTheBatchRuns(t *testing.T) {
 	assert.Empty(t, resp.BatchItemFailures)
 	assert.Equal(t, []string{"rh-m1"}, atKill.deleted, "a kill here would bring back only m2")
 	assert.Equal(t, 1, atKill.reported, "t1 counted before t2's file was read")
-	assert.ElementsMatch(t, []string{"rh-m1", "rh-m2"}, e.queue.deletedHandles())
+	assert.Equal(t, []string{"rh-m1"}, e.queue.deletedHandles(), "m2, finished last, is Lambda's to delete when the batch ends")
 	require.Len(t, jobs.reported, 2, "each task counted once: the end of the batch does not report them again")
 	assert.ElementsMatch(t, []string{"t1", "t2"}, []string{jobs.reported[0].TaskID, jobs.reported[1].TaskID})
 }
@@ -90,21 +90,36 @@ func TestOnlyAcknowledgedMessagesAreCompletedEarly(t *testing.T) {
 	jobs.verdict["t1"] = job.WaitParent
 	e := newEnv(t, func(c *Config, d *Deps) {
 		d.Jobs = jobs
+		c.Concurrency = 1
 		c.CompleteAfter = time.Nanosecond
 	})
-	e.s3.put("in", "a.txt", []byte("first"))
-	e.s3.put("in", "c.txt", []byte("third"))
+	for _, k := range []string{"a.txt", "gone.txt", "c.txt", "last.txt"} {
+		e.s3.put("in", k, []byte(k))
+	}
+	swept := make(chan struct{})
+	e.queue.onDelete = func(rh string) {
+		if rh == "rh-m3" {
+			close(swept)
+		}
+	}
 	e.s3.getErr = func(key string) error {
-		if key == "gone.txt" {
+		switch key {
+		case "gone.txt":
 			return errors.New("connection reset")
+		case "last.txt": // held until a sweep has completed m3
+			select {
+			case <-swept:
+			case <-time.After(5 * time.Second):
+				return errors.New("m3 was not completed while the batch ran")
+			}
 		}
 		return nil
 	}
-	e.s3.put("in", "gone.txt", []byte("x"))
 	resp, err := e.h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{
 		jobMessage(t, "m1", "t1", 1, task.File{Bucket: "in", Key: "a.txt"}),
 		s3Message("m2", 1, "in", "gone.txt"),
 		s3Message("m3", 1, "in", "c.txt"),
+		s3Message("m4", 1, "in", "last.txt"),
 	}})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"rh-m3"}, e.queue.deletedHandles(), "only the finished, acknowledged message")

@@ -300,19 +300,23 @@ type fakeQueue struct {
 	urlCalls   int
 	sent       []string // bodies sent with SendMessage
 	delays     []int32  // and their DelaySeconds
-	deleted    []string // receipt handles deleted with DeleteMessage
+	deleted    []string // receipt handles deleted with DeleteMessageBatch
 	onDelete   func(receiptHandle string)
 }
 
-func (q *fakeQueue) DeleteMessage(_ context.Context, in *sqs.DeleteMessageInput, _ ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error) {
+func (q *fakeQueue) DeleteMessageBatch(_ context.Context, in *sqs.DeleteMessageBatchInput, _ ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
 	q.mu.Lock()
-	q.deleted = append(q.deleted, aws.ToString(in.ReceiptHandle))
+	for _, e := range in.Entries {
+		q.deleted = append(q.deleted, aws.ToString(e.ReceiptHandle))
+	}
 	hook := q.onDelete
 	q.mu.Unlock()
 	if hook != nil {
-		hook(aws.ToString(in.ReceiptHandle))
+		for _, e := range in.Entries {
+			hook(aws.ToString(e.ReceiptHandle))
+		}
 	}
-	return &sqs.DeleteMessageOutput{}, nil
+	return &sqs.DeleteMessageBatchOutput{}, nil
 }
 
 func (q *fakeQueue) deletedHandles() []string {

@@ -39,6 +39,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/fileflow/fileflow/pkg/failure"
@@ -84,7 +86,7 @@ type Ledger interface {
 type Queue interface {
 	job.Messenger
 	GetQueueUrl(context.Context, *sqs.GetQueueUrlInput, ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error)
-	DeleteMessage(context.Context, *sqs.DeleteMessageInput, ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error)
+	DeleteMessageBatch(context.Context, *sqs.DeleteMessageBatchInput, ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error)
 }
 
 // Jobs is the part of the job engine the worker calls for task messages of a job.
@@ -207,10 +209,11 @@ type message struct {
 	poison  bool
 	// open counts the message's files still being processed (see processAll); shared
 	// says one of them takes its outcome from another message's file (item.dupOf), so
-	// the message is not completed before the batch ends. completed: it was acknowledged
-	// (deleted) while the batch ran (completeAtOnce).
+	// the message is not completed before the batch ends. tried: completeFinished took
+	// it (reported, and deleted if acknowledged); completed: it was deleted then.
 	open      atomic.Int32
 	shared    bool
+	tried     bool
 	completed bool
 }
 
@@ -240,7 +243,7 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 		}
 	}
 	pending := h.skipDone(ctx, log, items)
-	h.processAll(ctx, log, pending, h.completer(ctx, log))
+	h.processAll(ctx, log, msgs, pending)
 	shareDuplicates(items)
 	h.reportJobs(ctx, log, msgs)
 
@@ -570,9 +573,8 @@ func (h *Handler) failedBefore(ctx context.Context, it *item, head ledger.State)
 			return false
 		}
 		out, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
-		var api smithy.APIError
 		switch {
-		case errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey"):
+		case hasCode(err, "NotFound", "NoSuchKey"):
 		case err != nil:
 			return false
 		case leftover(out.Metadata, it.key, rec.Rev()):
@@ -582,6 +584,13 @@ func (h *Handler) failedBefore(ctx context.Context, it *item, head ledger.State)
 	it.rev, it.state, it.dup = rec.Rev(), failed, true
 	it.err = failure.New(rec.Code, errors.New(rec.Reason))
 	return true
+}
+
+// hasCode says whether err is an API error with one of the codes (S3 answers a HEAD of a
+// missing key with NotFound, other calls with NoSuchKey).
+func hasCode(err error, codes ...string) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && slices.Contains(codes, api.ErrorCode())
 }
 
 // leftover says whether an output with this metadata is another revision's of key,
@@ -613,44 +622,34 @@ func (h *Handler) holds(ctx context.Context, f task.File, etag string) (bool, er
 		return true, nil // a file that names no content and was not read yet: whatever is there
 	}
 	_, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(f.Bucket), Key: aws.String(f.Key), IfMatch: aws.String(`"` + etag + `"`)})
-	var api smithy.APIError
 	switch {
 	case err == nil:
 		return true, nil
-	case errors.As(err, &api) && (api.ErrorCode() == "PreconditionFailed" || api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey"):
+	case hasCode(err, "PreconditionFailed", "NotFound", "NoSuchKey"):
 		return false, nil
 	}
 	return false, fmt.Errorf("head %s: %w", f, err)
 }
 
-// processAll runs the items with bounded concurrency and the invocation deadline. done,
-// if not nil, is called (in its own goroutine, before processAll returns) for each
-// message whose last file being processed here has finished.
-func (h *Handler) processAll(ctx context.Context, log *slog.Logger, items []*item, done func(*message)) {
-	deadline, hasDeadline := ctx.Deadline()
-	// The margin kept for the final writes is at most a tenth of the invocation, so short
-	// function timeouts still leave time to work.
-	margin := h.cfg.Margin
-	if hasDeadline {
-		margin = min(margin, time.Until(deadline)/10)
-	}
+// processAll runs the items with bounded concurrency and the invocation deadline, and
+// meanwhile completes the batch's messages that are finished (completeFinished).
+func (h *Handler) processAll(ctx context.Context, log *slog.Logger, msgs []*message, items []*item) {
+	deadline, hasDeadline, margin := h.margin(ctx)
 	for _, it := range items {
 		it.msg.open.Add(1)
 	}
+	stop, swept := make(chan struct{}), make(chan struct{})
+	go func() { defer close(swept); h.sweep(ctx, log, msgs, stop) }()
+	defer func() { close(stop); <-swept }()
+
 	var wg sync.WaitGroup
-	finish := func(it *item) {
-		if it.msg.open.Add(-1) == 0 && done != nil {
-			wg.Add(1)
-			go func() { defer wg.Done(); done(it.msg) }()
-		}
-	}
 	sem := make(chan struct{}, h.cfg.Concurrency)
 	for _, it := range items {
 		sem <- struct{}{}
 		if h.jobStopped(ctx, it.msg) {
 			<-sem
 			it.state = skipped // its job was cancelled or failed meanwhile
-			finish(it)
+			it.msg.open.Add(-1)
 			continue
 		}
 		if hasDeadline && time.Until(deadline) < h.cfg.MinItemTime+margin {
@@ -660,13 +659,13 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, items []*ite
 			// given up on its last receive (the chaos run at 100,000 files sent job tasks
 			// to the DLQ this way, their jobs left RUNNING).
 			it.wait(retry.Retryable, errors.New("not started: too little of the invocation left"))
-			finish(it)
+			it.msg.open.Add(-1)
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer finish(it)
+			defer it.msg.open.Add(-1) // after its state is final: completeFinished reads it
 			defer func() { <-sem }()
 			ictx := ctx
 			if hasDeadline {
@@ -680,62 +679,122 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, items []*ite
 	wg.Wait()
 }
 
-// completer returns processAll's done for this invocation: once the invocation has run
-// for Config.CompleteAfter, a message whose files are all finished is completed at once
-// rather than when the batch ends — a job's task counted, the message deleted — so a
-// crash, a kill or a timeout later in the batch brings back only the messages still
-// open. Without it, a batch of ten task messages of 100 key-only files each (about 15 s
-// under make chaos's faults) came back whole after every kill, each message using one of
-// its receives, until all ten were in the DLQ (chaos run 16). A batch that ends sooner
-// costs nothing more; one that runs longer, one DeleteMessage per message completed
-// early, which Lambda's own delete at the end repeats harmlessly: SQS answers success
-// for a receipt handle whose message is gone (SQS API reference, DeleteMessage).
-// Completions run one at a time.
-func (h *Handler) completer(ctx context.Context, log *slog.Logger) func(*message) {
-	if h.cfg.CompleteAfter < 0 {
-		return nil
+// margin is the invocation's deadline, if it has one, and the time kept free before it
+// for the final writes: Config.Margin, at most a tenth of what is left, so short
+// function timeouts still leave time to work.
+func (h *Handler) margin(ctx context.Context) (deadline time.Time, ok bool, margin time.Duration) {
+	deadline, ok = ctx.Deadline()
+	margin = h.cfg.Margin
+	if ok {
+		margin = min(margin, time.Until(deadline)/10)
 	}
-	began := time.Now()
-	var mu sync.Mutex
-	return func(m *message) {
-		if time.Since(began) < h.cfg.CompleteAfter {
+	return deadline, ok, margin
+}
+
+// completeEvery is how often a long batch completes its finished messages.
+const completeEvery = 500 * time.Millisecond
+
+// sweep completes the finished messages of a batch that runs long: from
+// Config.CompleteAfter into the invocation, every completeEvery, until stop is closed or
+// files stop being started (MinItemTime and the margin left: from then on the end of
+// the batch completes them, as it completes every message of a short batch).
+func (h *Handler) sweep(ctx context.Context, log *slog.Logger, msgs []*message, stop <-chan struct{}) {
+	if h.cfg.CompleteAfter < 0 {
+		return
+	}
+	deadline, hasDeadline, margin := h.margin(ctx)
+	t := time.NewTimer(h.cfg.CompleteAfter)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if hasDeadline && time.Until(deadline) < h.cfg.MinItemTime+margin {
 			return
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		h.completeAtOnce(ctx, log, m)
+		h.completeFinished(ctx, log, msgs)
+		t.Reset(completeEvery)
 	}
 }
 
-// completeAtOnce completes a message whose files are all finished (see completer): a
-// job's task is reported to its job engine, and a message whose action is then to
-// acknowledge it is deleted. Anything else waits for the end of the batch, as does a
-// message with a file that takes another message's outcome, or one decided otherwise.
-func (h *Handler) completeAtOnce(ctx context.Context, log *slog.Logger, m *message) {
-	if m.decided != nil || m.shared {
-		return
-	}
-	if m.d.JobID != "" {
-		if !finished(m) {
-			return
+// completeFinished completes at once the messages whose files are all finished, rather
+// than when the batch ends: the job tasks among them are reported to the job engine in
+// one call, and those whose action is then to acknowledge them are deleted
+// (DeleteMessageBatch), so a crash, a kill or a timeout later in the batch brings back
+// only the messages still open. Without it, a batch of ten task messages of 100
+// key-only files each (about 15 s under make chaos's faults) came back whole after every
+// kill, each message using one of its receives, until all ten were in the DLQ (chaos run
+// 16). A batch that ends before CompleteAfter costs nothing more; one that runs longer,
+// a report and a delete per sweep that finds messages, which Lambda's own delete at the
+// end repeats harmlessly: SQS answers success for a receipt handle whose message is gone
+// (SQS API reference, DeleteMessage). A message waits for the end of the batch if it
+// has a file still being processed or one that takes another message's outcome
+// (item.dupOf), or if its action is not to acknowledge it.
+func (h *Handler) completeFinished(ctx context.Context, log *slog.Logger, msgs []*message) {
+	var report, ack []*message
+	for _, m := range msgs {
+		// open is 0 only once every file of m is final and m.decided set for good:
+		// processAll decides a message only before one of its files starts.
+		if m.tried || m.shared || m.open.Load() != 0 {
+			continue
 		}
-		h.reportJobs(ctx, log, []*message{m})
+		switch {
+		case m.decided != nil:
+			if m.decided.Kind == job.Ack {
+				ack = append(ack, m)
+			}
+			m.tried = true
+		case m.d.JobID != "":
+			if finished(m) {
+				report = append(report, m)
+			}
+		case h.action(m).Kind == job.Ack:
+			ack = append(ack, m)
+			m.tried = true
+		}
 	}
-	if a := h.action(m); a.Kind != job.Ack {
+	if len(report) > 0 {
+		h.reportJobs(ctx, log, report)
+		for _, m := range report {
+			m.tried = true
+			if m.answer != nil && h.action(m).Kind == job.Ack {
+				ack = append(ack, m)
+			}
+		}
+	}
+	if len(ack) == 0 {
 		return
 	}
-	url, err := h.queueURL(ctx, m.rec.EventSourceARN)
-	if err == nil {
-		_, err = h.deps.Queue.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(url), ReceiptHandle: aws.String(m.rec.ReceiptHandle)})
-	}
+	url, err := h.queueURL(ctx, ack[0].rec.EventSourceARN)
 	if err != nil {
-		// Lambda deletes it when the batch ends; a crash before then brings it back, a
-		// duplicate of what is recorded.
-		log.DebugContext(ctx, "cannot complete a message before its batch ends", "message_id", m.rec.MessageId, "error", err)
+		log.DebugContext(ctx, "cannot complete messages before their batch ends", "error", err)
 		return
 	}
-	m.completed = true
-	log.DebugContext(ctx, "message completed before its batch ended", "message_id", m.rec.MessageId, "job_id", m.d.JobID, "task_id", m.d.TaskID)
+	for start := 0; start < len(ack); start += 10 {
+		chunk := ack[start:min(start+10, len(ack))]
+		entries := make([]sqstypes.DeleteMessageBatchRequestEntry, len(chunk))
+		for i, m := range chunk {
+			entries[i] = sqstypes.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(m.rec.ReceiptHandle)}
+		}
+		out, err := h.deps.Queue.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(url), Entries: entries})
+		if err != nil {
+			// Lambda deletes them when the batch ends; a crash before then brings them
+			// back, duplicates of what is recorded and counted.
+			log.DebugContext(ctx, "cannot complete messages before their batch ends", "messages", len(chunk), "error", err)
+			continue
+		}
+		failed := map[string]bool{}
+		for _, f := range out.Failed {
+			failed[aws.ToString(f.Id)] = true
+		}
+		for i, m := range chunk {
+			if !failed[strconv.Itoa(i)] {
+				m.completed = true
+			}
+		}
+	}
 }
 
 func (h *Handler) attempt(ctx context.Context, it *item, dur time.Duration) ledger.Attempt {
@@ -1021,8 +1080,7 @@ func (h *Handler) removeLeftover(ctx context.Context, log *slog.Logger, it *item
 	}
 	uri := "s3://" + h.cfg.OutputBucket + "/" + outKey
 	head, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
-	var api smithy.APIError
-	if errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey") {
+	if hasCode(err, "NotFound", "NoSuchKey") {
 		return nil
 	}
 	if err != nil {
@@ -1041,7 +1099,7 @@ func (h *Handler) removeLeftover(ctx context.Context, log *slog.Logger, it *item
 	}
 	_, err = h.deps.Objects.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey), IfMatch: head.ETag})
 	switch {
-	case errors.As(err, &api) && (api.ErrorCode() == "PreconditionFailed" || api.ErrorCode() == "NoSuchKey" || api.ErrorCode() == "NotFound"):
+	case hasCode(err, "PreconditionFailed", "NoSuchKey", "NotFound"):
 		// Rewritten or removed meanwhile: whoever did it decides.
 	case err != nil:
 		return fmt.Errorf("leftover: delete %s: %w", uri, err)
@@ -1092,8 +1150,7 @@ func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error
 			return fmt.Errorf("restore: %w", err)
 		}
 		head, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
-		var api smithy.APIError
-		missing := errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey")
+		missing := hasCode(err, "NotFound", "NoSuchKey")
 		if err != nil && !missing {
 			return fmt.Errorf("restore: head %s: %w", uri, err)
 		}

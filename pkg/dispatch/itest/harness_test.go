@@ -156,10 +156,11 @@ func (f *queues) ReceiveMessage(_ context.Context, in *sqs.ReceiveMessageInput, 
 	return out, nil
 }
 
-// DeleteMessage: a message in flight is the deliverer's (deliver takes it off the queue
-// and puts it back only for a batch item failure), so deleting it early changes nothing.
-func (f *queues) DeleteMessage(context.Context, *sqs.DeleteMessageInput, ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error) {
-	return &sqs.DeleteMessageOutput{}, nil
+// DeleteMessageBatch: a message in flight is the deliverer's (deliver takes it off the
+// queue and puts it back only for a batch item failure), so deleting it early changes
+// nothing.
+func (f *queues) DeleteMessageBatch(context.Context, *sqs.DeleteMessageBatchInput, ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
+	return &sqs.DeleteMessageBatchOutput{}, nil
 }
 
 func (f *queues) GetQueueUrl(_ context.Context, in *sqs.GetQueueUrlInput, _ ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error) {
