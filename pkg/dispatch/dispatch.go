@@ -233,6 +233,8 @@ const FanoutRounds = 3
 // Handle runs a batch; each message ends in one action (see [job.Action]).
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	start := h.now()
+	ctx, cancel := job.ReturnBy(ctx)
+	defer cancel()
 	ctx, metrics := withBatchMetrics(ctx, h.emf, h.cfg.FunctionName) // metrics.go: one EMF line per batch
 	acts := make([]job.Action, len(ev.Records))
 	sem := make(chan struct{}, h.cfg.Concurrency)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -72,6 +73,29 @@ type Messenger interface {
 	ChangeMessageVisibilityBatch(context.Context, *sqs.ChangeMessageVisibilityBatchInput, ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error)
 }
 
+// ReturnReserve is kept free at the end of an invocation for its handler to return:
+// [ReturnBy].
+const ReturnReserve = 250 * time.Millisecond
+
+// ReturnBy gives ctx a deadline ReturnReserve (at most a twentieth of what is left)
+// before the invocation's own, so that a handler whose calls hang or retry until their
+// context ends still returns its response in time. A response that comes too late is
+// a timeout, and Lambda brings the whole batch back, each message using a receive
+// (make chaos: a hung send at the end of a worker batch, a reconcile of many jobs);
+// one in time brings back only the messages whose action says so. Without a deadline,
+// ctx is returned as it is.
+func ReturnBy(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, d.Add(-min(ReturnReserve, time.Until(d)/20)))
+}
+
+// resendsAtOnce bounds the copies [Apply] sends at once (a batch may hold up to 10,000
+// messages).
+const resendsAtOnce = 16
+
 // Apply carries out one action per message (recs[i] gets acts[i]) on the queue at
 // queueURL: it sends the copies, sets the visibility of the messages that come back,
 // and returns the batch item failures. The problems it met (a copy or a visibility
@@ -82,14 +106,31 @@ func Apply(ctx context.Context, q Messenger, queueURL string, recs []events.SQSM
 	var resp events.SQSEventResponse
 	var errs []error
 	var vis []sqstypes.ChangeMessageVisibilityBatchRequestEntry
+	// The copies are sent side by side: one after another, a batch of ten under 10%
+	// faults (a slow answer, a retry's backoff) ran past the invocation's margin and
+	// timed out, which brings the whole batch back (make chaos).
+	sent, sendErrs := make([]bool, len(recs)), make([]error, len(recs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, resendsAtOnce)
+	for i, rec := range recs {
+		if acts[i].Kind == SendAgain {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				sent[i], sendErrs[i] = Resend(ctx, q, queueURL, rec, acts[i].Delay, false)
+			}()
+		}
+	}
+	wg.Wait()
 	for i, rec := range recs {
 		a := acts[i]
 		if a.Kind == SendAgain {
-			sent, err := Resend(ctx, q, queueURL, rec, a.Delay, false)
-			if err != nil {
+			if err := sendErrs[i]; err != nil {
 				errs = append(errs, fmt.Errorf("send message %s again: %w", rec.MessageId, err))
 			}
-			if sent {
+			if sent[i] {
 				continue
 			}
 			a.Kind = a.Else

@@ -2,7 +2,9 @@ package job
 
 import (
 	"context"
+	"errors"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,9 +16,14 @@ import (
 )
 
 // sentMessages records what Apply sends.
-type sentMessages struct{ in []*sqs.SendMessageInput }
+type sentMessages struct {
+	mu sync.Mutex
+	in []*sqs.SendMessageInput
+}
 
 func (s *sentMessages) SendMessage(_ context.Context, in *sqs.SendMessageInput, _ ...func(*sqs.Options)) (*sqs.SendMessageOutput, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.in = append(s.in, in)
 	return &sqs.SendMessageOutput{}, nil
 }
@@ -81,5 +88,65 @@ func TestRoundsOfAMalformedAttributeAreZero(t *testing.T) {
 	for _, v := range []string{"x", "-3", ""} {
 		rec := events.SQSMessage{MessageAttributes: map[string]events.SQSMessageAttribute{AttrRounds: {DataType: "Number", StringValue: aws.String(v)}}}
 		assert.Zero(t, Rounds(rec), strconv.Quote(v))
+	}
+}
+
+// barrierQueue answers a SendMessage only once n of them are in flight together (or
+// after a second, with an error): Apply's copies are sent side by side.
+type barrierQueue struct {
+	sentMessages
+	n       int
+	arrived chan struct{}
+	all     chan struct{}
+	once    sync.Once
+}
+
+func (b *barrierQueue) SendMessage(ctx context.Context, in *sqs.SendMessageInput, o ...func(*sqs.Options)) (*sqs.SendMessageOutput, error) {
+	b.arrived <- struct{}{}
+	if len(b.arrived) == b.n {
+		b.once.Do(func() { close(b.all) })
+	}
+	select {
+	case <-b.all:
+		return b.sentMessages.SendMessage(ctx, in, o...)
+	case <-time.After(time.Second):
+		return nil, errors.New("sent one after another")
+	}
+}
+
+// The copies of a batch are sent side by side, not one after another: ten sends that
+// each wait for the others all succeed.
+func TestApplySendsCopiesSideBySide(t *testing.T) {
+	const n = 10
+	q := &barrierQueue{n: n, arrived: make(chan struct{}, n), all: make(chan struct{})}
+	var recs []events.SQSMessage
+	var acts []Action
+	for i := range n {
+		recs = append(recs, events.SQSMessage{MessageId: strconv.Itoa(i), Body: "b" + strconv.Itoa(i)})
+		acts = append(acts, Again(time.Second, "wait"))
+	}
+	resp, err := Apply(context.Background(), q, "tasks", recs, acts)
+	require.NoError(t, err)
+	assert.Empty(t, resp.BatchItemFailures)
+	assert.Len(t, q.in, n)
+}
+
+func TestReturnByLeavesTimeToAnswer(t *testing.T) {
+	ctx, cancel := ReturnBy(context.Background())
+	defer cancel()
+	_, ok := ctx.Deadline()
+	assert.False(t, ok, "no deadline, none added")
+
+	for _, left := range []time.Duration{10 * time.Second, time.Second} {
+		parent, cancel := context.WithTimeout(context.Background(), left)
+		d, _ := parent.Deadline()
+		ctx, cancel2 := ReturnBy(parent)
+		got, ok := ctx.Deadline()
+		require.True(t, ok)
+		reserve := d.Sub(got)
+		assert.LessOrEqual(t, reserve, ReturnReserve)
+		assert.Greater(t, reserve, min(ReturnReserve, left/20)-10*time.Millisecond, "left %s", left)
+		cancel2()
+		cancel()
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fileflow/fileflow/pkg/job"
+	"github.com/fileflow/fileflow/pkg/ledger"
 	"github.com/fileflow/fileflow/pkg/task"
 )
 
@@ -125,4 +126,28 @@ func TestOnlyAcknowledgedMessagesAreCompletedEarly(t *testing.T) {
 	assert.Equal(t, []string{"rh-m3"}, e.queue.deletedHandles(), "only the finished, acknowledged message")
 	assert.Equal(t, []string{"m2"}, failedIDs(resp), "the pending file's message comes back")
 	require.Len(t, e.queue.sent, 1, "the task waiting for its parent is sent again")
+}
+
+// hungLedger never answers a commit: it waits for its caller to give up.
+type hungLedger struct{ Ledger }
+
+func (hungLedger) WriteReplacing(ctx context.Context, _ ledger.Write) (bool, error) {
+	<-ctx.Done()
+	return false, ctx.Err()
+}
+
+// A call that hangs until its context ends still lets the handler answer before the
+// invocation's deadline (job.ReturnBy): too late is a timeout, and the whole batch would
+// come back, each message using a receive.
+func TestHungCallStillAnswersBeforeTheDeadline(t *testing.T) {
+	e := newEnv(t, func(_ *Config, d *Deps) { d.Ledger = hungLedger{d.Ledger} })
+	e.s3.put("in", "a.txt", []byte("a"))
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	resp, err := e.h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{s3Message("m1", 1, "in", "a.txt")}})
+	returned := time.Now()
+	require.NoError(t, err)
+	assert.True(t, returned.Before(deadline), "answered %s after the deadline", returned.Sub(deadline))
+	assert.Len(t, append(failedIDs(resp), e.queue.sent...), 1, "the message whose commit hung comes back or is sent again")
 }

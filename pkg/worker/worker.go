@@ -230,6 +230,8 @@ func (m *message) last(maxReceive int) bool { return m.receive >= maxReceive }
 // the messages that need it.
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	start := h.deps.Now()
+	ctx, cancel := job.ReturnBy(ctx)
+	defer cancel()
 	log := h.deps.Logger
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
 		log = log.With("request_id", lc.AwsRequestID)
