@@ -233,7 +233,7 @@ const FanoutRounds = 3
 // Handle runs a batch; each message ends in one action (see [job.Action]).
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	start := h.now()
-	ctx, cancel := job.ReturnBy(ctx)
+	ctx, answer, cancel := job.Deadlines(ctx)
 	defer cancel()
 	ctx, metrics := withBatchMetrics(ctx, h.emf, h.cfg.FunctionName) // metrics.go: one EMF line per batch
 	acts := make([]job.Action, len(ev.Records))
@@ -252,7 +252,7 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 		}()
 	}
 	wg.Wait()
-	resp, err := job.Apply(ctx, h.sqs, h.cfg.JobsQueueURL, ev.Records, acts)
+	resp, err := job.Apply(answer, h.sqs, h.cfg.JobsQueueURL, ev.Records, acts)
 	if err != nil {
 		h.log.WarnContext(ctx, "some messages come back later than planned", "error", err)
 	}

@@ -73,24 +73,41 @@ type Messenger interface {
 	ChangeMessageVisibilityBatch(context.Context, *sqs.ChangeMessageVisibilityBatchInput, ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error)
 }
 
-// ReturnReserve is kept free at the end of an invocation for its handler to return:
-// [ReturnBy].
-const ReturnReserve = 250 * time.Millisecond
+// The ends of an invocation's two phases ([Deadlines]): its work stops WorkReserve
+// before the deadline (at most a tenth of what is left), and its answer — the copies
+// sent again, the visibility changes — AnswerReserve before it (at most a fiftieth).
+const (
+	WorkReserve   = 500 * time.Millisecond
+	AnswerReserve = 100 * time.Millisecond
+)
 
-// ReturnBy gives ctx a deadline ReturnReserve (at most a twentieth of what is left)
-// before the invocation's own, so that a handler whose calls hang or retry until their
-// context ends still returns its response in time. A response that comes too late is
-// a timeout, and Lambda brings the whole batch back, each message using a receive
-// (make chaos: a hung send at the end of a worker batch, a reconcile of many jobs);
-// one in time brings back only the messages whose action says so. Without a deadline,
-// ctx is returned as it is.
-func ReturnBy(ctx context.Context) (context.Context, context.CancelFunc) {
+// Deadlines splits what is left of an invocation: work ends WorkReserve before ctx's
+// deadline, and answer, which is not cancelled with work, AnswerReserve before it. A
+// handler does its work on work and applies its messages' actions on answer ([Apply]),
+// so that calls hung or retrying until their context ends still leave the answer its
+// time, and the response goes back before the deadline. Too late is a timeout, and
+// Lambda brings the whole batch back, each message using a receive (make chaos: a hung
+// send at the end of a worker batch, a reconcile of many jobs). Without a deadline, both
+// are ctx.
+func Deadlines(ctx context.Context) (work, answer context.Context, cancel context.CancelFunc) {
 	d, ok := ctx.Deadline()
 	if !ok {
-		return ctx, func() {}
+		return ctx, ctx, func() {}
 	}
-	return context.WithDeadline(ctx, d.Add(-min(ReturnReserve, time.Until(d)/20)))
+	left := time.Until(d)
+	answer, cancelAnswer := context.WithDeadline(context.WithoutCancel(ctx), d.Add(-min(AnswerReserve, left/50)))
+	work, cancelWork := context.WithDeadline(ctx, d.Add(-min(WorkReserve, left/10)))
+	return work, answer, func() { cancelWork(); cancelAnswer() }
 }
+
+// Afterwards is the context of a clean-up that must run even when ctx has ended (an
+// abort, a lease given back): not cancelled with ctx, bounded by CleanupTimeout.
+func Afterwards(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+}
+
+// CleanupTimeout bounds a clean-up ([Afterwards]).
+const CleanupTimeout = 2 * time.Second
 
 // resendsAtOnce bounds the copies [Apply] sends at once (a batch may hold up to 10,000
 // messages).

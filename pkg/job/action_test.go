@@ -131,22 +131,33 @@ func TestApplySendsCopiesSideBySide(t *testing.T) {
 	assert.Len(t, q.in, n)
 }
 
-func TestReturnByLeavesTimeToAnswer(t *testing.T) {
-	ctx, cancel := ReturnBy(context.Background())
+func TestDeadlinesLeaveTimeToAnswer(t *testing.T) {
+	work, answer, cancel := Deadlines(context.Background())
 	defer cancel()
-	_, ok := ctx.Deadline()
+	_, ok := work.Deadline()
 	assert.False(t, ok, "no deadline, none added")
+	assert.Equal(t, context.Background(), answer)
 
 	for _, left := range []time.Duration{10 * time.Second, time.Second} {
-		parent, cancel := context.WithTimeout(context.Background(), left)
+		parent, cancelParent := context.WithTimeout(context.Background(), left)
 		d, _ := parent.Deadline()
-		ctx, cancel2 := ReturnBy(parent)
-		got, ok := ctx.Deadline()
+		work, answer, cancel := Deadlines(parent)
+		w, _ := work.Deadline()
+		a, ok := answer.Deadline()
 		require.True(t, ok)
-		reserve := d.Sub(got)
-		assert.LessOrEqual(t, reserve, ReturnReserve)
-		assert.Greater(t, reserve, min(ReturnReserve, left/20)-10*time.Millisecond, "left %s", left)
-		cancel2()
+		assert.InDelta(t, float64(min(WorkReserve, left/10)), float64(d.Sub(w)), float64(20*time.Millisecond), "left %s", left)
+		assert.InDelta(t, float64(min(AnswerReserve, left/50)), float64(d.Sub(a)), float64(20*time.Millisecond), "left %s", left)
 		cancel()
+		cancelParent()
 	}
+
+	// The work ending (or failing) does not end the answer.
+	parent, cancelParent := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelParent()
+	work, answer, cancel = Deadlines(parent)
+	cancel2, stop := context.WithCancel(work)
+	stop()
+	assert.Error(t, cancel2.Err())
+	assert.NoError(t, answer.Err())
+	cancel()
 }

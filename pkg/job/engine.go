@@ -329,7 +329,9 @@ func (e *Engine) FinalizeJob(ctx context.Context, id string, force bool) error {
 		return fmt.Errorf("job %s: %w", id, busy)
 	}
 	if err := e.Finalize(ctx, j, force); err != nil {
-		if rerr := e.Ledger.ReleaseFinalize(context.WithoutCancel(ctx), id, token); rerr != nil {
+		actx, cancel := Afterwards(ctx)
+		defer cancel()
+		if rerr := e.Ledger.ReleaseFinalize(actx, id, token); rerr != nil {
 			e.log().WarnContext(ctx, "cannot release the finalize lease", "job_id", id, "error", rerr)
 		}
 		return err

@@ -105,8 +105,10 @@ func stuckTasks(ctx context.Context, q Peeker, url string, by map[string]int) er
 	var handles []sqstypes.ChangeMessageVisibilityBatchRequestEntry
 	seen := map[string]bool{}
 	defer func() {
+		actx, cancel := Afterwards(ctx)
+		defer cancel()
 		for start := 0; start < len(handles); start += 10 {
-			_, _ = q.ChangeMessageVisibilityBatch(context.WithoutCancel(ctx), &sqs.ChangeMessageVisibilityBatchInput{
+			_, _ = q.ChangeMessageVisibilityBatch(actx, &sqs.ChangeMessageVisibilityBatchInput{
 				QueueUrl: aws.String(url), Entries: handles[start:min(start+10, len(handles))]})
 		}
 	}()

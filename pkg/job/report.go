@@ -545,7 +545,9 @@ func (e *Engine) mergeByCopy(ctx context.Context, bucket, key string, parts []sp
 		return false, 0, err
 	}
 	abort := func(err error) (bool, int64, error) {
-		_, aerr := e.Objects.AbortMultipartUpload(context.WithoutCancel(ctx), &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: mu.UploadId})
+		actx, cancel := Afterwards(ctx)
+		defer cancel()
+		_, aerr := e.Objects.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key), UploadId: mu.UploadId})
 		return false, 0, errors.Join(err, aerr)
 	}
 	done := make([]s3types.CompletedPart, len(parts))

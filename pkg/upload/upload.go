@@ -257,7 +257,7 @@ func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, r
 	defer func() {
 		if err != nil {
 			// Abort even when ctx is done, or the parts linger (and cost) until a lifecycle rule.
-			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
 			_, _ = u.api.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
 				Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key), UploadId: mpu.UploadId})

@@ -230,7 +230,7 @@ func (m *message) last(maxReceive int) bool { return m.receive >= maxReceive }
 // the messages that need it.
 func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	start := h.deps.Now()
-	ctx, cancel := job.ReturnBy(ctx)
+	ctx, answer, cancel := job.Deadlines(ctx)
 	defer cancel()
 	log := h.deps.Logger
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
@@ -256,7 +256,7 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 			log.InfoContext(ctx, "message comes back", "message_id", m.rec.MessageId, "action", a.Kind, "delay", a.Delay.String(), "why", a.Why)
 		}
 	}
-	resp := h.apply(ctx, log, ev.Records, acts)
+	resp := h.apply(answer, log, ev.Records, acts)
 
 	st := summarize(msgs)
 	st.Duration = h.deps.Now().Sub(start)
@@ -640,9 +640,15 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, msgs []*mess
 	for _, it := range items {
 		it.msg.open.Add(1)
 	}
+	// The sweep's calls end with the files' work (the margin is the end of the batch's)
+	// and are cancelled when the files are done: a hung one holds up nothing.
+	sctx, cancelSweep := context.WithCancel(ctx)
+	if hasDeadline {
+		sctx, cancelSweep = context.WithDeadline(ctx, deadline.Add(-margin))
+	}
 	stop, swept := make(chan struct{}), make(chan struct{})
-	go func() { defer close(swept); h.sweep(ctx, log, msgs, stop) }()
-	defer func() { close(stop); <-swept }()
+	go func() { defer close(swept); h.sweep(sctx, log, msgs, stop) }()
+	defer func() { close(stop); cancelSweep(); <-swept }()
 
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, h.cfg.Concurrency)
@@ -761,7 +767,11 @@ func (h *Handler) completeFinished(ctx context.Context, log *slog.Logger, msgs [
 		h.reportJobs(ctx, log, report)
 		for _, m := range report {
 			m.tried = true
-			if m.answer != nil && h.action(m).Kind == job.Ack {
+			switch {
+			case m.answer == nil:
+			case m.answer.Verdict == job.NotCounted:
+				m.answer = nil // the end of the batch reports it again (a settled task is a duplicate then)
+			case h.action(m).Kind == job.Ack:
 				ack = append(ack, m)
 			}
 		}
