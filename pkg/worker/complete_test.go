@@ -137,7 +137,7 @@ func (hungLedger) WriteReplacing(ctx context.Context, _ ledger.Write) (bool, err
 }
 
 // A call that hangs until its context ends still lets the handler answer before the
-// invocation's deadline (job.ReturnBy): too late is a timeout, and the whole batch would
+// invocation's deadline (job.Deadlines): too late is a timeout, and the whole batch would
 // come back, each message using a receive.
 func TestHungCallStillAnswersBeforeTheDeadline(t *testing.T) {
 	e := newEnv(t, func(_ *Config, d *Deps) { d.Ledger = hungLedger{d.Ledger} })

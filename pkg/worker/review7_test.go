@@ -68,7 +68,7 @@ func (j ctxJobs) Report(ctx context.Context, results []job.TaskResult) []job.Ans
 // Review 7: the sweep's calls (a Report, a DeleteMessageBatch) run on the handler's
 // whole context, and processAll waits for the sweep when its files are done. One early
 // delete that hangs (an SQS call that hangs: make chaos) therefore holds the batch
-// until ReturnBy's deadline, and the end of the batch then runs with a context that has
+// until the work's deadline (then one for everything: ReturnBy), and the end of the batch then runs with a context that has
 // ended: the tasks not completed early are not counted, their copies are not sent, and
 // they come back as batch item failures, each using a receive (on the last, to the
 // DLQ), although every file was done with a second and a half to spare. Before the
@@ -110,7 +110,7 @@ func TestReview7HungEarlyDeleteCostsTheRestOfTheBatch(t *testing.T) {
 	assert.Empty(t, failedIDs(resp), "nothing needed to come back")
 }
 
-// Review 7: ReturnBy gives the whole handler one deadline, so whatever hangs until its
+// Review 7: ReturnBy (now job.Deadlines) gave the whole handler one deadline, so whatever hangs until its
 // context ends — here the commit, which runs on ctx by design — leaves job.Apply a
 // context that has ended: the action the handler chose (Again: the file waits for the
 // ledger and is sent again, using none of its receives) cannot be carried out, and the
