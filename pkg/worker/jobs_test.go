@@ -172,6 +172,18 @@ func TestJobTaskOfStoppedJobIsSkipped(t *testing.T) {
 	assert.Empty(t, resp.BatchItemFailures)
 	assert.Empty(t, jobs.reported)
 	assert.Equal(t, 1, e.s3.puts, "the S3 event's copy is processed; the job's is not")
+	assertSkipped(t, e, 1)
+}
+
+// assertSkipped: the last batch's metrics count n files skipped and none retrying (files
+// of an acknowledged message never come back).
+func assertSkipped(t *testing.T, e *env, n int) {
+	t.Helper()
+	docs := batchMetrics(t, e)
+	require.NotEmpty(t, docs)
+	last := docs[len(docs)-1]
+	assert.EqualValues(t, n, last["FilesSkipped"], "skipped")
+	assert.EqualValues(t, 0, last["FilesRetrying"], "an acknowledged message's files are not retrying")
 }
 
 // A job cancelled while its batch runs: its files not yet started are skipped (the task
@@ -244,6 +256,7 @@ func TestCountedTaskRedeliveredIsNotRedone(t *testing.T) {
 	assert.Empty(t, resp.BatchItemFailures)
 	assert.Zero(t, e.s3.puts)
 	assert.Empty(t, jobs.reported)
+	assertSkipped(t, e, 1)
 }
 
 // On the last receive a job's file that keeps failing is recorded DEAD_LETTERED and

@@ -5,6 +5,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/fileflow/fileflow/pkg/job"
 )
 
 // Stats sums up one batch.
@@ -16,7 +18,10 @@ type Stats struct {
 	Failed     int // permanently, recorded with a reason
 	Superseded int // a newer revision of the key was processed instead
 	Retrying   int // will come back (or, on the last receive, go to the DLQ)
-	Poison     int // undecodable messages, recorded and acknowledged
+	// Skipped: files not processed because their message was acknowledged without them
+	// (their job no longer runs, the task was counted before, an unknown job).
+	Skipped int
+	Poison  int // undecodable messages, recorded and acknowledged
 	// CompletedEarly: messages acknowledged while the batch still ran (Config.CompleteAfter).
 	CompletedEarly int
 	Bytes          int64
@@ -29,6 +34,7 @@ func summarize(msgs []*message) Stats {
 		if m.poison {
 			st.Poison++
 		}
+		acked := m.decided != nil && m.decided.Kind == job.Ack
 		if m.completed {
 			st.CompletedEarly++
 		}
@@ -44,6 +50,8 @@ func summarize(msgs []*message) Stats {
 				st.Failed++
 			case it.state == superseded:
 				st.Superseded++
+			case it.state == skipped || it.state == pending && acked:
+				st.Skipped++
 			case it.state == pending:
 				st.Retrying++
 			}
@@ -74,7 +82,7 @@ func (e *emf) write(st Stats, now time.Time) {
 				"Dimensions": [][]string{{"Function"}},
 				"Metrics": []emfMetric{
 					{"FilesSucceeded", "Count"}, {"FilesFailed", "Count"}, {"FilesRetrying", "Count"},
-					{"FilesDuplicate", "Count"}, {"FilesSuperseded", "Count"}, {"PoisonMessages", "Count"},
+					{"FilesDuplicate", "Count"}, {"FilesSuperseded", "Count"}, {"FilesSkipped", "Count"}, {"PoisonMessages", "Count"},
 					{"BytesProcessed", "Bytes"}, {"BatchDuration", "Milliseconds"},
 				},
 			}},
@@ -85,6 +93,7 @@ func (e *emf) write(st Stats, now time.Time) {
 		"FilesRetrying":   st.Retrying,
 		"FilesDuplicate":  st.Duplicates,
 		"FilesSuperseded": st.Superseded,
+		"FilesSkipped":    st.Skipped,
 		"PoisonMessages":  st.Poison,
 		"BytesProcessed":  st.Bytes,
 		"BatchDuration":   st.Duration.Milliseconds(),

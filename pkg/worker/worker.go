@@ -181,6 +181,9 @@ type item struct {
 	// success, for a file that names no revision (unchangedSince), or a failure for good
 	// (failedBefore). Its work first asks whether the record still holds.
 	recorded *ledger.State
+	// confirm: a success of this very revision, found on a redelivery; its work is only
+	// confirmOutput.
+	confirm bool
 
 	state state
 	class retry.Class // of a pending item's error
@@ -263,7 +266,7 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	h.metrics.write(st, h.deps.Now())
 	log.InfoContext(ctx, "batch done",
 		"messages", len(msgs), "files", st.Files, "succeeded", st.Succeeded, "duplicates", st.Duplicates,
-		"failed", st.Failed, "superseded", st.Superseded, "retrying", st.Retrying, "poison", st.Poison,
+		"failed", st.Failed, "superseded", st.Superseded, "retrying", st.Retrying, "skipped", st.Skipped, "poison", st.Poison,
 		"completed_early", st.CompletedEarly, "batch_item_failures", len(resp.BatchItemFailures), "ms", st.Duration.Milliseconds())
 	return resp, nil
 }
@@ -477,10 +480,17 @@ func (h *Handler) skipDone(ctx context.Context, log *slog.Logger, items []*item)
 			}
 		case !it.key.Ordered() || head.Rev.Same(it.rev):
 			if head.Status == ledger.StatusSucceeded && it.file.Replay == "" {
-				it.state, it.dup = succeeded, true
 				if it.rev.Placed(head.Rev) {
 					h.deps.Ledger.Advance(ctx, it.key, it.rev) // the same content uploaded again
 				}
+				if it.key.Ordered() && delivered(it.msg) {
+					// The delivery before may have died between a commit that replaced
+					// another revision and the output check after it: confirmOutput, with
+					// the work.
+					it.recorded, it.confirm = &head, true
+					break
+				}
+				it.state, it.dup = succeeded, true
 				continue
 			}
 			if head.Status == ledger.StatusFailed {
@@ -531,6 +541,30 @@ func (h *Handler) unchangedSince(ctx context.Context, log *slog.Logger, it *item
 		return false // missing, or unknown: processing writes it
 	}
 	return out.Metadata[MetaRevision] == task.MetaValue(head.Rev.String())
+}
+
+// delivered says whether the message was delivered before: received again, or a copy
+// sent again.
+func delivered(m *message) bool { return m.receive > 1 || job.SentAgain(m.rec) > 0 }
+
+// confirmOutput settles an item whose revision's success is the key's record, found on
+// a redelivery. The delivery before may have been killed between a commit that
+// replaced an older revision and the output check that follows it (restore), with the
+// older revision's output landed last: make chaos, seed 20261201, killed one 110 ms
+// after such a commit, and the redelivery, settled from the record, left the older
+// output for good. One HEAD of the output tells; an output that is not the record's
+// revision's is put back by restore. If that cannot be told now, the file comes back.
+func (h *Handler) confirmOutput(ctx context.Context, log *slog.Logger, it *item, head ledger.State) {
+	outKey := h.outputKey(it.file, it.msg.d.JobID, it.pr)
+	out, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
+	if err != nil || out.Metadata[MetaRevision] != task.MetaValue(head.Rev.String()) {
+		if err := h.restore(ctx, log, it); err != nil {
+			log.WarnContext(ctx, "cannot confirm a committed revision's output; the file comes back", "key", it.file.Key, "error", err)
+			it.wait(retry.Classify(err), err)
+			return
+		}
+	}
+	it.rev, it.state, it.dup = head.Rev, succeeded, true
 }
 
 // failedBefore settles an item whose key's record is a permanent failure that this
@@ -820,6 +854,10 @@ func (h *Handler) attempt(ctx context.Context, it *item, dur time.Duration) ledg
 // processOne processes one file and records the outcome. ictx bounds the work; ctx (the
 // invocation's) is used for the final ledger write so a timed-out file is still recorded.
 func (h *Handler) processOne(ictx, ctx context.Context, log *slog.Logger, it *item) {
+	if it.confirm {
+		h.confirmOutput(ictx, log, it, *it.recorded)
+		return
+	}
 	if it.recorded != nil {
 		switch head := *it.recorded; {
 		case head.Status == ledger.StatusSucceeded && h.unchangedSince(ictx, log, it, head):
