@@ -129,7 +129,7 @@ func (b *builder) dashboardAll() error {
 			} else {
 				add(fn+": files", [][]any{
 					{"fileflow", "FilesSucceeded", "Function", fnName}, {".", "FilesFailed", ".", "."},
-					{".", "FilesRetrying", ".", "."}, {".", "FilesDuplicate", ".", "."}, {".", "PoisonMessages", ".", "."},
+					{".", "FilesRetrying", ".", "."}, {".", "FilesDuplicate", ".", "."}, {".", "FilesSkipped", ".", "."}, {".", "PoisonMessages", ".", "."},
 				}, "Sum")
 			}
 			add(fn+": queue", [][]any{
