@@ -184,6 +184,9 @@ type item struct {
 	// confirm: a success of this very revision, found on a redelivery; its work is only
 	// confirmOutput.
 	confirm bool
+	// restoring: a probe of restore, processing the record's revision again; it reads
+	// that revision or fails, never the key's content as it is now.
+	restoring bool
 
 	state state
 	class retry.Class // of a pending item's error
@@ -552,19 +555,31 @@ func delivered(m *message) bool { return m.receive > 1 || job.SentAgain(m.rec) >
 // replaced an older revision and the output check that follows it (restore), with the
 // older revision's output landed last: make chaos, seed 20261201, killed one 110 ms
 // after such a commit, and the redelivery, settled from the record, left the older
-// output for good. One HEAD of the output tells; an output that is not the record's
-// revision's is put back by restore. If that cannot be told now, the file comes back.
-func (h *Handler) confirmOutput(ctx context.Context, log *slog.Logger, it *item, head ledger.State) {
-	outKey := h.outputKey(it.file, it.msg.d.JobID, it.pr)
-	out, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
-	if err != nil || out.Metadata[MetaRevision] != task.MetaValue(head.Rev.String()) {
-		if err := h.restore(ctx, log, it); err != nil {
-			log.WarnContext(ctx, "cannot confirm a committed revision's output; the file comes back", "key", it.file.Key, "error", err)
-			it.wait(retry.Classify(err), err)
-			return
-		}
+// output for good. restore makes the check (the record, then one HEAD of the output it
+// names) and puts the record's revision's output back. If that revision cannot be read
+// any more (changed or deleted since), the item's own work decides, as on a first
+// delivery; if the check cannot be made now, the file comes back (review 8).
+func (h *Handler) confirmOutput(ictx, ctx context.Context, log *slog.Logger, it *item, head ledger.State) {
+	err := h.restore(ictx, log, it)
+	switch {
+	case err == nil:
+		it.rev, it.state, it.dup = head.Rev, succeeded, true
+	case restoreGivesUp(err):
+		log.InfoContext(ctx, "the committed revision cannot be read again; processing the file", "key", it.file.Key, "error", err)
+		it.confirm, it.recorded = false, nil
+		h.processOne(ictx, ctx, log, it)
+	default:
+		log.WarnContext(ctx, "cannot confirm a committed revision's output; the file comes back", "key", it.file.Key, "error", err)
+		it.wait(retry.Classify(err), err)
 	}
-	it.rev, it.state, it.dup = head.Rev, succeeded, true
+}
+
+// restoreGivesUp says whether restore failed because the newest revision cannot be
+// processed again (its source changed or was deleted since, or it fails for good):
+// repeating the check cannot help.
+func restoreGivesUp(err error) bool {
+	var sup *supersededSource
+	return errors.As(err, &sup) || retry.Classify(err) == retry.Permanent
 }
 
 // failedBefore settles an item whose key's record is a permanent failure that this
@@ -855,7 +870,7 @@ func (h *Handler) attempt(ctx context.Context, it *item, dur time.Duration) ledg
 // invocation's) is used for the final ledger write so a timed-out file is still recorded.
 func (h *Handler) processOne(ictx, ctx context.Context, log *slog.Logger, it *item) {
 	if it.confirm {
-		h.confirmOutput(ictx, log, it, *it.recorded)
+		h.confirmOutput(ictx, ctx, log, it, *it.recorded)
 		return
 	}
 	if it.recorded != nil {
@@ -919,9 +934,7 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res le
 				// The revision this one replaced may have written the output last; or an
 				// older revision's writer, seeing this one's record unfinished, put its own
 				// output or removed this one's meanwhile (review_auto_test.go).
-				if err := h.restore(ctx, log, it); err != nil {
-					log.WarnContext(ctx, "cannot check the output after replacing an older revision", "key", it.file.Key, "error", err)
-				}
+				h.checkAfterCommit(ctx, log, it, "cannot check the output after replacing an older revision")
 			}
 			return
 		case errors.Is(err, ledger.ErrAlreadySucceeded):
@@ -932,9 +945,7 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res le
 			// output may have landed last (found by make chaos at 100,000 files). One HEAD
 			// tells.
 			if it.key.Ordered() {
-				if err := h.restore(ctx, log, it); err != nil {
-					log.WarnContext(ctx, "cannot check the output of a revision committed before", "key", it.file.Key, "error", err)
-				}
+				h.checkAfterCommit(ctx, log, it, "cannot check the output of a revision committed before")
 			}
 			return
 		case errors.As(err, &sup):
@@ -966,6 +977,22 @@ func (h *Handler) commit(ctx context.Context, log *slog.Logger, it *item, res le
 	}
 	it.wait(retry.Retryable, errors.New("commit: the key's record kept changing"))
 	h.verifyOutput(ctx, log, it)
+}
+
+// checkAfterCommit makes the output check that follows a commit (restore). If it cannot
+// be made now, the file comes back, and its redelivery, settled from the record,
+// confirms the output (confirmOutput): acknowledged, nothing would ever look again
+// (review 8). A newest revision that cannot be read any more is only logged.
+func (h *Handler) checkAfterCommit(ctx context.Context, log *slog.Logger, it *item, why string) {
+	err := h.restore(ctx, log, it)
+	switch {
+	case err == nil:
+	case restoreGivesUp(err):
+		log.ErrorContext(ctx, why, "key", it.file.Key, "error", err)
+	default:
+		log.WarnContext(ctx, why+"; the file comes back", "key", it.file.Key, "error", err)
+		it.wait(retry.Classify(err), err)
+	}
 }
 
 // verifyOutput puts the newest revision's output back if this item's revision wrote
@@ -1192,13 +1219,21 @@ func (h *Handler) removeOwnOutput(ctx context.Context, log *slog.Logger, it *ite
 // writer may still be at work (a record still RETRYING). Repeated while the record
 // changes meanwhile.
 func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error {
-	outKey := h.outputKey(it.file, it.msg.d.JobID, it.pr)
-	uri := "s3://" + h.cfg.OutputBucket + "/" + outKey
 	for range 3 {
 		rec, ok, err := h.deps.Ledger.Get(ctx, it.key)
 		if err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
+		outKey := h.outputKey(it.file, it.msg.d.JobID, it.pr)
+		if it.confirm && it.pr == nil && ok && rec.Status == ledger.StatusSucceeded {
+			// A duplicate confirming its own revision's output, not processed here: under a
+			// rule chosen by content type the name derived without it is not the output's;
+			// the record names it (review 8).
+			if k, named := h.recordedOutput(rec.Outputs); named {
+				outKey = k
+			}
+		}
+		uri := "s3://" + h.cfg.OutputBucket + "/" + outKey
 		head, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(outKey)})
 		missing := hasCode(err, "NotFound", "NoSuchKey")
 		if err != nil && !missing {
@@ -1215,6 +1250,11 @@ func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error
 		case rec.Status == ledger.StatusSucceeded && contains(rec.Outputs, uri):
 			if have == task.MetaValue(newest.String()) {
 				return nil // the output is the newest revision's
+			}
+			if !missing && have == "" {
+				// An output without its revision (over 5 GiB, upload cannot attach it):
+				// nothing tells whose it is, and processing it again would not either.
+				return nil
 			}
 		case have != "" && have == task.MetaValue(it.rev.String()) &&
 			(rec.Status == ledger.StatusFailed || rec.Status == ledger.StatusDeadLettered || rec.Status == ledger.StatusSucceeded):
@@ -1240,7 +1280,7 @@ func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error
 			f.Member = &task.Member{Name: m.Name, Offset: m.Offset, CompressedSize: m.CompressedSize, Size: m.Size, Method: m.Method, CRC32: m.CRC32}
 		}
 		probe := *it
-		probe.rev = newest
+		probe.rev, probe.restoring = newest, true
 		if _, err := h.run(ctx, &probe, f); err != nil {
 			return fmt.Errorf("restore: process newest revision %s: %w", newest, err)
 		}
@@ -1248,6 +1288,18 @@ func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error
 		// Look again: the record may have moved on meanwhile.
 	}
 	return errors.New("restore: the key's newest revision kept changing")
+}
+
+// recordedOutput is the one output in the output bucket a record names, as a key.
+func (h *Handler) recordedOutput(outputs []string) (string, bool) {
+	prefix := "s3://" + h.cfg.OutputBucket + "/"
+	key, n := "", 0
+	for _, o := range outputs {
+		if k, ok := strings.CutPrefix(o, prefix); ok {
+			key, n = k, n+1
+		}
+	}
+	return key, n == 1
 }
 
 func contains(s []string, v string) bool {
@@ -1271,7 +1323,7 @@ func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Re
 	opts := source.Options{Limits: source.Limits{MaxMemberBytes: h.cfg.Archive.MaxMemberBytes, MaxRatio: h.cfg.Archive.MaxRatio}}
 	obj, err := source.Open(ctx, h.deps.Objects, f, opts)
 	var api smithy.APIError
-	if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" && it.msg.d.JobID != "" && f == it.file &&
+	if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" && it.msg.d.JobID != "" && f == it.file && !it.restoring &&
 		f.VersionID == "" && f.Member == nil && f.Range == nil {
 		// A job's file changed since it was listed. Nothing says its new content reaches
 		// fileflow by an event (a job may read any bucket): the job processes the key's
