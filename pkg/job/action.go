@@ -42,6 +42,10 @@ type Action struct {
 	// Else is what happens if a SendAgain cannot be carried out: RetryAfter (the
 	// default), or Ack for a counted task that must never go to a dead-letter queue.
 	Else ActionKind
+	// Finished: every file of the message was finished by this delivery, each output
+	// checked after its commit; a copy says so (AttrFinished), and its files found
+	// committed need no second check.
+	Finished bool
 }
 
 // Acknowledge is an Ack.
@@ -62,6 +66,9 @@ const (
 	// AttrRounds counts how often it was sent again for a new round of receives
 	// ([Resend] with nextRound).
 	AttrRounds = "fileflow-rounds"
+	// AttrFinished marks a copy of a message whose files were all finished when it was
+	// sent (Action.Finished).
+	AttrFinished = "fileflow-finished"
 )
 
 // MaxSendAgain bounds how often one task is sent again (an hour of 5-second waits).
@@ -136,7 +143,7 @@ func Apply(ctx context.Context, q Messenger, queueURL string, recs []events.SQSM
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				sent[i], sendErrs[i] = Resend(ctx, q, queueURL, rec, acts[i].Delay, false)
+				sent[i], sendErrs[i] = resend(ctx, q, queueURL, rec, acts[i].Delay, false, acts[i].Finished)
 			}()
 		}
 	}
@@ -181,6 +188,10 @@ func Apply(ctx context.Context, q Messenger, queueURL string, recs []events.SQSM
 // sending nothing, once the message was sent again MaxSendAgain times. [Apply] resends
 // with nextRound false; a handler that must know whether its copy was sent calls it.
 func Resend(ctx context.Context, q Messenger, queueURL string, rec events.SQSMessage, d time.Duration, nextRound bool) (bool, error) {
+	return resend(ctx, q, queueURL, rec, d, nextRound, false)
+}
+
+func resend(ctx context.Context, q Messenger, queueURL string, rec events.SQSMessage, d time.Duration, nextRound, finished bool) (bool, error) {
 	n := SentAgain(rec)
 	if n >= MaxSendAgain {
 		return false, nil
@@ -191,6 +202,9 @@ func Resend(ctx context.Context, q Messenger, queueURL string, rec events.SQSMes
 	rounds := Rounds(rec)
 	if nextRound {
 		rounds++
+	}
+	if finished {
+		attrs[AttrFinished] = sqstypes.MessageAttributeValue{DataType: aws.String("Number"), StringValue: aws.String("1")}
 	}
 	if rounds > 0 {
 		attrs[AttrRounds] = sqstypes.MessageAttributeValue{DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(rounds))}
@@ -204,6 +218,10 @@ func Resend(ctx context.Context, q Messenger, queueURL string, rec events.SQSMes
 
 // SentAgain is how often rec was sent again by [Apply].
 func SentAgain(rec events.SQSMessage) int { return numberAttr(rec, AttrSentAgain) }
+
+// Finished says whether rec is a copy of a message whose files were all finished when
+// it was sent (Action.Finished).
+func Finished(rec events.SQSMessage) bool { return numberAttr(rec, AttrFinished) > 0 }
 
 // Rounds is how often rec was sent again for a new round of receives ([Resend]).
 func Rounds(rec events.SQSMessage) int { return numberAttr(rec, AttrRounds) }

@@ -161,3 +161,25 @@ func TestDeadlinesLeaveTimeToAnswer(t *testing.T) {
 	assert.NoError(t, answer.Err())
 	cancel()
 }
+
+// A copy of a finished message says so; a copy of that copy sent for another reason
+// does not inherit it (the worker's confirmOutput trusts it to skip a check).
+func TestCopiesSayWhetherTheirFilesWereFinished(t *testing.T) {
+	ctx := context.Background()
+	q := &sentMessages{}
+	rec := events.SQSMessage{MessageId: "m", Body: `{"v":1}`}
+	finished := Again(time.Second, "its parent is not counted yet")
+	finished.Finished = true
+	_, err := Apply(ctx, q, "tasks", []events.SQSMessage{rec}, []Action{finished})
+	require.NoError(t, err)
+	require.Len(t, q.in, 1)
+	copy1 := received(q.in[0])
+	assert.True(t, Finished(copy1))
+	assert.False(t, Finished(rec))
+
+	_, err = Apply(ctx, q, "tasks", []events.SQSMessage{copy1}, []Action{Again(time.Second, "a file is pending")})
+	require.NoError(t, err)
+	require.Len(t, q.in, 2)
+	assert.False(t, Finished(received(q.in[1])), "sent again for a pending file")
+	assert.Equal(t, 2, SentAgain(received(q.in[1])))
+}

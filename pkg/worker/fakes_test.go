@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -298,9 +299,10 @@ type fakeQueue struct {
 	mu         sync.Mutex
 	visibility map[string]int32 // receipt handle -> seconds
 	urlCalls   int
-	sent       []string // bodies sent with SendMessage
-	delays     []int32  // and their DelaySeconds
-	deleted    []string // receipt handles deleted with DeleteMessageBatch
+	sent       []string                                // bodies sent with SendMessage
+	delays     []int32                                 // and their DelaySeconds
+	attrs      []map[string]events.SQSMessageAttribute // and their message attributes, as delivered
+	deleted    []string                                // receipt handles deleted with DeleteMessageBatch
 	onDelete   func(receiptHandle string)
 }
 
@@ -354,5 +356,18 @@ func (q *fakeQueue) SendMessage(_ context.Context, in *sqs.SendMessageInput, _ .
 	defer q.mu.Unlock()
 	q.sent = append(q.sent, aws.ToString(in.MessageBody))
 	q.delays = append(q.delays, in.DelaySeconds)
+	attrs := map[string]events.SQSMessageAttribute{}
+	for k, v := range in.MessageAttributes {
+		attrs[k] = events.SQSMessageAttribute{DataType: aws.ToString(v.DataType), StringValue: v.StringValue}
+	}
+	q.attrs = append(q.attrs, attrs)
 	return &sqs.SendMessageOutput{MessageId: aws.String("sent")}, nil
+}
+
+// delivery is the i-th message sent, as the queue delivers it (receive 1).
+func (q *fakeQueue) delivery(i int, id string) events.SQSMessage {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return events.SQSMessage{MessageId: id, ReceiptHandle: "rh-" + id, Body: q.sent[i], EventSourceARN: queueARN,
+		Attributes: map[string]string{"ApproximateReceiveCount": "1"}, MessageAttributes: q.attrs[i]}
 }

@@ -286,15 +286,21 @@ func (h *Handler) action(m *message) job.Action {
 			return h.backoff(m)
 		}
 		switch a := m.answer; a.Verdict {
+		// Reported, so every file is finished and its output checked: the copies say so
+		// (confirmOutput need not look again; review 9).
 		case job.WaitParent:
-			return job.Again(ParentWait, "its parent "+m.d.Parent+" is not counted yet")
+			a := job.Again(ParentWait, "its parent "+m.d.Parent+" is not counted yet")
+			a.Finished = true
+			return a
 		case job.NotCounted:
 			// Its files are done; only counting failed (the ledger): sent again, with the
 			// backoff of its attempts, rather than using up its receives.
-			return job.Again(max(CheckWait, h.cfg.Retry.Delay(m.receive+job.SentAgain(m.rec), retry.Classify(a.Err))), "count: "+a.Err.Error())
+			a := job.Again(max(CheckWait, h.cfg.Retry.Delay(m.receive+job.SentAgain(m.rec), retry.Classify(a.Err))), "count: "+a.Err.Error())
+			a.Finished = true
+			return a
 		case job.CheckFailed:
 			// Counted: never to the DLQ for what follows (the reconciler checks too).
-			return job.Action{Kind: job.SendAgain, Delay: CheckWait, Why: a.Err.Error(), Else: job.Ack}
+			return job.Action{Kind: job.SendAgain, Delay: CheckWait, Why: a.Err.Error(), Else: job.Ack, Finished: true}
 		default:
 			return job.Acknowledge(a.Verdict.String())
 		}
@@ -338,7 +344,7 @@ func (h *Handler) backoff(m *message) job.Action {
 
 // wait leaves the item pending for a failure outside its own processing (item.infra).
 func (it *item) wait(class retry.Class, err error) {
-	it.state, it.class, it.err, it.infra = pending, class, err, true
+	it.state, it.class, it.err, it.infra, it.dup = pending, class, err, true, false
 }
 
 // The waits of a job's task message.
@@ -546,9 +552,12 @@ func (h *Handler) unchangedSince(ctx context.Context, log *slog.Logger, it *item
 	return out.Metadata[MetaRevision] == task.MetaValue(head.Rev.String())
 }
 
-// delivered says whether the message was delivered before: received again, or a copy
-// sent again.
-func delivered(m *message) bool { return m.receive > 1 || job.SentAgain(m.rec) > 0 }
+// delivered says whether a delivery before this one may have stopped between a commit
+// and the output check after it: the message is received again, or a copy sent again
+// while some of its files were not finished.
+func delivered(m *message) bool {
+	return m.receive > 1 || job.SentAgain(m.rec) > 0 && !job.Finished(m.rec)
+}
 
 // confirmOutput settles an item whose revision's success is the key's record, found on
 // a redelivery. The delivery before may have been killed between a commit that
@@ -560,7 +569,14 @@ func delivered(m *message) bool { return m.receive > 1 || job.SentAgain(m.rec) >
 // any more (changed or deleted since), the item's own work decides, as on a first
 // delivery; if the check cannot be made now, the file comes back (review 8).
 func (h *Handler) confirmOutput(ictx, ctx context.Context, log *slog.Logger, it *item, head ledger.State) {
-	err := h.restore(ictx, log, it)
+	// Most often the output is right: one HEAD of the output's usual name says so, and
+	// only otherwise does restore read the record for the name it gives (review 9).
+	out, err := h.deps.Objects.HeadObject(ictx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(h.outputKey(it.file, it.msg.d.JobID, it.pr))})
+	if err == nil && out.Metadata[MetaRevision] == task.MetaValue(head.Rev.String()) {
+		it.rev, it.state, it.dup = head.Rev, succeeded, true
+		return
+	}
+	err = h.restore(ictx, log, it)
 	switch {
 	case err == nil:
 		it.rev, it.state, it.dup = head.Rev, succeeded, true
@@ -1251,9 +1267,11 @@ func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error
 			if have == task.MetaValue(newest.String()) {
 				return nil // the output is the newest revision's
 			}
-			if !missing && have == "" {
-				// An output without its revision (over 5 GiB, upload cannot attach it):
-				// nothing tells whose it is, and processing it again would not either.
+			if it.confirm && !missing && have == "" && (rec.OutputSize == 0 || aws.ToInt64(head.ContentLength) == rec.OutputSize) {
+				// A duplicate confirming an output without its revision (over 5 GiB, upload
+				// cannot attach it) of the record's size: nothing tells whose it is, and
+				// processing it again would not either. Elsewhere an unlabelled output is
+				// processed over, as an older revision's may be (review 9).
 				return nil
 			}
 		case have != "" && have == task.MetaValue(it.rev.String()) &&
