@@ -289,15 +289,15 @@ func (h *Handler) action(m *message) job.Action {
 		// Reported, so every file is finished and its output checked: the copies say so
 		// (confirmOutput need not look again; review 9).
 		case job.WaitParent:
-			a := job.Again(ParentWait, "its parent "+m.d.Parent+" is not counted yet")
-			a.Finished = true
-			return a
+			act := job.Again(ParentWait, "its parent "+m.d.Parent+" is not counted yet")
+			act.Finished = true
+			return act
 		case job.NotCounted:
 			// Its files are done; only counting failed (the ledger): sent again, with the
 			// backoff of its attempts, rather than using up its receives.
-			a := job.Again(max(CheckWait, h.cfg.Retry.Delay(m.receive+job.SentAgain(m.rec), retry.Classify(a.Err))), "count: "+a.Err.Error())
-			a.Finished = true
-			return a
+			act := job.Again(max(CheckWait, h.cfg.Retry.Delay(m.receive+job.SentAgain(m.rec), retry.Classify(a.Err))), "count: "+a.Err.Error())
+			act.Finished = true
+			return act
 		case job.CheckFailed:
 			// Counted: never to the DLQ for what follows (the reconciler checks too).
 			return job.Action{Kind: job.SendAgain, Delay: CheckWait, Why: a.Err.Error(), Else: job.Ack, Finished: true}
@@ -545,11 +545,14 @@ func (h *Handler) unchangedSince(ctx context.Context, log *slog.Logger, it *item
 		}
 		return false
 	}
+	return h.outputIs(ctx, it, head.Rev)
+}
+
+// outputIs says whether the item's output (under the name its rule gives) is labelled
+// rev's: one HEAD. Missing, unlabelled or unknown says no.
+func (h *Handler) outputIs(ctx context.Context, it *item, rev ledger.Revision) bool {
 	out, err := h.deps.Objects.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(h.outputKey(it.file, it.msg.d.JobID, it.pr))})
-	if err != nil {
-		return false // missing, or unknown: processing writes it
-	}
-	return out.Metadata[MetaRevision] == task.MetaValue(head.Rev.String())
+	return err == nil && out.Metadata[MetaRevision] == task.MetaValue(rev.String())
 }
 
 // delivered says whether a delivery before this one may have stopped between a commit
@@ -571,12 +574,10 @@ func delivered(m *message) bool {
 func (h *Handler) confirmOutput(ictx, ctx context.Context, log *slog.Logger, it *item, head ledger.State) {
 	// Most often the output is right: one HEAD of the output's usual name says so, and
 	// only otherwise does restore read the record for the name it gives (review 9).
-	out, err := h.deps.Objects.HeadObject(ictx, &s3.HeadObjectInput{Bucket: aws.String(h.cfg.OutputBucket), Key: aws.String(h.outputKey(it.file, it.msg.d.JobID, it.pr))})
-	if err == nil && out.Metadata[MetaRevision] == task.MetaValue(head.Rev.String()) {
-		it.rev, it.state, it.dup = head.Rev, succeeded, true
-		return
+	var err error
+	if !h.outputIs(ictx, it, head.Rev) {
+		err = h.restore(ictx, log, it)
 	}
-	err = h.restore(ictx, log, it)
 	switch {
 	case err == nil:
 		it.rev, it.state, it.dup = head.Rev, succeeded, true
