@@ -67,7 +67,9 @@ const (
 	// ([Resend] with nextRound).
 	AttrRounds = "fileflow-rounds"
 	// AttrFinished marks a copy of a message whose files were all finished when it was
-	// sent (Action.Finished).
+	// sent (Action.Finished). A copy carries at most these three attributes, each a
+	// Number in StringValue, as SQS's MessageAttributeValue reference requires; SQS
+	// allows 10 a message.
 	AttrFinished = "fileflow-finished"
 )
 
