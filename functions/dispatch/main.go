@@ -20,11 +20,13 @@ import (
 	"github.com/fileflow/fileflow/pkg/fnenv"
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
+	"github.com/fileflow/fileflow/pkg/procs"
 )
 
 func main() {
 	log := lambdacontext.NewLogger()
 	slog.SetDefault(log)
+	procs.Set(os.Getenv) // the CPU the function's memory buys, not the CPUs it sees
 	h, err := newHandler(context.Background(), log)
 	if err != nil {
 		log.Error("dispatcher cannot start", "error", err)

@@ -20,12 +20,14 @@ import (
 	"github.com/fileflow/fileflow/pkg/job"
 	"github.com/fileflow/fileflow/pkg/ledger"
 	"github.com/fileflow/fileflow/pkg/process"
+	"github.com/fileflow/fileflow/pkg/procs"
 	"github.com/fileflow/fileflow/pkg/worker"
 )
 
 func main() {
 	log := lambdacontext.NewLogger()
 	slog.SetDefault(log)
+	procs.Set(os.Getenv) // the CPU the function's memory buys, not the CPUs it sees
 	h, err := newHandler(context.Background(), log)
 	if err != nil {
 		// Fails the init phase with the reason in the log: every invocation would fail.

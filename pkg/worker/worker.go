@@ -117,6 +117,7 @@ type Handler struct {
 	procs    map[string][]process.Processor // rule processors, resolved once
 	queues   sync.Map                       // queue ARN -> URL
 	metrics  *emf
+	spare    *goroutines // the files' and sweeps' goroutines, kept between batches
 }
 
 // New applies the config's defaults, validates it against the registry and returns a
@@ -141,7 +142,7 @@ func New(cfg Config, deps Deps) (*Handler, error) {
 	if err := cfg.validate(deps.Registry); err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, deps: deps, procs: map[string][]process.Processor{}}
+	h := &Handler{cfg: cfg, deps: deps, procs: map[string][]process.Processor{}, spare: newGoroutines(time.Minute)}
 	for _, r := range cfg.Rules {
 		procs, err := deps.Registry.Lookup(r.Processors)
 		if err != nil {
@@ -713,7 +714,7 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, msgs []*mess
 		sctx, cancelSweep = context.WithDeadline(ctx, deadline.Add(-margin))
 	}
 	stop, swept := make(chan struct{}), make(chan struct{})
-	go func() { defer close(swept); h.sweep(sctx, log, msgs, stop) }()
+	h.spare.Go(func() { defer close(swept); h.sweep(sctx, log, msgs, stop) })
 	defer func() { close(stop); cancelSweep(); <-swept }()
 
 	var wg sync.WaitGroup
@@ -737,7 +738,7 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, msgs []*mess
 			continue
 		}
 		wg.Add(1)
-		go func() {
+		h.spare.Go(func() { // a goroutine whose stack has grown before (goroutines)
 			defer wg.Done()
 			defer it.msg.open.Add(-1) // after its state is final: completeFinished reads it
 			defer func() { <-sem }()
@@ -748,7 +749,7 @@ func (h *Handler) processAll(ctx context.Context, log *slog.Logger, msgs []*mess
 				defer cancel()
 			}
 			h.processOne(ictx, ctx, log, it)
-		}()
+		})
 	}
 	wg.Wait()
 }
