@@ -3,11 +3,13 @@
 // "Lambda allocates CPU power in proportion to the amount of memory configured. ... At
 // 1,769 MB, a function has the equivalent of one vCPU (one vCPU-second of credits per
 // second)" (AWS Lambda developer guide, "Configure Lambda function memory",
-// https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html). The microVM
-// still shows two CPUs from 128 to 3,008 MB (measured by github.com/rwnx/lambda-cpuinfo),
-// so the Go runtime starts with GOMAXPROCS=2 and spends part of a fraction of one vCPU
-// waking, spinning and stealing between two Ps. A handler below one vCPU's worth of
-// memory does its work on one P.
+// https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html). The environment
+// still shows two CPUs from 128 to 3,008 MB (a third-party measurement,
+// github.com/rwnx/lambda-cpuinfo, not AWS's word), so the Go runtime starts with
+// GOMAXPROCS=2 on a fraction of one vCPU. In the local pipeline's CPU profiles
+// (docs/performance.md) the worker processes' scheduler share (runtime.mcall and futex)
+// was 5.0% with one P and 8.9% with two; end to end the difference was within the run's
+// noise. Only memory up to 1,769 MB (2 → 1 P) and from 3,009 to 3,538 MB (3 → 2) changes.
 package procs
 
 import (
@@ -25,21 +27,28 @@ func ForMemory(memMB, ncpu int) int {
 	return max(1, min(n, ncpu))
 }
 
-// Set sets GOMAXPROCS from AWS_LAMBDA_FUNCTION_MEMORY_SIZE, which the Lambda runtime
-// sets for every function. It does nothing outside Lambda (the variable unset or not a
-// number) or when GOMAXPROCS is set in the environment: the operator's value wins. It
-// returns the GOMAXPROCS in effect and whether it changed it.
+// Set lowers GOMAXPROCS to ForMemory(AWS_LAMBDA_FUNCTION_MEMORY_SIZE), which the Lambda
+// runtime sets for every function; it never raises it (the runtime's own default may
+// already follow a container's CPU limit). It does nothing outside Lambda (the variable
+// unset or not a number), when GOMAXPROCS is set in the environment (the operator's value
+// wins), or when the environment runs several invocations at once
+// (AWS_LAMBDA_MAX_CONCURRENCY > 1, Lambda Managed Instances, whose memory per vCPU is 2 to
+// 8 GiB and not 1,769 MB). It returns the GOMAXPROCS in effect and whether it changed it.
 func Set(getenv func(string) string) (int, bool) {
+	cur := runtime.GOMAXPROCS(0)
 	if getenv("GOMAXPROCS") != "" {
-		return runtime.GOMAXPROCS(0), false
+		return cur, false
+	}
+	if c, err := strconv.Atoi(getenv("AWS_LAMBDA_MAX_CONCURRENCY")); err == nil && c > 1 {
+		return cur, false
 	}
 	mem, err := strconv.Atoi(getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))
 	if err != nil || mem <= 0 {
-		return runtime.GOMAXPROCS(0), false
+		return cur, false
 	}
-	n := ForMemory(mem, runtime.NumCPU())
-	if n == runtime.GOMAXPROCS(0) {
-		return n, false
+	n := min(ForMemory(mem, runtime.NumCPU()), cur)
+	if n == cur {
+		return cur, false
 	}
 	runtime.GOMAXPROCS(n)
 	return n, true

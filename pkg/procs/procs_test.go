@@ -39,11 +39,40 @@ func TestSet(t *testing.T) {
 	assert.Equal(t, 1, n)
 	assert.Equal(t, 1, runtime.GOMAXPROCS(0))
 
+	runtime.GOMAXPROCS(prev)
 	n, _ = Set(env(map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "4000"}))
-	assert.Equal(t, min(3, runtime.NumCPU()), n)
+	assert.Equal(t, min(3, runtime.NumCPU(), prev), n)
 
 	runtime.GOMAXPROCS(prev)
 	n, changed = Set(env(map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "many"}))
 	assert.False(t, changed, "not a number: left alone")
+	assert.Equal(t, prev, n)
+}
+
+// Review 10: Set only ever lowers GOMAXPROCS. The runtime's own default (Go 1.25 and
+// later: at most the cgroup's CPU limit) stands here as 1 on a 2-CPU machine; 3,008 MB
+// would buy 2, and Set must not raise it.
+func TestSetNeverRaisesTheRuntimeDefault(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs 2 CPUs")
+	}
+	prev := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+	runtime.GOMAXPROCS(1)
+	n, changed := Set(func(k string) string { return map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008"}[k] })
+	assert.False(t, changed, "raised GOMAXPROCS above what the runtime chose")
+	assert.Equal(t, 1, n)
+}
+
+// Review 10: an environment that runs several invocations at once (Lambda Managed
+// Instances: AWS_LAMBDA_MAX_CONCURRENCY > 1, and memory per vCPU of 2 to 8 GiB, not
+// 1,769 MB) is left alone.
+func TestSetLeavesMultiConcurrencyEnvironmentsAlone(t *testing.T) {
+	prev := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+	n, changed := Set(func(k string) string {
+		return map[string]string{"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512", "AWS_LAMBDA_MAX_CONCURRENCY": "16"}[k]
+	})
+	assert.False(t, changed)
 	assert.Equal(t, prev, n)
 }

@@ -7,16 +7,20 @@ import "time"
 //
 // A file's goroutine calls the AWS SDK, whose middleware chain runs dozens of frames
 // deep (S3's endpoint rules alone are one large frame). A new goroutine's stack starts
-// at a few KiB and doubles on the way, and each step copies what is on it and walks its
-// frames. The CPU profile of the worker processes under `fileflow bench profile` put
-// runtime.newstack at 7% of their time when processAll started a goroutine per file,
-// and almost none in the raw loop, whose goroutines live for the whole run. (Growing
-// each new goroutine's stack at once, as CockroachDB's util/growstack does, was tried:
-// zeroing a fresh 64 KiB frame every time cost as much as the copies it saved.) The
-// same goroutine pools serve servers for the same reason (fasthttp's workerPool).
+// at the average size the last GC saw (small: most goroutines are) and doubles on the
+// way, and each step copies what is on it and walks its frames. The CPU profile of the
+// worker processes under `fileflow bench profile` put runtime.newstack at 7% of their
+// time when processAll started a goroutine per file, and almost none in the raw loop,
+// whose goroutines live for the whole run; with kept goroutines, 1%. (Growing each new
+// goroutine's stack at once, as CockroachDB's util/growstack does, was tried: zeroing a
+// fresh 64 KiB frame every time cost as much as the copies it saved.) Servers keep
+// goroutines for the same reason (fasthttp's workerPool).
 //
-// A goroutine waits idle for more work, then exits; a Lambda environment between
-// invocations is frozen, its goroutines with it.
+// The GC halves the stack of a parked goroutine that uses less than a quarter of it, so
+// the gain holds within a stream of batches more than across long gaps. A goroutine
+// waits idle for more work, then exits (an environment frozen between invocations keeps
+// it frozen). Concurrent Handle calls on one Handler (Lambda Managed Instances,
+// AWS_LAMBDA_MAX_CONCURRENCY > 1) share the goroutines; each call bounds its own.
 type goroutines struct {
 	next chan func() // unbuffered: a send succeeds only if a goroutine is waiting
 	idle time.Duration
