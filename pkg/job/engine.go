@@ -26,8 +26,9 @@ type Ledger interface {
 	Settle(ctx context.Context, now time.Time, all []ledger.Settlement) ([]ledger.Outcome, error)
 	TaskState(ctx context.Context, jobID, taskID, parent, parentRun string) (ledger.Outcome, error)
 	JobSnapshot(ctx context.Context, id string, shards int) (ledger.Snapshot, error)
-	PeekCounts(ctx context.Context, id string, shards int) (ledger.Counts, error)
+	PeekCounts(ctx context.Context, id string, shards int) (ledger.Snapshot, error)
 	FinishJob(ctx context.Context, id string, status ledger.JobStatus, reason string, snap ledger.Snapshot, now time.Time) (bool, error)
+	StopJob(ctx context.Context, id string, shards int, status ledger.JobStatus, reason string, now time.Time) (bool, ledger.Snapshot, error)
 	CountedTasks(ctx context.Context, jobID string) ([]ledger.CountedTask, error)
 	MarkNotified(ctx context.Context, id, report string, missing int, now time.Time) error
 	ClaimFinalize(ctx context.Context, id string, now time.Time, lease time.Duration) (int64, bool, error)
@@ -197,6 +198,9 @@ func (e *Engine) Check(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if peek.Stop.Status != "" {
+		return e.takeOver(ctx, j, peek.Stop)
+	}
 	if peek.Outstanding() != 0 && !tol.Exceeded(peek.Failed, peek.Finished(), false) {
 		return nil
 	}
@@ -232,7 +236,7 @@ func (e *Engine) Cancel(ctx context.Context, id, reason string) (ledger.Job, err
 	case j.Status != ledger.JobRunning:
 		return j, fmt.Errorf("job %s is already %s", id, j.Status)
 	default:
-		if err := e.finishWith(ctx, j, func(ledger.Counts) (ledger.JobStatus, string) { return ledger.JobCancelled, reason }); err != nil {
+		if err := e.stop(ctx, j, ledger.JobCancelled, reason); err != nil {
 			return j, err
 		}
 	}
@@ -247,21 +251,30 @@ func (e *Engine) Fail(ctx context.Context, id, reason string) error {
 	if err != nil || !found || j.Status != ledger.JobRunning {
 		return err
 	}
-	return e.finishWith(ctx, j, func(ledger.Counts) (ledger.JobStatus, string) { return ledger.JobFailed, reason })
+	return e.stop(ctx, j, ledger.JobFailed, reason)
 }
 
-// finishWith takes a snapshot of the job's counts, decides (status "" : not finished)
-// and finishes the job with them — again, with a new snapshot, if a task was counted in
-// between, so the final counts are exactly the tasks counted.
+// finishWith takes a snapshot of the job's counts and decides (status "" : not
+// finished). A job decided COMPLETE is finished with that snapshot — again, with a new
+// snapshot, if a task was counted in between — so the final counts are exactly the tasks
+// counted. A job decided FAILED is stopped ([Engine.stop]): on a busy job a snapshot
+// that no settlement overtakes may never come.
 func (e *Engine) finishWith(ctx context.Context, j ledger.Job, decide func(ledger.Counts) (ledger.JobStatus, string)) error {
 	for attempt := 0; ; attempt++ {
 		snap, err := e.Ledger.JobSnapshot(ctx, j.ID, j.Shards)
 		if err != nil {
 			return err
 		}
+		if snap.Stop.Status != "" {
+			return e.takeOver(ctx, j, snap.Stop)
+		}
 		status, reason := decide(snap.Counts)
-		if status == "" {
+		switch status {
+		case "":
 			return nil
+		case ledger.JobComplete:
+		default:
+			return e.stop(ctx, j, status, reason)
 		}
 		err = e.finish(ctx, j, status, reason, snap)
 		if !errors.Is(err, ledger.ErrCountsChanged) || attempt == 4 {
@@ -270,12 +283,42 @@ func (e *Engine) finishWith(ctx context.Context, j ledger.Job, decide func(ledge
 	}
 }
 
+// finish finishes the job with the snapshot's counts if nothing was counted since.
 func (e *Engine) finish(ctx context.Context, j ledger.Job, status ledger.JobStatus, reason string, snap ledger.Snapshot) error {
-	c := snap.Counts
 	won, err := e.Ledger.FinishJob(ctx, j.ID, status, reason, snap, e.now())
 	if err != nil || !won {
 		return err
 	}
+	return e.finished(ctx, j, status, reason, snap.Counts)
+}
+
+// stop finishes a running job as status (FAILED, CANCELLED) however busy it is: its
+// shards stop counting, and it is finished with what they counted.
+func (e *Engine) stop(ctx context.Context, j ledger.Job, status ledger.JobStatus, reason string) error {
+	won, snap, err := e.Ledger.StopJob(ctx, j.ID, j.Shards, status, reason, e.now())
+	if err != nil || !won {
+		return err
+	}
+	return e.finished(ctx, j, status, reason, snap.Counts)
+}
+
+// takeOver finishes a stop under way (a cancel or a failure is stopping the job's
+// shards) if it began more than [StopTakeover] ago: its stopper died between the shards
+// and the job's record. A younger one is left to its stopper.
+func (e *Engine) takeOver(ctx context.Context, j ledger.Job, s ledger.Stop) error {
+	if e.now().Sub(s.At) < StopTakeover {
+		return nil
+	}
+	e.log().WarnContext(ctx, "job stopped but not finished: finishing it", "job_id", j.ID, "status", s.Status, "reason", s.Reason, "stopped_at", s.At)
+	return e.stop(ctx, j, s.Status, s.Reason)
+}
+
+// StopTakeover: a job whose shards began to be stopped this long ago and which still
+// runs is finished by the next check (its stopper died); a stop takes milliseconds.
+const StopTakeover = time.Minute
+
+// finished logs a job this caller finished, and requests its report.
+func (e *Engine) finished(ctx context.Context, j ledger.Job, status ledger.JobStatus, reason string, c ledger.Counts) error {
 	j.Status, j.Reason, j.Final, j.FinishedAt = status, reason, c, e.now()
 	e.remember(j)
 	e.log().InfoContext(ctx, "job finished", "job_id", j.ID, "status", status, "reason", reason,

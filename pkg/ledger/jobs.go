@@ -523,6 +523,37 @@ func (s *Store) settleItems(now time.Time, all []Settlement, live []int) ([]type
 type Snapshot struct {
 	Counts
 	Done []int64 // per shard
+	// Stop, if its Status is set, is a forced finish of the job under way: a shard was
+	// stopped by [Store.StopJob]. On a job that still runs, its stopper died before it
+	// finished the job: stop it again with the same status and reason.
+	Stop Stop
+}
+
+// Stop is what [Store.StopJob] wrote on a shard it stopped: the status and reason, and
+// when (the earliest, over the shards).
+type Stop struct {
+	Status JobStatus
+	Reason string
+	At     time.Time
+}
+
+// add adds one shard's item to the snapshot's counts.
+func (snap *Snapshot) add(it map[string]types.AttributeValue) (done int64) {
+	done = num(it["done"])
+	snap.Expected += num(it["expected"])
+	snap.Counts.Done += done
+	snap.Listed += num(it["listed"])
+	snap.Succeeded += num(it["succeeded"])
+	snap.Failed += num(it["failed"])
+	snap.Superseded += num(it["superseded"])
+	snap.Bytes += num(it["bytes"])
+	if _, stopping := it["stop_reason"]; stopping {
+		at, _ := time.Parse(time.RFC3339Nano, text(it["stop_at"]))
+		if snap.Stop.Status == "" || at.Before(snap.Stop.At) {
+			snap.Stop = Stop{Status: JobStatus(text(it["stopped"])), Reason: text(it["stop_reason"]), At: at}
+		}
+	}
+	return done
 }
 
 // JobCounts reads every shard in one serializable snapshot.
@@ -555,14 +586,7 @@ func (s *Store) JobSnapshot(ctx context.Context, id string, shards int) (Snapsho
 	}
 	snap := Snapshot{Done: make([]int64, len(out.Responses))}
 	for n, r := range out.Responses {
-		snap.Expected += num(r.Item["expected"])
-		snap.Done[n] = num(r.Item["done"])
-		snap.Counts.Done += snap.Done[n]
-		snap.Listed += num(r.Item["listed"])
-		snap.Succeeded += num(r.Item["succeeded"])
-		snap.Failed += num(r.Item["failed"])
-		snap.Superseded += num(r.Item["superseded"])
-		snap.Bytes += num(r.Item["bytes"])
+		snap.Done[n] = snap.add(r.Item)
 	}
 	return snap, nil
 }
@@ -627,22 +651,7 @@ func (s *Store) FinishJob(ctx context.Context, id string, status JobStatus, reas
 	if status == JobRunning {
 		return false, fmt.Errorf("ledger: finish job %s: %s is not a final status", id, status)
 	}
-	c := snap.Counts
-	update := &types.Update{
-		TableName: aws.String(s.table),
-		Key:       jobKey(id, "job"),
-		UpdateExpression: aws.String("SET #status = :status, finished_at = :now, reason = :reason, " +
-			"tasks_expected = :e, tasks_done = :d, files_listed = :l, files_succeeded = :s, files_failed = :f, files_superseded = :x, bytes = :b"),
-		ConditionExpression:      aws.String("#status = :running"),
-		ExpressionAttributeNames: map[string]string{"#status": "status"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":status": str(string(status)), ":running": str(string(JobRunning)),
-			":now": str(now.UTC().Format(time.RFC3339Nano)), ":reason": str(reason),
-			":e": n64(c.Expected), ":d": n64(c.Done), ":l": n64(c.Listed),
-			":s": n64(c.Succeeded), ":f": n64(c.Failed), ":x": n64(c.Superseded), ":b": n64(c.Bytes),
-		},
-	}
-	items := []types.TransactWriteItem{{Update: update}}
+	items := []types.TransactWriteItem{{Update: s.finishUpdate(id, status, reason, snap.Counts, now)}}
 	for n, done := range snap.Done {
 		// Unchanged since the snapshot, and from now on stopped: no settlement counts more.
 		items = append(items, types.TransactWriteItem{Update: &types.Update{
@@ -667,6 +676,118 @@ func (s *Store) FinishJob(ctx context.Context, id string, status JobStatus, reas
 		return false, fmt.Errorf("ledger: finish job %s: %w", id, err)
 	}
 	return true, nil
+}
+
+// finishUpdate moves the job's record from RUNNING to status with final counts c.
+func (s *Store) finishUpdate(id string, status JobStatus, reason string, c Counts, now time.Time) *types.Update {
+	return &types.Update{
+		TableName: aws.String(s.table),
+		Key:       jobKey(id, "job"),
+		UpdateExpression: aws.String("SET #status = :status, finished_at = :now, reason = :reason, " +
+			"tasks_expected = :e, tasks_done = :d, files_listed = :l, files_succeeded = :s, files_failed = :f, files_superseded = :x, bytes = :b"),
+		ConditionExpression:      aws.String("#status = :running"),
+		ExpressionAttributeNames: map[string]string{"#status": "status"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":status": str(string(status)), ":running": str(string(JobRunning)),
+			":now": str(now.UTC().Format(time.RFC3339Nano)), ":reason": str(reason),
+			":e": n64(c.Expected), ":d": n64(c.Done), ":l": n64(c.Listed),
+			":s": n64(c.Succeeded), ":f": n64(c.Failed), ":x": n64(c.Superseded), ":b": n64(c.Bytes),
+		},
+	}
+}
+
+// StopJob finishes a running job as status (FAILED or CANCELLED) however busy it is.
+// [Store.FinishJob] finishes only if no task was counted since its snapshot, which on a
+// busy job may never hold; StopJob instead stops the shards one by one — a stopped shard
+// counts nothing more, and its counts are read as it is stopped — and then finishes the
+// job with their sum: still exactly the tasks counted. A stopper that dies between the
+// shards and the job's record leaves a running job with stopped shards; snapshots show
+// it ([Snapshot.Stop]), and a check of the job after a while stops it again (a shard
+// stopped already keeps its counts and its status). finished is false if another caller
+// finished the job first; snap is the counts the job was finished with by this call.
+func (s *Store) StopJob(ctx context.Context, id string, shards int, status JobStatus, reason string, now time.Time) (finished bool, snap Snapshot, err error) {
+	if status != JobFailed && status != JobCancelled {
+		return false, Snapshot{}, fmt.Errorf("ledger: stop job %s: %s is not FAILED or CANCELLED", id, status)
+	}
+	snap = Snapshot{Done: make([]int64, shards), Stop: Stop{Status: status, Reason: reason, At: now}}
+	for n := range shards {
+		it, err := s.stopShard(ctx, id, n, status, reason, now)
+		if err != nil {
+			return false, Snapshot{}, err
+		}
+		stop := snap.Stop
+		snap.Done[n] = snap.add(it)
+		snap.Stop = stop
+	}
+	// Every shard is stopped: the counts cannot change, and the record alone is written.
+	u := s.finishUpdate(id, status, reason, snap.Counts, now)
+	err = retryConflict(ctx, func() error {
+		_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName: u.TableName, Key: u.Key, UpdateExpression: u.UpdateExpression, ConditionExpression: u.ConditionExpression,
+			ExpressionAttributeNames: u.ExpressionAttributeNames, ExpressionAttributeValues: u.ExpressionAttributeValues,
+		})
+		return err
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return false, snap, nil // finished by another caller
+	}
+	if err != nil {
+		return false, snap, fmt.Errorf("ledger: stop job %s: %w", id, err)
+	}
+	return true, snap, nil
+}
+
+// stopShard stops one shard of a job and returns its item as it stopped: from then on
+// no settlement counts on it. A shard stopped before is left as it is.
+func (s *Store) stopShard(ctx context.Context, id string, n int, status JobStatus, reason string, now time.Time) (map[string]types.AttributeValue, error) {
+	var item map[string]types.AttributeValue
+	err := retryConflict(ctx, func() error {
+		out, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName: aws.String(s.table), Key: jobKey(id, shardSK(n)),
+			UpdateExpression:    aws.String("SET stopped = :status, stop_reason = :reason, stop_at = :now"),
+			ConditionExpression: aws.String("attribute_exists(pk) AND attribute_not_exists(stopped)"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":status": str(string(status)), ":reason": str(reason), ":now": str(now.UTC().Format(time.RFC3339Nano)),
+			},
+			ReturnValues:                        types.ReturnValueAllNew,
+			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+		})
+		if err == nil {
+			item = out.Attributes
+		}
+		return err
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		if ccf.Item == nil {
+			return nil, fmt.Errorf("ledger: stop job %s: shard %d: %w", id, n, ErrNoShard)
+		}
+		return ccf.Item, nil // stopped already: its counts are final
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: stop job %s: shard %d: %w", id, n, err)
+	}
+	return item, nil
+}
+
+// ErrNoShard: a job's count shard does not exist (no such job, or it expired).
+var ErrNoShard = errors.New("ledger: no such job shard")
+
+// retryConflict runs op again while DynamoDB refuses it for a transaction in progress
+// on the same item (TransactionConflictException, which the SDK does not retry): a
+// settlement, which ends within milliseconds.
+func retryConflict(ctx context.Context, op func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := op()
+		var tc *types.TransactionConflictException
+		if !errors.As(err, &tc) || attempt == 8 {
+			return err
+		}
+		if err := sleep(ctx, time.Duration(1+rand.Int64N(int64(5*time.Millisecond<<attempt)))); err != nil {
+			return err
+		}
+	}
 }
 
 // TryComplete completes the job if no task is outstanding: exactly one caller gets
@@ -761,31 +882,26 @@ func (s *Store) MarkFinalizeRequested(ctx context.Context, id string, now time.T
 // cheap, and never conflicting with settlements. Use it to decide whether the snapshot
 // of [Store.JobCounts] is worth taking: once no task is outstanding nothing writes, so
 // the peek then shows it.
-func (s *Store) PeekCounts(ctx context.Context, id string, shards int) (Counts, error) {
+// Its Done per shard is not filled in.
+func (s *Store) PeekCounts(ctx context.Context, id string, shards int) (Snapshot, error) {
 	keys := make([]map[string]types.AttributeValue, 0, shards)
 	for n := range shards {
 		keys = append(keys, jobKey(id, shardSK(n)))
 	}
-	var c Counts
+	var snap Snapshot
 	for len(keys) > 0 {
 		out, err := s.api.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]types.KeysAndAttributes{
 			s.table: {Keys: keys, ConsistentRead: aws.Bool(true)},
 		}})
 		if err != nil {
-			return Counts{}, fmt.Errorf("ledger: job %s counts: %w", id, err)
+			return Snapshot{}, fmt.Errorf("ledger: job %s counts: %w", id, err)
 		}
 		for _, it := range out.Responses[s.table] {
-			c.Expected += num(it["expected"])
-			c.Done += num(it["done"])
-			c.Listed += num(it["listed"])
-			c.Succeeded += num(it["succeeded"])
-			c.Failed += num(it["failed"])
-			c.Superseded += num(it["superseded"])
-			c.Bytes += num(it["bytes"])
+			snap.add(it)
 		}
 		keys = out.UnprocessedKeys[s.table].Keys
 	}
-	return c, nil
+	return snap, nil
 }
 
 // TaskState tells a fan-out task, before it does any work, whether it may: it was

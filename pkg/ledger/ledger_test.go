@@ -23,13 +23,20 @@ func TestMain(m *testing.M) { os.Exit(localtest.Main(m)) }
 
 func newStore(t *testing.T, ttl time.Duration) (*ledger.Store, *dynamodb.Client) {
 	t.Helper()
+	st, db, _ := newStoreTable(t, ttl)
+	return st, db
+}
+
+// newStoreTable is newStore, with the table's name.
+func newStoreTable(t *testing.T, ttl time.Duration) (*ledger.Store, *dynamodb.Client, string) {
+	t.Helper()
 	ctx := context.Background()
 	cfg, err := config.LoadDefaultConfig(ctx)
 	require.NoError(t, err)
 	db := dynamodb.NewFromConfig(cfg)
 	table := fmt.Sprintf("ledger-test-%d", time.Now().UnixNano())
 	require.NoError(t, ledger.CreateTable(ctx, db, table))
-	return ledger.New(db, table, ttl), db
+	return ledger.New(db, table, ttl), db, table
 }
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)

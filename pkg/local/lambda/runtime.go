@@ -156,8 +156,14 @@ func (e *Environment) ensureStarted() (<-chan struct{}, error) {
 		mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/response", e.handleResponse)
 		mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/error", e.handleError)
 		mux.HandleFunc("POST /2018-06-01/runtime/init/error", e.handleInitError)
-		e.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = e.srv.Serve(l) }()
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		e.srv = srv
+		// Serves the server it was started with: Close may clear e.srv before this runs.
+		go func() {
+			if err := srv.Serve(l); err != nil {
+				_ = l.Close()
+			}
+		}()
 	}
 	if e.cmd != nil {
 		select {

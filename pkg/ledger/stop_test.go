@@ -1,0 +1,157 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fileflow/fileflow/pkg/job"
+	"github.com/fileflow/fileflow/pkg/ledger"
+)
+
+type sentFinalize struct{ n atomic.Int64 }
+
+func (s *sentFinalize) SendMessage(context.Context, *sqs.SendMessageInput, ...func(*sqs.Options)) (*sqs.SendMessageOutput, error) {
+	s.n.Add(1)
+	return &sqs.SendMessageOutput{}, nil
+}
+
+// CI at d0ba022 failed TestJobs/CancelStops with "job counts changed since the
+// snapshot": a cancel took a snapshot and finished the job only if no task had been
+// counted since, five times, and on a busy job a task was counted every time. A cancel
+// (or a failure) must win however busy the job is: its final counts are still exactly
+// the tasks counted, and nothing is counted after it.
+func TestCancelWinsOverSettlementsThatNeverPause(t *testing.T) {
+	st, _ := newStore(t, 0)
+	ctx := context.Background()
+	const shards = job.DefaultShards
+	id := fmt.Sprintf("job-%d", time.Now().UnixNano())
+	require.NoError(t, st.CreateJob(ctx, id, `{"kind":"prefix","bucket":"in","key":"p/"}`, shards, t0))
+	// The root is counted with room for a million children: the job stays running.
+	out, err := st.Settle(ctx, t0, []ledger.Settlement{{JobID: id, TaskID: "root", Shards: shards, Children: 1_000_000}})
+	require.NoError(t, err)
+	require.Equal(t, ledger.Counted, out[0])
+
+	stop := make(chan struct{})
+	var counted, stopped atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				out, err := st.Settle(ctx, time.Now(), []ledger.Settlement{{JobID: id, TaskID: fmt.Sprintf("t%d-%d", w, n),
+					Parent: "root", Shards: shards, Succeeded: 1, Bytes: 10}})
+				if !assert.NoError(t, err) {
+					return
+				}
+				switch out[0] {
+				case ledger.Counted:
+					counted.Add(1)
+				case ledger.JobStopped:
+					stopped.Add(1)
+				default:
+					t.Errorf("outcome %v", out[0])
+				}
+			}
+		})
+	}
+	require.Eventually(t, func() bool { return counted.Load() >= 200 }, time.Minute, 10*time.Millisecond)
+	sent := &sentFinalize{}
+	e := &job.Engine{Ledger: st, Queue: sent, JobsQueueURL: "jobs", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	j, err := e.Cancel(ctx, id, "cancelled by test")
+	require.NoError(t, err, "a cancel wins over settlements that never pause")
+	assert.Equal(t, ledger.JobCancelled, j.Status)
+	assert.Equal(t, "cancelled by test", j.Reason)
+	assert.EqualValues(t, 1, sent.n.Load(), "its finalize is requested once")
+	require.Eventually(t, func() bool { return stopped.Load() >= 20 }, time.Minute, 10*time.Millisecond,
+		"settlements after the cancel are refused")
+	close(stop)
+	wg.Wait()
+	c, err := st.JobCounts(ctx, id, shards)
+	require.NoError(t, err)
+	assert.Equal(t, c, j.Final, "the final counts are exactly the tasks counted")
+	assert.Equal(t, counted.Load(), c.Succeeded, "every task counted is in the final counts, and only those")
+	assert.EqualValues(t, counted.Load()+1, c.Done)
+	t.Logf("cancelled with %d tasks counted; %d refused after", c.Succeeded, stopped.Load())
+}
+
+// A stopper that dies after stopping some shards, before it finishes the job's record,
+// leaves a running job that counts on its other shards only: a check of the job (each
+// settled task's, the reconciler's) a minute later sees the stop in the shards and
+// finishes it, with the stopper's status and reason and the counts of every shard.
+func TestAStopCutShortIsFinishedByTheNextCheck(t *testing.T) {
+	st, db, table := newStoreTable(t, 0)
+	ctx := context.Background()
+	const shards = 4
+	id := fmt.Sprintf("job-%d", time.Now().UnixNano())
+	require.NoError(t, st.CreateJob(ctx, id, `{"kind":"prefix","bucket":"in","key":"p/"}`, shards, t0))
+	var all []ledger.Settlement
+	all = append(all, ledger.Settlement{JobID: id, TaskID: "root", Shards: shards, Children: 100})
+	for n := range 20 {
+		all = append(all, ledger.Settlement{JobID: id, TaskID: fmt.Sprintf("t%d", n), Parent: "root", Shards: shards, Succeeded: 1, Bytes: 10})
+	}
+	for _, s := range all {
+		out, err := st.Settle(ctx, t0, []ledger.Settlement{s})
+		require.NoError(t, err)
+		require.Equal(t, ledger.Counted, out[0])
+	}
+	// The dead stopper's work: shards 0 and 1 stopped, the job's record untouched.
+	stoppedAt := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	for n := range 2 {
+		_, err := db.UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: aws.String(table),
+			Key: map[string]types.AttributeValue{
+				ledger.AttrPK: &types.AttributeValueMemberS{Value: "J#" + id},
+				ledger.AttrSK: &types.AttributeValueMemberS{Value: fmt.Sprintf("c#%d", n)},
+			},
+			UpdateExpression: aws.String("SET stopped = :s, stop_reason = :r, stop_at = :at"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":s": &types.AttributeValueMemberS{Value: string(ledger.JobCancelled)}, ":r": &types.AttributeValueMemberS{Value: "cancelled by a stopper that died"},
+				":at": &types.AttributeValueMemberS{Value: stoppedAt.Add(time.Duration(n) * time.Millisecond).Format(time.RFC3339Nano)},
+			}})
+		require.NoError(t, err)
+	}
+	peek, err := st.PeekCounts(ctx, id, shards)
+	require.NoError(t, err)
+	assert.Equal(t, ledger.Stop{Status: ledger.JobCancelled, Reason: "cancelled by a stopper that died", At: stoppedAt}, peek.Stop)
+	j, _, err := st.GetJob(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, ledger.JobRunning, j.Status, "the record was not reached")
+
+	sent := &sentFinalize{}
+	clock := stoppedAt.Add(time.Second)
+	e := &job.Engine{Ledger: st, Queue: sent, JobsQueueURL: "jobs", Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Now: func() time.Time { return clock }}
+	require.NoError(t, e.Check(ctx, id))
+	j, _, err = st.GetJob(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, ledger.JobRunning, j.Status, "a stop a second old is left to its stopper (a cancel under way)")
+	clock = stoppedAt.Add(job.StopTakeover)
+	require.NoError(t, e.Check(ctx, id))
+	j, _, err = st.GetJob(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, ledger.JobCancelled, j.Status)
+	assert.Equal(t, "cancelled by a stopper that died", j.Reason)
+	assert.Equal(t, ledger.Counts{Expected: 101, Done: 21, Succeeded: 20, Bytes: 200}, j.Final)
+	assert.EqualValues(t, 1, sent.n.Load(), "its finalize is requested")
+	out, err := st.Settle(ctx, t0, []ledger.Settlement{{JobID: id, TaskID: "late", Parent: "root", Shards: shards, Succeeded: 1}})
+	require.NoError(t, err)
+	assert.Equal(t, ledger.JobStopped, out[0], "nothing is counted after")
+	require.NoError(t, e.Check(ctx, id), "a second check changes nothing")
+	assert.EqualValues(t, 1, sent.n.Load())
+}
