@@ -254,11 +254,14 @@ func (e *Engine) Fail(ctx context.Context, id, reason string) error {
 	return e.stop(ctx, j, ledger.JobFailed, reason)
 }
 
-// finishWith takes a snapshot of the job's counts and decides (status "" : not
-// finished). A job decided COMPLETE is finished with that snapshot — again, with a new
-// snapshot, if a task was counted in between — so the final counts are exactly the tasks
-// counted. A job decided FAILED is stopped ([Engine.stop]): on a busy job a snapshot
-// that no settlement overtakes may never come.
+// finishWith takes a snapshot of the job's counts, decides (status "" : not finished)
+// and finishes the job with them — again, with a new snapshot, if a task was counted in
+// between — so the decision and the final counts are those of one snapshot, exactly the
+// tasks counted. A job decided FAILED (past its tolerance) whose snapshots keep being
+// overtaken is stopped ([Engine.stop]) after five tries: on a busy job a snapshot that
+// no settlement overtakes may never come. Its reason then tells the counts it failed
+// at, and its final counts are what was counted until its shards stopped. A job decided
+// COMPLETE had nothing outstanding: only a duplicate can overtake its snapshot.
 func (e *Engine) finishWith(ctx context.Context, j ledger.Job, decide func(ledger.Counts) (ledger.JobStatus, string)) error {
 	for attempt := 0; ; attempt++ {
 		snap, err := e.Ledger.JobSnapshot(ctx, j.ID, j.Shards)
@@ -269,15 +272,17 @@ func (e *Engine) finishWith(ctx context.Context, j ledger.Job, decide func(ledge
 			return e.takeOver(ctx, j, snap.Stop)
 		}
 		status, reason := decide(snap.Counts)
-		switch status {
-		case "":
+		if status == "" {
 			return nil
-		case ledger.JobComplete:
-		default:
-			return e.stop(ctx, j, status, reason)
 		}
 		err = e.finish(ctx, j, status, reason, snap)
-		if !errors.Is(err, ledger.ErrCountsChanged) || attempt == 4 {
+		if !errors.Is(err, ledger.ErrCountsChanged) {
+			return err
+		}
+		if attempt == 4 {
+			if status == ledger.JobFailed {
+				return e.stop(ctx, j, status, reason)
+			}
 			return err
 		}
 	}

@@ -725,12 +725,19 @@ func (s *Store) StopJob(ctx context.Context, id string, shards int, status JobSt
 		_, err := s.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 			TableName: u.TableName, Key: u.Key, UpdateExpression: u.UpdateExpression, ConditionExpression: u.ConditionExpression,
 			ExpressionAttributeNames: u.ExpressionAttributeNames, ExpressionAttributeValues: u.ExpressionAttributeValues,
+			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 		})
 		return err
 	})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
-		return false, snap, nil // finished by another caller
+		// Finished by another caller — or by this one: the SDK retried an update that
+		// landed but whose response was lost (a plain UpdateItem has no idempotency
+		// token). The record then holds exactly what this call wrote.
+		it := ccf.Item
+		mine := it != nil && text(it["status"]) == string(status) && text(it["reason"]) == reason &&
+			text(it["finished_at"]) == text(u.ExpressionAttributeValues[":now"])
+		return mine, snap, nil
 	}
 	if err != nil {
 		return false, snap, fmt.Errorf("ledger: stop job %s: %w", id, err)
@@ -760,10 +767,9 @@ func (s *Store) stopShard(ctx context.Context, id string, n int, status JobStatu
 	})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
-		if ccf.Item == nil {
-			return nil, fmt.Errorf("ledger: stop job %s: shard %d: %w", id, n, ErrNoShard)
-		}
-		return ccf.Item, nil // stopped already: its counts are final
+		// Stopped already: its counts are final. Or gone: TTL deletes a finished job's
+		// items one by one, and a shard that does not exist counts nothing.
+		return ccf.Item, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: stop job %s: shard %d: %w", id, n, err)
@@ -771,20 +777,19 @@ func (s *Store) stopShard(ctx context.Context, id string, n int, status JobStatu
 	return item, nil
 }
 
-// ErrNoShard: a job's count shard does not exist (no such job, or it expired).
-var ErrNoShard = errors.New("ledger: no such job shard")
-
 // retryConflict runs op again while DynamoDB refuses it for a transaction in progress
-// on the same item (TransactionConflictException, which the SDK does not retry): a
-// settlement, which ends within milliseconds.
+// on the same item (TransactionConflictException, which the SDK does not retry; see
+// "Transaction conflict handling" in the DynamoDB developer guide): a settlement, which
+// ends within milliseconds. A shard near its write rate is inside one often, so op is
+// tried for about 5 s.
 func retryConflict(ctx context.Context, op func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := op()
 		var tc *types.TransactionConflictException
-		if !errors.As(err, &tc) || attempt == 8 {
+		if !errors.As(err, &tc) || attempt == 40 {
 			return err
 		}
-		if err := sleep(ctx, time.Duration(1+rand.Int64N(int64(5*time.Millisecond<<attempt)))); err != nil {
+		if err := sleep(ctx, time.Duration(1+rand.Int64N(int64(min(5*time.Millisecond<<attempt, 250*time.Millisecond))))); err != nil {
 			return err
 		}
 	}
@@ -794,8 +799,8 @@ func retryConflict(ctx context.Context, op func() error) error {
 // completed = true; the others (and any caller while work remains) get false.
 func (s *Store) TryComplete(ctx context.Context, id string, shards int, now time.Time) (completed bool, c Counts, err error) {
 	snap, err := s.JobSnapshot(ctx, id, shards)
-	if err != nil || snap.Outstanding() != 0 {
-		return false, snap.Counts, err
+	if err != nil || snap.Outstanding() != 0 || snap.Stop.Status != "" {
+		return false, snap.Counts, err // a stop under way is finished by its stopper
 	}
 	completed, err = s.FinishJob(ctx, id, JobComplete, "", snap, now)
 	if errors.Is(err, ErrCountsChanged) {

@@ -167,11 +167,20 @@ func (f *queues) GetQueueUrl(_ context.Context, in *sqs.GetQueueUrlInput, _ ...f
 	return &sqs.GetQueueUrlOutput{QueueUrl: in.QueueName}, nil
 }
 
-// flakyDB fails the next n TransactWriteItems calls: a function that died before its
-// transaction landed.
+// flakyDB fails the next n TransactWriteItems calls (failTx): a function that died
+// before its transaction landed; and the next n stops of a job's shard (failStop).
 type flakyDB struct {
 	*dynamodb.Client
-	failTx atomic.Int32
+	failTx   atomic.Int32
+	failStop atomic.Int32
+}
+
+func (d *flakyDB) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	if strings.Contains(aws.ToString(in.UpdateExpression), "stop_reason") && d.failStop.Load() > 0 {
+		d.failStop.Add(-1)
+		return nil, errInjected
+	}
+	return d.Client.UpdateItem(ctx, in, opts...)
 }
 
 var errInjected = errors.New("injected: the function died before its transaction landed")

@@ -475,13 +475,21 @@ func TestReview2_FanoutTaskWhoseJobFailErrsOnItsLastReceiveIsDeadLettered(t *tes
 	require.NoError(t, err)
 	s.dispatch = d
 	root := s.q.pop(jobsQueue)
-	for n := 1; n <= maxReceive; n++ {
-		if n == maxReceive {
-			s.db.failTx.Store(1) // the job's FinishJob transaction fails once
+	// Since chaos run 9 a fan-out task fails its job only on the last receive of its
+	// last round (dispatch.FanoutRounds); each earlier round ends in a copy sent again.
+	for round := 1; round <= dispatch.FanoutRounds; round++ {
+		for n := 1; n <= maxReceive; n++ {
+			if round == dispatch.FanoutRounds && n == maxReceive {
+				s.db.failStop.Store(1) // the job's stop fails once
+			}
+			s.deliver(jobsQueue, root)
+			if sent := s.q.take(jobsQueue); n == maxReceive && round < dispatch.FanoutRounds {
+				require.Len(t, sent, 1, "round %d ends in a copy sent again", round)
+				root = sent[0]
+			}
 		}
-		s.deliver(jobsQueue, root)
-		s.q.take(jobsQueue)
 	}
+	assert.Zero(t, s.db.failStop.Load(), "the injected failure reached the job's stop")
 	j := s.jobRecord(id)
 	stuck := len(s.q.dlq[jobsQueue+"-dlq"])
 	assert.False(t, j.Status == ledger.JobRunning && stuck > 0,
