@@ -780,8 +780,8 @@ func (s *Store) stopShard(ctx context.Context, id string, n int, status JobStatu
 // retryConflict runs op again while DynamoDB refuses it for a transaction in progress
 // on the same item (TransactionConflictException, which the SDK does not retry; see
 // "Transaction conflict handling in DynamoDB", https://docs.aws.amazon.com/amazondynamodb/
-// latest/developerguide/transaction-apis.html — DynamoDB Local never returned it in our
-// runs, so this path is exercised on AWS only): a settlement, which
+// latest/developerguide/transaction-apis.html; DynamoDB Local never returned it in our
+// runs, so TestAStopRetriesAShardInATransaction injects it): a settlement, which
 // ends within milliseconds. A shard near its write rate is inside one often, so op is
 // tried for about 5 s.
 func retryConflict(ctx context.Context, op func() error) error {

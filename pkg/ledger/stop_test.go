@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,4 +155,43 @@ func TestAStopCutShortIsFinishedByTheNextCheck(t *testing.T) {
 	assert.Equal(t, ledger.JobStopped, out[0], "nothing is counted after")
 	require.NoError(t, e.Check(ctx, id), "a second check changes nothing")
 	assert.EqualValues(t, 1, sent.n.Load())
+}
+
+// conflictingDB refuses the first n shard stops with TransactionConflictException, as
+// DynamoDB does while a settlement's transaction holds the shard (DynamoDB Local does
+// not).
+type conflictingDB struct {
+	*dynamodb.Client
+	n atomic.Int32
+}
+
+func (d *conflictingDB) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	if strings.Contains(aws.ToString(in.UpdateExpression), "stop_reason") && d.n.Add(-1) >= 0 {
+		return nil, &types.TransactionConflictException{Message: aws.String("Transaction is ongoing for the item")}
+	}
+	return d.Client.UpdateItem(ctx, in, opts...)
+}
+
+// A shard inside a settlement's transaction refuses the stop for a moment: the stop
+// tries it again, and the job is cancelled with every shard's counts.
+func TestAStopRetriesAShardInATransaction(t *testing.T) {
+	_, client, table := newStoreTable(t, 0)
+	db := &conflictingDB{Client: client}
+	db.n.Store(5)
+	st := ledger.New(db, table, 0)
+	ctx := context.Background()
+	id := fmt.Sprintf("job-%d", time.Now().UnixNano())
+	require.NoError(t, st.CreateJob(ctx, id, `{"kind":"prefix","bucket":"in","key":"p/"}`, 2, t0))
+	out, err := st.Settle(ctx, t0, []ledger.Settlement{{JobID: id, TaskID: "root", Shards: 2, Children: 10, Listed: 10}})
+	require.NoError(t, err)
+	require.Equal(t, ledger.Counted, out[0])
+	finished, snap, err := st.StopJob(ctx, id, 2, ledger.JobCancelled, "by test", t0)
+	require.NoError(t, err)
+	assert.True(t, finished)
+	assert.Less(t, db.n.Load(), int32(0), "every injected conflict was met")
+	assert.Equal(t, ledger.Counts{Expected: 11, Done: 1, Listed: 10}, snap.Counts)
+	j, _, err := st.GetJob(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, ledger.JobCancelled, j.Status)
+	assert.Equal(t, snap.Counts, j.Final)
 }
