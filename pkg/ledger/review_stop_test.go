@@ -135,55 +135,26 @@ func TestReviewStopRecordResponseLost(t *testing.T) {
 func TestReviewFailAndCancelRaceOnBusyJob(t *testing.T) {
 	st, _ := newStore(t, 0)
 	ctx := context.Background()
-	const shards = job.DefaultShards
-	id := fmt.Sprintf("job-%d", time.Now().UnixNano())
-	require.NoError(t, st.CreateJob(ctx, id, `{"kind":"prefix","bucket":"in","key":"p/"}`, shards, t0))
-	out, err := st.Settle(ctx, t0, []ledger.Settlement{{JobID: id, TaskID: "root", Shards: shards, Children: 1_000_000}})
-	require.NoError(t, err)
-	require.Equal(t, ledger.Counted, out[0])
-	stop := make(chan struct{})
-	var counted atomic.Int64
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Go(func() {
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				out, err := st.Settle(ctx, time.Now(), []ledger.Settlement{{JobID: id, TaskID: fmt.Sprintf("t%d-%d", w, n),
-					Parent: "root", Shards: shards, Succeeded: 1}})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if out[0] == ledger.Counted {
-					counted.Add(1)
-				}
-			}
-		})
-	}
-	require.Eventually(t, func() bool { return counted.Load() >= 100 }, time.Minute, 10*time.Millisecond)
+	b := startBusyJob(t, st, 8)
+	require.Eventually(t, func() bool { return b.counted.Load() >= 100 }, time.Minute, 10*time.Millisecond)
 	sent := &sentFinalize{}
 	e := &job.Engine{Ledger: st, Queue: sent, JobsQueueURL: "jobs", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	var sw sync.WaitGroup
 	var cerr, ferr error
-	sw.Go(func() { _, cerr = e.Cancel(ctx, id, "cancel") })
-	sw.Go(func() { ferr = e.Fail(ctx, id, "fail") })
+	sw.Go(func() { _, cerr = e.Cancel(ctx, b.id, "cancel") })
+	sw.Go(func() { ferr = e.Fail(ctx, b.id, "fail") })
 	sw.Wait()
 	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	b.halt()
 	require.NoError(t, cerr)
 	require.NoError(t, ferr)
-	j, _, err := st.GetJob(ctx, id)
+	j, _, err := st.GetJob(ctx, b.id)
 	require.NoError(t, err)
-	c, err := st.JobCounts(ctx, id, shards)
+	c, err := st.JobCounts(ctx, b.id, b.shards)
 	require.NoError(t, err)
-	t.Logf("status %s final %+v counted %d finalize requests %d", j.Status, j.Final, counted.Load(), sent.n.Load())
+	t.Logf("status %s final %+v counted %d finalize requests %d", j.Status, j.Final, b.counted.Load(), sent.n.Load())
 	assert.Equal(t, c, j.Final)
-	assert.Equal(t, counted.Load(), c.Succeeded)
+	assert.Equal(t, b.counted.Load(), c.Succeeded)
 	assert.EqualValues(t, 1, sent.n.Load())
 }
 

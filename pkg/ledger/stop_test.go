@@ -37,59 +37,81 @@ func (s *sentFinalize) SendMessage(context.Context, *sqs.SendMessageInput, ...fu
 func TestCancelWinsOverSettlementsThatNeverPause(t *testing.T) {
 	st, _ := newStore(t, 0)
 	ctx := context.Background()
-	const shards = job.DefaultShards
-	id := fmt.Sprintf("job-%d", time.Now().UnixNano())
-	require.NoError(t, st.CreateJob(ctx, id, `{"kind":"prefix","bucket":"in","key":"p/"}`, shards, t0))
-	// The root is counted with room for a million children: the job stays running.
-	out, err := st.Settle(ctx, t0, []ledger.Settlement{{JobID: id, TaskID: "root", Shards: shards, Children: 1_000_000}})
+	b := startBusyJob(t, st, 16)
+	require.Eventually(t, func() bool { return b.counted.Load() >= 200 }, time.Minute, 10*time.Millisecond)
+	sent := &sentFinalize{}
+	e := &job.Engine{Ledger: st, Queue: sent, JobsQueueURL: "jobs", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	j, err := e.Cancel(ctx, b.id, "cancelled by test")
+	require.NoError(t, err, "a cancel wins over settlements that never pause")
+	assert.Equal(t, ledger.JobCancelled, j.Status)
+	assert.Equal(t, "cancelled by test", j.Reason)
+	assert.EqualValues(t, 1, sent.n.Load(), "its finalize is requested once")
+	require.Eventually(t, func() bool { return b.stopped.Load() >= 20 }, time.Minute, 10*time.Millisecond,
+		"settlements after the cancel are refused")
+	b.halt()
+	assert.Zero(t, b.other.Load(), "every settlement is counted or refused")
+	c, err := st.JobCounts(ctx, b.id, b.shards)
+	require.NoError(t, err)
+	assert.Equal(t, c, j.Final, "the final counts are exactly the tasks counted")
+	assert.Equal(t, b.counted.Load(), c.Succeeded, "every task counted is in the final counts, and only those")
+	assert.EqualValues(t, b.counted.Load()+1, c.Done)
+	t.Logf("cancelled with %d tasks counted; %d refused after", c.Succeeded, b.stopped.Load())
+}
+
+// busyJob is a running job on job.DefaultShards shards whose root was counted with room
+// for a million children, and writers that settle one child after another until halt.
+type busyJob struct {
+	id                      string
+	shards                  int
+	counted, stopped, other atomic.Int64 // outcomes: Counted, JobStopped, any other
+	stop                    chan struct{}
+	wg                      sync.WaitGroup
+}
+
+func startBusyJob(t *testing.T, st *ledger.Store, writers int) *busyJob {
+	t.Helper()
+	ctx := context.Background()
+	b := &busyJob{id: fmt.Sprintf("job-%d", time.Now().UnixNano()), shards: job.DefaultShards, stop: make(chan struct{})}
+	require.NoError(t, st.CreateJob(ctx, b.id, `{"kind":"prefix","bucket":"in","key":"p/"}`, b.shards, t0))
+	out, err := st.Settle(ctx, t0, []ledger.Settlement{{JobID: b.id, TaskID: "root", Shards: b.shards, Children: 1_000_000}})
 	require.NoError(t, err)
 	require.Equal(t, ledger.Counted, out[0])
-
-	stop := make(chan struct{})
-	var counted, stopped atomic.Int64
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Go(func() {
+	for w := range writers {
+		b.wg.Go(func() {
 			for n := 0; ; n++ {
 				select {
-				case <-stop:
+				case <-b.stop:
 					return
 				default:
 				}
-				out, err := st.Settle(ctx, time.Now(), []ledger.Settlement{{JobID: id, TaskID: fmt.Sprintf("t%d-%d", w, n),
-					Parent: "root", Shards: shards, Succeeded: 1, Bytes: 10}})
+				out, err := st.Settle(ctx, time.Now(), []ledger.Settlement{{JobID: b.id, TaskID: fmt.Sprintf("t%d-%d", w, n),
+					Parent: "root", Shards: b.shards, Succeeded: 1, Bytes: 10}})
 				if !assert.NoError(t, err) {
 					return
 				}
 				switch out[0] {
 				case ledger.Counted:
-					counted.Add(1)
+					b.counted.Add(1)
 				case ledger.JobStopped:
-					stopped.Add(1)
+					b.stopped.Add(1)
 				default:
-					t.Errorf("outcome %v", out[0])
+					b.other.Add(1)
 				}
 			}
 		})
 	}
-	require.Eventually(t, func() bool { return counted.Load() >= 200 }, time.Minute, 10*time.Millisecond)
-	sent := &sentFinalize{}
-	e := &job.Engine{Ledger: st, Queue: sent, JobsQueueURL: "jobs", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	j, err := e.Cancel(ctx, id, "cancelled by test")
-	require.NoError(t, err, "a cancel wins over settlements that never pause")
-	assert.Equal(t, ledger.JobCancelled, j.Status)
-	assert.Equal(t, "cancelled by test", j.Reason)
-	assert.EqualValues(t, 1, sent.n.Load(), "its finalize is requested once")
-	require.Eventually(t, func() bool { return stopped.Load() >= 20 }, time.Minute, 10*time.Millisecond,
-		"settlements after the cancel are refused")
-	close(stop)
-	wg.Wait()
-	c, err := st.JobCounts(ctx, id, shards)
-	require.NoError(t, err)
-	assert.Equal(t, c, j.Final, "the final counts are exactly the tasks counted")
-	assert.Equal(t, counted.Load(), c.Succeeded, "every task counted is in the final counts, and only those")
-	assert.EqualValues(t, counted.Load()+1, c.Done)
-	t.Logf("cancelled with %d tasks counted; %d refused after", c.Succeeded, stopped.Load())
+	t.Cleanup(b.halt)
+	return b
+}
+
+// halt stops the writers and waits for them (once).
+func (b *busyJob) halt() {
+	select {
+	case <-b.stop:
+	default:
+		close(b.stop)
+	}
+	b.wg.Wait()
 }
 
 // A stopper that dies after stopping some shards, before it finishes the job's record,
