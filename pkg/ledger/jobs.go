@@ -709,16 +709,15 @@ func (s *Store) StopJob(ctx context.Context, id string, shards int, status JobSt
 	if status != JobFailed && status != JobCancelled {
 		return false, Snapshot{}, fmt.Errorf("ledger: stop job %s: %s is not FAILED or CANCELLED", id, status)
 	}
-	snap = Snapshot{Done: make([]int64, shards), Stop: Stop{Status: status, Reason: reason, At: now}}
+	snap = Snapshot{Done: make([]int64, shards)}
 	for n := range shards {
 		it, err := s.stopShard(ctx, id, n, status, reason, now)
 		if err != nil {
 			return false, Snapshot{}, err
 		}
-		stop := snap.Stop
 		snap.Done[n] = snap.add(it)
-		snap.Stop = stop
 	}
+	snap.Stop = Stop{Status: status, Reason: reason, At: now} // this call's, whatever another stopper wrote
 	// Every shard is stopped: the counts cannot change, and the record alone is written.
 	u := s.finishUpdate(id, status, reason, snap.Counts, now)
 	err = retryConflict(ctx, func() error {
