@@ -4,7 +4,9 @@
 // is only known once the stream has been read (checksums computed on the way). A longer
 // stream becomes a multipart upload, one part buffer at a time; its late metadata is then
 // set with one server-side CopyObject onto itself (no bytes pass through the caller).
-// Memory per upload is one part buffer, whatever the object's size.
+// Memory per upload is one part buffer, whatever the object's size, and a stream of at
+// most [SmallSize] bytes takes only a small buffer: most files are small, and a part
+// buffer each would keep the heap (and the pages it touches) 32 times larger.
 //
 // A write that an S3-API server over a POSIX file system refuses because its key
 // collides with another object's (one is a prefix of the other: see [retry.KeyConflict])
@@ -49,11 +51,16 @@ const (
 	MaxCopySize     = 5 << 30 // larger objects can't be copied in one request
 )
 
+// SmallSize is the buffer a stream is read into first: one that ends within it is sent
+// from it, and only a longer one takes a part buffer.
+const SmallSize = 256 << 10
+
 // Uploader uploads streams. Its zero value is not usable; use [New].
 type Uploader struct {
 	api      API
 	partSize int
 	pool     sync.Pool // *[]byte of partSize
+	small    sync.Pool // *[]byte of SmallSize
 }
 
 // New returns an uploader with parts of partSize bytes (0 means [DefaultPartSize]).
@@ -66,6 +73,7 @@ func New(api API, partSize int) (*Uploader, error) {
 	}
 	u := &Uploader{api: api, partSize: partSize}
 	u.pool.New = func() any { b := make([]byte, partSize); return &b }
+	u.small.New = func() any { b := make([]byte, SmallSize); return &b }
 	return u, nil
 }
 
@@ -191,11 +199,23 @@ type Result struct {
 
 // Upload reads body to the end and writes it to obj.Bucket/obj.Key.
 func (u *Uploader) Upload(ctx context.Context, obj Object, body io.Reader) (Result, error) {
+	smallp := u.small.Get().(*[]byte)
+	defer u.small.Put(smallp)
+	n, eof, err := fill(body, *smallp)
+	if err != nil {
+		return Result{}, fmt.Errorf("upload %s: read: %w", obj.Key, err)
+	}
+	if eof {
+		return u.putSingle(ctx, obj, (*smallp)[:n])
+	}
+
+	// Longer than the small buffer: go on in a part buffer.
 	bufp := u.pool.Get().(*[]byte)
 	defer u.pool.Put(bufp)
 	buf := *bufp
-
-	n, eof, err := fill(body, buf)
+	n = copy(buf, (*smallp)[:n])
+	m, eof, err := fill(body, buf[n:])
+	n += m
 	if err != nil {
 		return Result{}, fmt.Errorf("upload %s: read: %w", obj.Key, err)
 	}
@@ -204,7 +224,7 @@ func (u *Uploader) Upload(ctx context.Context, obj Object, body io.Reader) (Resu
 	}
 	// The stream is at least one part long: is there more?
 	var probe [1]byte
-	m, eof, err := fill(body, probe[:])
+	m, eof, err = fill(body, probe[:])
 	if err != nil {
 		return Result{}, fmt.Errorf("upload %s: read: %w", obj.Key, err)
 	}

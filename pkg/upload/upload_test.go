@@ -25,6 +25,7 @@ type fakeAPI struct {
 	ctype                                           string
 	failPart                                        int
 	putErr, createErr, completeErr                  error
+	written                                         []byte // the bodies of PUTs and parts, in order
 }
 
 func (f *fakeAPI) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
@@ -33,7 +34,8 @@ func (f *fakeAPI) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(
 	}
 	f.puts++
 	f.meta, f.ctype = in.Metadata, aws.ToString(in.ContentType)
-	_, _ = io.Copy(io.Discard, in.Body)
+	b, _ := io.ReadAll(in.Body)
+	f.written = append(f.written, b...)
 	return &s3.PutObjectOutput{ETag: aws.String("e")}, nil
 }
 func (f *fakeAPI) CreateMultipartUpload(_ context.Context, in *s3.CreateMultipartUploadInput, _ ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error) {
@@ -51,6 +53,7 @@ func (f *fakeAPI) UploadPart(_ context.Context, in *s3.UploadPartInput, _ ...fun
 	}
 	b, _ := io.ReadAll(in.Body)
 	f.partSizes = append(f.partSizes, len(b))
+	f.written = append(f.written, b...)
 	return &s3.UploadPartOutput{ETag: aws.String("p")}, nil
 }
 func (f *fakeAPI) CompleteMultipartUpload(context.Context, *s3.CompleteMultipartUploadInput, ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
@@ -104,6 +107,40 @@ func TestSizes(t *testing.T) {
 		if tt.puts == 0 {
 			assert.Equal(t, 1, api.copies, "late metadata by one copy")
 		}
+	}
+}
+
+// A stream that ends within SmallSize bytes is sent from the small buffer and takes no
+// part buffer; a longer one goes on in a part buffer with the small buffer's bytes first.
+func TestSmallStreamsTakeNoPartBuffer(t *testing.T) {
+	const part = MinPartSize
+	for _, tt := range []struct {
+		size      int
+		parts     int // part buffers made
+		partSizes []int
+	}{
+		{1 << 10, 0, nil},
+		{SmallSize - 1, 0, nil},
+		{SmallSize, 1, nil}, // its end is seen only by a read past the small buffer
+		{SmallSize + 1, 1, nil},
+		{part, 1, nil},
+		{part + SmallSize + 3, 1, []int{part, SmallSize + 3}},
+	} {
+		api := &fakeAPI{}
+		u, err := New(api, part)
+		require.NoError(t, err)
+		made := 0
+		u.pool.New = func() any { made++; b := make([]byte, part); return &b }
+		data := make([]byte, tt.size)
+		for i := range data {
+			data[i] = byte(i*7 + i>>13)
+		}
+		res, err := u.Upload(context.Background(), obj("m"), iotest.OneByteReader(bytes.NewReader(data)))
+		require.NoError(t, err, tt.size)
+		assert.Equal(t, int64(tt.size), res.Size, tt.size)
+		assert.Equal(t, tt.parts, made, "part buffers for %d bytes", tt.size)
+		assert.Equal(t, tt.partSizes, api.partSizes, tt.size)
+		assert.True(t, bytes.Equal(data, api.written), "%d bytes written as read", tt.size)
 	}
 }
 
