@@ -200,12 +200,13 @@ type Result struct {
 // Upload reads body to the end and writes it to obj.Bucket/obj.Key.
 func (u *Uploader) Upload(ctx context.Context, obj Object, body io.Reader) (Result, error) {
 	smallp := u.small.Get().(*[]byte)
-	defer u.small.Put(smallp)
 	n, eof, err := fill(body, *smallp)
 	if err != nil {
+		u.small.Put(smallp)
 		return Result{}, fmt.Errorf("upload %s: read: %w", obj.Key, err)
 	}
 	if eof {
+		defer u.small.Put(smallp)
 		return u.putSingle(ctx, obj, (*smallp)[:n])
 	}
 
@@ -214,6 +215,7 @@ func (u *Uploader) Upload(ctx context.Context, obj Object, body io.Reader) (Resu
 	defer u.pool.Put(bufp)
 	buf := *bufp
 	n = copy(buf, (*smallp)[:n])
+	u.small.Put(smallp)
 	m, eof, err := fill(body, buf[n:])
 	n += m
 	if err != nil {
