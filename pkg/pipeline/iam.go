@@ -234,7 +234,7 @@ func FunctionPolicy(fn string, r resourceARNs, tracing bool) PolicyDocument {
 			allow("ResendWaitingTasks", []string{"sqs:SendMessage"}, r.Queue),
 			listIngest, readIngest,
 			// PutObject and multipart for outputs, split parts and job report parts;
-			// GetObject for the in-place copy that sets late metadata on multipart outputs.
+			// GetObject for HEADs of outputs (whose output is at a key, which revision's).
 			allow("WriteOutput", []string{"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"}, out+"*"),
 			// A superseded revision's output is removed when the newest revision has none
 			// there; an uncounted delivery's report part is removed.

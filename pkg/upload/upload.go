@@ -2,8 +2,11 @@
 //
 // A stream that fits in one part is sent with a single PutObject, carrying metadata that
 // is only known once the stream has been read (checksums computed on the way). A longer
-// stream becomes a multipart upload, one part buffer at a time; its late metadata is then
-// set with one server-side CopyObject onto itself (no bytes pass through the caller).
+// stream becomes a multipart upload, one part buffer at a time, created with the metadata
+// known after its first part. What is known only at the end is not on such an object and
+// the result names it ([Result.Late]): S3 cannot add metadata to an object without
+// copying it whole, which costs another PUT-class request and the object's size again in
+// time (the caller keeps those values elsewhere; the worker, in the ledger's record).
 // Memory per upload is one part buffer, whatever the object's size, and a stream of at
 // most [SmallSize] bytes takes only a small buffer: most files are small, and a part
 // buffer each would keep the heap (and the pages it touches) 32 times larger.
@@ -20,6 +23,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,7 +44,6 @@ type API interface {
 	UploadPart(context.Context, *s3.UploadPartInput, ...func(*s3.Options)) (*s3.UploadPartOutput, error)
 	CompleteMultipartUpload(context.Context, *s3.CompleteMultipartUploadInput, ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error)
 	AbortMultipartUpload(context.Context, *s3.AbortMultipartUploadInput, ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
-	CopyObject(context.Context, *s3.CopyObjectInput, ...func(*s3.Options)) (*s3.CopyObjectOutput, error)
 }
 
 // Limits of S3 multipart uploads and of CopyObject.
@@ -84,7 +87,9 @@ type Object struct {
 	// Describe returns the object's headers and metadata. It is called after the first
 	// part has been read (so values a processor learns from the head of the stream, like
 	// a sniffed content type, are known) and again once the body has been read to the end
-	// (so values computed over the whole stream, like checksums, are known). Nil: none.
+	// (so values computed over the whole stream, like checksums, are known). A single
+	// PUT carries the second answer; a multipart object the first, and [Result.Late]
+	// names the entries only the second has. Nil: none.
 	Describe func() Description
 	// Owner, if set, is the metadata entry that names the input the object is the output
 	// of. An existing object at Key that another input owns is never overwritten: the
@@ -192,9 +197,10 @@ type Result struct {
 	ETag  string
 	Size  int64
 	Parts int // 0 for a single PutObject
-	// MetadataSet is false only for a multipart object larger than [MaxCopySize], whose
-	// late metadata cannot be attached with one copy.
-	MetadataSet bool
+	// Late are the metadata entries that Describe returned only once the stream had been
+	// read, or with another value, and that a multipart object therefore does not carry
+	// (sorted; nil for a single PutObject, which carries them all).
+	Late []string
 }
 
 // Upload reads body to the end and writes it to obj.Bucket/obj.Key.
@@ -262,16 +268,19 @@ func (u *Uploader) putSingle(ctx context.Context, obj Object, data []byte) (Resu
 	if err != nil {
 		return Result{}, writeError(obj.Key, "put", err)
 	}
-	return Result{ETag: aws.ToString(out.ETag), Size: int64(len(data)), MetadataSet: true}, nil
+	return Result{ETag: aws.ToString(out.ETag), Size: int64(len(data))}, nil
 }
 
-// putMultipart uploads first (a full part) then the rest of body, one part at a time.
+// putMultipart uploads first (a full part) then the rest of body, one part at a time. The
+// object gets the metadata Describe returns now, after the first part: every output is
+// labelled from the moment it exists.
 func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, rest io.Reader) (_ Result, err error) {
 	if err := u.checkOwner(ctx, obj); err != nil {
 		return Result{}, err
 	}
-	create := &s3.CreateMultipartUploadInput{Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key)}
-	setHeaders(obj.describe(), &create.ContentType, &create.ContentEncoding)
+	early := obj.describe()
+	create := &s3.CreateMultipartUploadInput{Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key), Metadata: early.Metadata}
+	setHeaders(early, &create.ContentType, &create.ContentEncoding)
 	mpu, err := u.api.CreateMultipartUpload(ctx, create)
 	if err != nil {
 		return Result{}, writeError(obj.Key, "create multipart upload", err)
@@ -319,34 +328,19 @@ func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, r
 	if err != nil {
 		return Result{}, writeError(obj.Key, "complete multipart upload", err)
 	}
-	res := Result{ETag: aws.ToString(done.ETag), Size: size, Parts: len(parts)}
-	d := obj.describe()
-	if len(d.Metadata) == 0 {
-		res.MetadataSet = true
-		return res, nil
+	return Result{ETag: aws.ToString(done.ETag), Size: size, Parts: len(parts), Late: late(early.Metadata, obj.describe().Metadata)}, nil
+}
+
+// late are the keys of final whose values early does not have.
+func late(early, final map[string]string) []string {
+	var keys []string
+	for k, v := range final {
+		if have, ok := early[k]; !ok || have != v {
+			keys = append(keys, k)
+		}
 	}
-	if size > MaxCopySize {
-		return res, nil
-	}
-	cp := &s3.CopyObjectInput{
-		Bucket:            aws.String(obj.Bucket),
-		Key:               aws.String(obj.Key),
-		CopySource:        aws.String(CopySource(obj.Bucket, obj.Key)),
-		MetadataDirective: types.MetadataDirectiveReplace,
-		Metadata:          d.Metadata,
-	}
-	setHeaders(d, &cp.ContentType, &cp.ContentEncoding)
-	copied, err := u.api.CopyObject(ctx, cp)
-	if err != nil {
-		// The object is complete; only its metadata is missing. Report it: the caller
-		// decides whether that fails the file.
-		return res, fmt.Errorf("upload %s: set metadata by copy: %w", obj.Key, err)
-	}
-	if copied.CopyObjectResult != nil && copied.CopyObjectResult.ETag != nil {
-		res.ETag = aws.ToString(copied.CopyObjectResult.ETag)
-	}
-	res.MetadataSet = true
-	return res, nil
+	slices.Sort(keys)
+	return keys
 }
 
 // fill reads into buf until it is full or the reader ends. Only io.EOF from r means the

@@ -19,13 +19,13 @@ import (
 )
 
 type fakeAPI struct {
-	puts, creates, parts, completes, aborts, copies int
-	partSizes                                       []int
-	meta                                            map[string]string
-	ctype                                           string
-	failPart                                        int
-	putErr, createErr, completeErr                  error
-	written                                         []byte // the bodies of PUTs and parts, in order
+	puts, creates, parts, completes, aborts int
+	partSizes                               []int
+	meta                                    map[string]string // of the PUT or the created upload
+	ctype                                   string
+	failPart                                int
+	putErr, createErr, completeErr          error
+	written                                 []byte // the bodies of PUTs and parts, in order
 }
 
 func (f *fakeAPI) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
@@ -43,7 +43,7 @@ func (f *fakeAPI) CreateMultipartUpload(_ context.Context, in *s3.CreateMultipar
 		return nil, f.createErr
 	}
 	f.creates++
-	f.ctype = aws.ToString(in.ContentType)
+	f.meta, f.ctype = in.Metadata, aws.ToString(in.ContentType)
 	return &s3.CreateMultipartUploadOutput{UploadId: aws.String("u")}, nil
 }
 func (f *fakeAPI) UploadPart(_ context.Context, in *s3.UploadPartInput, _ ...func(*s3.Options)) (*s3.UploadPartOutput, error) {
@@ -66,11 +66,6 @@ func (f *fakeAPI) CompleteMultipartUpload(context.Context, *s3.CompleteMultipart
 func (f *fakeAPI) AbortMultipartUpload(context.Context, *s3.AbortMultipartUploadInput, ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error) {
 	f.aborts++
 	return &s3.AbortMultipartUploadOutput{}, nil
-}
-func (f *fakeAPI) CopyObject(_ context.Context, in *s3.CopyObjectInput, _ ...func(*s3.Options)) (*s3.CopyObjectOutput, error) {
-	f.copies++
-	f.meta = in.Metadata
-	return &s3.CopyObjectOutput{}, nil
 }
 
 func obj(meta string) Object {
@@ -103,10 +98,37 @@ func TestSizes(t *testing.T) {
 		assert.Equal(t, tt.partSizes, api.partSizes, tt.size)
 		assert.Equal(t, "late", api.meta["m"], "metadata set either way (size %d)", tt.size)
 		assert.Equal(t, "text/plain", api.ctype)
-		assert.True(t, res.MetadataSet)
-		if tt.puts == 0 {
-			assert.Equal(t, 1, api.copies, "late metadata by one copy")
-		}
+		assert.Empty(t, res.Late, "nothing learnt at the end (size %d)", tt.size)
+	}
+}
+
+// A single PUT carries the metadata Describe returns at the end; a multipart object is
+// created with what it returns after the first part, and the result names what only
+// the end knew. The object is never copied to add it (the API has no CopyObject).
+func TestMultipartCarriesTheMetadataKnownAtItsStart(t *testing.T) {
+	const part = MinPartSize
+	for _, tt := range []struct {
+		size int
+		meta map[string]string
+		late []string
+	}{
+		{part, map[string]string{"label": "in/k", "sum": "done", "type": "text/plain"}, nil},
+		{2*part + 1, map[string]string{"label": "in/k", "type": "reading"}, []string{"sum", "type"}},
+	} {
+		api := &fakeAPI{}
+		u, err := New(api, part)
+		require.NoError(t, err)
+		body := bytes.NewReader(make([]byte, tt.size))
+		res, err := u.Upload(context.Background(), Object{Bucket: "b", Key: "k", Describe: func() Description {
+			m := map[string]string{"label": "in/k", "type": "reading"}
+			if body.Len() == 0 { // read to the end: the checksum is known, the type settled
+				m["sum"], m["type"] = "done", "text/plain"
+			}
+			return Description{Metadata: m}
+		}}, body)
+		require.NoError(t, err, tt.size)
+		assert.Equal(t, tt.meta, api.meta, "the object's metadata, %d bytes", tt.size)
+		assert.Equal(t, tt.late, res.Late, tt.size)
 	}
 }
 

@@ -27,6 +27,7 @@ type fakeS3 struct {
 	meta    map[string]map[string]string
 	ctype   map[string]string
 	parts   map[string][][]byte // upload id -> parts
+	created map[string]*s3.CreateMultipartUploadInput
 	getErr  func(key string) error
 	puts    int
 	heads   int
@@ -34,7 +35,8 @@ type fakeS3 struct {
 }
 
 func newFakeS3() *fakeS3 {
-	return &fakeS3{objects: map[string][]byte{}, etags: map[string]string{}, meta: map[string]map[string]string{}, ctype: map[string]string{}, parts: map[string][][]byte{}}
+	return &fakeS3{objects: map[string][]byte{}, etags: map[string]string{}, meta: map[string]map[string]string{}, ctype: map[string]string{}, parts: map[string][][]byte{},
+		created: map[string]*s3.CreateMultipartUploadInput{}}
 }
 
 func (f *fakeS3) put(bucket, key string, data []byte) {
@@ -146,6 +148,7 @@ func (f *fakeS3) CreateMultipartUpload(_ context.Context, in *s3.CreateMultipart
 	defer f.mu.Unlock()
 	id := fmt.Sprintf("up-%d", len(f.parts)+1)
 	f.parts[id] = nil
+	f.created[id] = in
 	return &s3.CreateMultipartUploadOutput{UploadId: aws.String(id)}, nil
 }
 
@@ -165,8 +168,11 @@ func (f *fakeS3) CompleteMultipartUpload(_ context.Context, in *s3.CompleteMulti
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	id := aws.ToString(in.UploadId)
-	f.objects[aws.ToString(in.Bucket)+"/"+aws.ToString(in.Key)] = bytes.Join(f.parts[id], nil)
+	k := aws.ToString(in.Bucket) + "/" + aws.ToString(in.Key)
+	f.objects[k] = bytes.Join(f.parts[id], nil)
+	f.meta[k], f.ctype[k] = f.created[id].Metadata, aws.ToString(f.created[id].ContentType)
 	delete(f.parts, id)
+	delete(f.created, id)
 	f.puts++
 	return &s3.CompleteMultipartUploadOutput{ETag: aws.String(`"mpu"`)}, nil
 }
@@ -198,6 +204,7 @@ type fakeLedger struct {
 	attempts   map[ledger.Key]int
 	revs       map[ledger.Key]ledger.Revision
 	outputs    map[ledger.Key][]string
+	sums       map[ledger.Key]string // the committed result's SHA-256
 	superseded map[ledger.Key]string // superseded revision's key -> reason
 	replays    map[ledger.Key]string
 	poison     map[string]string
@@ -207,7 +214,7 @@ type fakeLedger struct {
 
 func newFakeLedger() *fakeLedger {
 	return &fakeLedger{status: map[ledger.Key]ledger.Status{}, reasons: map[ledger.Key]string{}, codes: map[ledger.Key]string{}, jobIDs: map[ledger.Key]string{}, attempts: map[ledger.Key]int{},
-		revs: map[ledger.Key]ledger.Revision{}, replays: map[ledger.Key]string{}, outputs: map[ledger.Key][]string{}, superseded: map[ledger.Key]string{}, poison: map[string]string{}}
+		revs: map[ledger.Key]ledger.Revision{}, replays: map[ledger.Key]string{}, outputs: map[ledger.Key][]string{}, sums: map[ledger.Key]string{}, superseded: map[ledger.Key]string{}, poison: map[string]string{}}
 }
 
 func (l *fakeLedger) Lookup(_ context.Context, keys []ledger.Key) (map[ledger.Key]ledger.State, error) {
@@ -260,7 +267,7 @@ func (l *fakeLedger) WriteReplacing(_ context.Context, w ledger.Write) (bool, er
 	if w.Replay != "" {
 		l.replays[k] = w.Replay
 	}
-	l.outputs[k] = w.Result.Outputs
+	l.outputs[k], l.sums[k] = w.Result.Outputs, w.Result.SHA256
 	l.attempts[k]++
 	return replaced, nil
 }

@@ -1423,12 +1423,10 @@ func (h *Handler) run(ctx context.Context, it *item, f task.File) (res ledger.Re
 	}
 	// Every output write, at debug level (AWS_LAMBDA_LOG_LEVEL=DEBUG; make chaos sets it):
 	// which revision's bytes went to the key, for reading a sequence after the fact.
+	// A multipart output (over one part) carries its labels but not its checksums (up.Late):
+	// those are in the record this commit writes.
 	h.deps.Logger.DebugContext(ctx, "output written", "output", outKey, "revision", rev.String(), "for", it.rev.String(),
-		"receive", it.msg.receive, "etag", up.ETag)
-	if !up.MetadataSet {
-		h.deps.Logger.WarnContext(ctx, "output too large for metadata by copy; checksums are in the ledger only",
-			"bucket", h.cfg.OutputBucket, "key", outKey, "bytes", up.Size)
-	}
+		"receive", it.msg.receive, "etag", up.ETag, "parts", up.Parts, "not in metadata", up.Late)
 	res = ledger.Result{
 		Size:        size,
 		OutputSize:  up.Size,

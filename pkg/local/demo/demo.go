@@ -509,7 +509,7 @@ func summarize(ctx context.Context, st *devstack.Stack, files []*File, recs map[
 			work = append(work, float64(r.DurationMS))
 			if f.OutputKey != "" {
 				s.OutputsChecked++
-				if mismatch := checkOutput(ctx, st, f); mismatch != "" {
+				if mismatch := checkOutput(ctx, st, f, r); mismatch != "" {
 					s.OutputMismatches = append(s.OutputMismatches, mismatch)
 				}
 			}
@@ -555,8 +555,10 @@ func percentile(sorted []float64, p float64) float64 {
 }
 
 // checkOutput verifies that the file's output exists under its key with the right bytes
-// and checksum metadata.
-func checkOutput(ctx context.Context, st *devstack.Stack, f *File) string {
+// and its revision's label, and that the record holds its checksum, as does the output's
+// metadata unless it is a multipart object (an ETag "<md5>-<parts>"), created before its
+// checksum was known.
+func checkOutput(ctx context.Context, st *devstack.Stack, f *File, r ledger.Record) string {
 	key := f.OutputKey
 	if p := st.Resources.Functions[0].Env["FILEFLOW_OUTPUT_PREFIX"]; p != "" {
 		key = p + key
@@ -573,8 +575,14 @@ func checkOutput(ctx context.Context, st *devstack.Stack, f *File) string {
 	if got := sha(body); got != f.OutputSHA {
 		return f.Key + ": output bytes differ"
 	}
-	if obj.Metadata["fileflow-sha256"] != f.OutputSHA {
-		return f.Key + ": sha256 metadata " + obj.Metadata["fileflow-sha256"]
+	if obj.Metadata[task.MetaRevision] == "" {
+		return f.Key + ": output without its revision's label"
+	}
+	if r.SHA256 != f.OutputSHA {
+		return f.Key + ": sha256 in the record " + r.SHA256
+	}
+	if multipart := strings.Contains(aws.ToString(obj.ETag), "-"); !multipart && obj.Metadata[task.MetaSHA256] != f.OutputSHA {
+		return f.Key + ": sha256 metadata " + obj.Metadata[task.MetaSHA256]
 	}
 	return ""
 }

@@ -49,7 +49,7 @@ var neverExercised = map[string]struct {
 	"dispatch ConsumeOwnQueue sqs:ChangeMessageVisibility": {reason: "brings a finalize back while report lines are still being written, or a task whose parent wait could not be sent", sometimes: true},
 	"worker ResendWaitingTasks sqs:SendMessage":            {reason: "a task message that arrives before its fan-out task is counted is sent again, delayed", sometimes: true},
 	"dispatch SendChildJobs sqs:SendMessage":               {reason: "finalize re-requests and parent waits send single messages; child fan-out tasks go in batches (also sqs:SendMessage)", sometimes: true},
-	"worker WriteOutput s3:GetObject":                      {reason: "the in-place copy that sets late metadata on multipart outputs reads the output", sometimes: true},
+	"worker WriteOutput s3:GetObject":                      {reason: "HEADs an output: a conditional PUT refused (whose output is there?), a redelivery's confirm, a superseded revision's output check", sometimes: true},
 	"worker ListOutput s3:ListBucket":                      {reason: "makes a HEAD of a missing output (a superseded revision's output check) NotFound instead of AccessDenied", sometimes: true},
 	"dispatch ListOutput s3:ListBucket":                    {reason: "makes a GET of a missing report part NoSuchKey (named in the report) instead of AccessDenied", sometimes: true},
 	"dispatch PeekDeadLetters sqs:ReceiveMessage":          {reason: "the reconciler peeks at the DLQs while a job is open; exercised when a reconcile message arrives during a job", sometimes: true},
