@@ -158,15 +158,17 @@ func TestReview12BoundariesAndBufferReuse(t *testing.T) {
 				if size > part {
 					assert.Equal(t, (size+part-1)/part, res.Parts, name)
 					assert.GreaterOrEqual(t, api.describeSeen[0], part, "%s: first Describe after a part", name)
-					assert.Equal(t, strconv.Itoa(api.describeSeen[0]), api.meta["n"], "%s: created with the first Describe", name)
+					// "n" changed after the first Describe unless the first part was the whole
+					// stream: a changed value is corrected by one copy.
+					copies := 0
 					if api.describeSeen[0] < size {
-						assert.Equal(t, []string{"n"}, res.Late, name)
-					} else { // the whole stream was read with the first part
-						assert.Empty(t, res.Late, name)
+						copies = 1
 					}
-				} else {
-					assert.Equal(t, strconv.Itoa(size), api.meta["n"], "%s: last Describe after the end", name)
-					assert.Empty(t, res.Late, name)
+					assert.Equal(t, copies, api.copies, name)
+				}
+				assert.Equal(t, strconv.Itoa(size), api.meta["n"], "%s: the object carries the last Describe, after the end", name)
+				assert.Empty(t, res.Late, name)
+				if size <= part {
 					assert.Equal(t, 0, res.Parts, name)
 					assert.Equal(t, "e"+strconv.Itoa(size), res.ETag, name)
 				}

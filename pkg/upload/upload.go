@@ -7,6 +7,12 @@
 // the result names it ([Result.Late]): S3 cannot add metadata to an object without
 // copying it whole, which costs another PUT-class request and the object's size again in
 // time (the caller keeps those values elsewhere; the worker, in the ledger's record).
+// Only if a value the object already carries changed by the end (a header, an entry) is
+// it corrected, with one server-side CopyObject: a wrong label is worse than a missing one.
+//
+// An upload with an [Owner] writes on a condition (If-None-Match, or If-Match on the
+// ETag its owner check saw), single PUT and multipart alike, so that another input's
+// output that lands at the key meanwhile is never replaced.
 // Memory per upload is one part buffer, whatever the object's size, and a stream of at
 // most [SmallSize] bytes takes only a small buffer: most files are small, and a part
 // buffer each would keep the heap (and the pages it touches) 32 times larger.
@@ -44,6 +50,7 @@ type API interface {
 	UploadPart(context.Context, *s3.UploadPartInput, ...func(*s3.Options)) (*s3.UploadPartOutput, error)
 	CompleteMultipartUpload(context.Context, *s3.CompleteMultipartUploadInput, ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error)
 	AbortMultipartUpload(context.Context, *s3.AbortMultipartUploadInput, ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
+	CopyObject(context.Context, *s3.CopyObjectInput, ...func(*s3.Options)) (*s3.CopyObjectOutput, error)
 }
 
 // Limits of S3 multipart uploads and of CopyObject.
@@ -89,7 +96,8 @@ type Object struct {
 	// a sniffed content type, are known) and again once the body has been read to the end
 	// (so values computed over the whole stream, like checksums, are known). A single
 	// PUT carries the second answer; a multipart object the first, and [Result.Late]
-	// names the entries only the second has. Nil: none.
+	// names the entries only the second has (a value the second changes or drops is
+	// corrected by a copy). Nil: none.
 	Describe func() Description
 	// Owner, if set, is the metadata entry that names the input the object is the output
 	// of. An existing object at Key that another input owns is never overwritten: the
@@ -123,25 +131,54 @@ type header interface {
 	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
 }
 
-// checkOwner says whether obj may overwrite what is at its key: nothing there, an
-// object of the same owner, or one that names none (written before owners were).
-func (u *Uploader) checkOwner(ctx context.Context, obj Object) error {
+// condition is what a write of obj's key may replace: nothing (If-None-Match: *), or
+// the object with this ETag (If-Match), which is obj's input's own output, or one that
+// names no owner (written before owners were). Zero: no owner check, no condition.
+type condition struct {
+	ifNoneMatch bool
+	ifMatch     string
+}
+
+// ownerCondition says whether obj may overwrite what is at its key, and on what
+// condition: a write that lands only if the key still holds what was seen, so that
+// another input's output written since is never replaced.
+func (u *Uploader) ownerCondition(ctx context.Context, obj Object) (condition, error) {
 	h, ok := u.api.(header)
 	if !ok || obj.Owner == nil {
-		return nil
+		return condition{}, nil
 	}
 	out, err := h.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key)})
 	var api smithy.APIError
 	if errors.As(err, &api) && (api.ErrorCode() == "NotFound" || api.ErrorCode() == "NoSuchKey") {
-		return nil
+		return condition{ifNoneMatch: true}, nil
 	}
 	if err != nil {
-		return fmt.Errorf("upload %s: head: %w", obj.Key, err)
+		return condition{}, fmt.Errorf("upload %s: head: %w", obj.Key, err)
 	}
 	if other, ok := out.Metadata[obj.Owner.Key]; ok && other != obj.Owner.Value {
-		return &OwnedError{Key: obj.Key, Owner: other}
+		return condition{}, &OwnedError{Key: obj.Key, Owner: other}
 	}
-	return nil
+	if aws.ToString(out.ETag) == "" {
+		return condition{}, nil
+	}
+	return condition{ifMatch: aws.ToString(out.ETag)}, nil
+}
+
+func (c condition) apply(ifNoneMatch, ifMatch **string) {
+	*ifNoneMatch, *ifMatch = nil, nil
+	if c.ifNoneMatch {
+		*ifNoneMatch = aws.String("*")
+	}
+	if c.ifMatch != "" {
+		*ifMatch = aws.String(c.ifMatch)
+	}
+}
+
+// preconditionFailed says whether err is S3's 412: the key no longer holds what the
+// write's condition names.
+func preconditionFailed(err error) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed"
 }
 
 // Description is an object's headers and user metadata.
@@ -198,8 +235,8 @@ type Result struct {
 	Size  int64
 	Parts int // 0 for a single PutObject
 	// Late are the metadata entries that Describe returned only once the stream had been
-	// read, or with another value, and that a multipart object therefore does not carry
-	// (sorted; nil for a single PutObject, which carries them all).
+	// read, and that a multipart object therefore does not carry (sorted; nil for a single
+	// PutObject, and for a multipart object corrected by a copy, which carry them all).
 	Late []string
 }
 
@@ -255,15 +292,19 @@ func (u *Uploader) putSingle(ctx context.Context, obj Object, data []byte) (Resu
 		in.IfNoneMatch = aws.String("*") // a new output: no other call
 	}
 	out, err := u.api.PutObject(ctx, in)
-	var api smithy.APIError
-	if obj.Owner != nil && errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" {
-		// Something is there: overwrite it only if it is this input's output.
-		if err := u.checkOwner(ctx, obj); err != nil {
+	if obj.Owner != nil && preconditionFailed(err) {
+		// Something is there: overwrite it only if it is this input's output, and only
+		// if it still is when the PUT lands.
+		cond, err := u.ownerCondition(ctx, obj)
+		if err != nil {
 			return Result{}, err
 		}
-		in.IfNoneMatch = nil
+		cond.apply(&in.IfNoneMatch, &in.IfMatch)
 		in.Body = bytes.NewReader(data)
-		out, err = u.api.PutObject(ctx, in)
+		if out, err = u.api.PutObject(ctx, in); err != nil {
+			return Result{}, writeError(obj.Key, "put", err)
+		}
+		return Result{ETag: aws.ToString(out.ETag), Size: int64(len(data))}, nil
 	}
 	if err != nil {
 		return Result{}, writeError(obj.Key, "put", err)
@@ -275,7 +316,8 @@ func (u *Uploader) putSingle(ctx context.Context, obj Object, data []byte) (Resu
 // object gets the metadata Describe returns now, after the first part: every output is
 // labelled from the moment it exists.
 func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, rest io.Reader) (_ Result, err error) {
-	if err := u.checkOwner(ctx, obj); err != nil {
+	cond, err := u.ownerCondition(ctx, obj)
+	if err != nil {
 		return Result{}, err
 	}
 	early := obj.describe()
@@ -285,8 +327,9 @@ func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, r
 	if err != nil {
 		return Result{}, writeError(obj.Key, "create multipart upload", err)
 	}
+	completed := false
 	defer func() {
-		if err != nil {
+		if err != nil && !completed {
 			// Abort even when ctx is done, or the parts linger (and cost) until a lifecycle rule.
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
@@ -321,21 +364,78 @@ func (u *Uploader) putMultipart(ctx context.Context, obj Object, first []byte, r
 		}
 		buf = first[:n]
 	}
-	done, err := u.api.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+	// Complete on the owner check's condition: another input's output that landed at the
+	// key since the check is never replaced (it would be by an unconditional complete).
+	complete := &s3.CompleteMultipartUploadInput{
 		Bucket: aws.String(obj.Bucket), Key: aws.String(obj.Key), UploadId: mpu.UploadId,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
-	})
+	}
+	cond.apply(&complete.IfNoneMatch, &complete.IfMatch)
+	done, err := u.api.CompleteMultipartUpload(ctx, complete)
+	if obj.Owner != nil && preconditionFailed(err) {
+		// Something else is there now: complete over it only if it is this input's own.
+		if cond, err = u.ownerCondition(ctx, obj); err != nil {
+			return Result{}, err
+		}
+		cond.apply(&complete.IfNoneMatch, &complete.IfMatch)
+		done, err = u.api.CompleteMultipartUpload(ctx, complete)
+	}
 	if err != nil {
 		return Result{}, writeError(obj.Key, "complete multipart upload", err)
 	}
-	return Result{ETag: aws.ToString(done.ETag), Size: size, Parts: len(parts), Late: late(early.Metadata, obj.describe().Metadata)}, nil
+	completed = true
+	res := Result{ETag: aws.ToString(done.ETag), Size: size, Parts: len(parts)}
+
+	final := obj.describe()
+	if !changed(early, final) {
+		res.Late = added(early.Metadata, final.Metadata)
+		return res, nil
+	}
+	// A value the object carries is not the final one (a processor settled it at the end):
+	// a wrong label is worse than a missing one, so correct it with one copy, on the
+	// condition that the object is still the one just completed.
+	if size > MaxCopySize {
+		return Result{}, failure.Newf(failure.TooLarge, "upload %s: the output's headers or metadata changed after its upload began, and S3 cannot copy an object of %d bytes (over 5 GiB) to correct them", obj.Key, size)
+	}
+	cp := &s3.CopyObjectInput{
+		Bucket:            aws.String(obj.Bucket),
+		Key:               aws.String(obj.Key),
+		CopySource:        aws.String(CopySource(obj.Bucket, obj.Key)),
+		CopySourceIfMatch: done.ETag,
+		MetadataDirective: types.MetadataDirectiveReplace,
+		Metadata:          final.Metadata,
+	}
+	setHeaders(final, &cp.ContentType, &cp.ContentEncoding)
+	copied, err := u.api.CopyObject(ctx, cp)
+	if err != nil {
+		return Result{}, writeError(obj.Key, "correct the metadata by copy", err)
+	}
+	if copied.CopyObjectResult != nil && copied.CopyObjectResult.ETag != nil {
+		res.ETag = aws.ToString(copied.CopyObjectResult.ETag)
+	}
+	return res, nil
 }
 
-// late are the keys of final whose values early does not have.
-func late(early, final map[string]string) []string {
+// changed says whether final gives another value for something early put on the object:
+// a header, or a metadata entry changed or dropped (an entry only final has is late, not
+// wrong).
+func changed(early, final Description) bool {
+	if early.ContentType != final.ContentType || early.ContentEncoding != final.ContentEncoding {
+		return true
+	}
+	for k, v := range early.Metadata {
+		if have, ok := final.Metadata[k]; !ok || have != v {
+			return true
+		}
+	}
+	return false
+}
+
+// added are the keys of final that early does not have.
+func added(early, final map[string]string) []string {
 	var keys []string
-	for k, v := range final {
-		if have, ok := early[k]; !ok || have != v {
+	for k := range final {
+		if _, ok := early[k]; !ok {
 			keys = append(keys, k)
 		}
 	}

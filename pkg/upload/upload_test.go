@@ -19,13 +19,13 @@ import (
 )
 
 type fakeAPI struct {
-	puts, creates, parts, completes, aborts int
-	partSizes                               []int
-	meta                                    map[string]string // of the PUT or the created upload
-	ctype                                   string
-	failPart                                int
-	putErr, createErr, completeErr          error
-	written                                 []byte // the bodies of PUTs and parts, in order
+	puts, creates, parts, completes, aborts, copies int
+	partSizes                                       []int
+	meta                                            map[string]string // of the object: its PUT, created upload or copy
+	ctype, cenc                                     string
+	failPart                                        int
+	putErr, createErr, completeErr                  error
+	written                                         []byte // the bodies of PUTs and parts, in order
 }
 
 func (f *fakeAPI) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
@@ -33,7 +33,7 @@ func (f *fakeAPI) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(
 		return nil, f.putErr
 	}
 	f.puts++
-	f.meta, f.ctype = in.Metadata, aws.ToString(in.ContentType)
+	f.meta, f.ctype, f.cenc = in.Metadata, aws.ToString(in.ContentType), aws.ToString(in.ContentEncoding)
 	b, _ := io.ReadAll(in.Body)
 	f.written = append(f.written, b...)
 	return &s3.PutObjectOutput{ETag: aws.String("e")}, nil
@@ -43,7 +43,7 @@ func (f *fakeAPI) CreateMultipartUpload(_ context.Context, in *s3.CreateMultipar
 		return nil, f.createErr
 	}
 	f.creates++
-	f.meta, f.ctype = in.Metadata, aws.ToString(in.ContentType)
+	f.meta, f.ctype, f.cenc = in.Metadata, aws.ToString(in.ContentType), aws.ToString(in.ContentEncoding)
 	return &s3.CreateMultipartUploadOutput{UploadId: aws.String("u")}, nil
 }
 func (f *fakeAPI) UploadPart(_ context.Context, in *s3.UploadPartInput, _ ...func(*s3.Options)) (*s3.UploadPartOutput, error) {
@@ -66,6 +66,12 @@ func (f *fakeAPI) CompleteMultipartUpload(context.Context, *s3.CompleteMultipart
 func (f *fakeAPI) AbortMultipartUpload(context.Context, *s3.AbortMultipartUploadInput, ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error) {
 	f.aborts++
 	return &s3.AbortMultipartUploadOutput{}, nil
+}
+
+func (f *fakeAPI) CopyObject(_ context.Context, in *s3.CopyObjectInput, _ ...func(*s3.Options)) (*s3.CopyObjectOutput, error) {
+	f.copies++
+	f.meta, f.ctype, f.cenc = in.Metadata, aws.ToString(in.ContentType), aws.ToString(in.ContentEncoding)
+	return &s3.CopyObjectOutput{}, nil
 }
 
 func obj(meta string) Object {
@@ -103,32 +109,43 @@ func TestSizes(t *testing.T) {
 }
 
 // A single PUT carries the metadata Describe returns at the end; a multipart object is
-// created with what it returns after the first part, and the result names what only
-// the end knew. The object is never copied to add it (the API has no CopyObject).
+// created with what it returns after the first part, and the result names what only the
+// end added. A value the end changed or dropped, or a header, is corrected by one copy,
+// on the condition that the object is still the one completed.
 func TestMultipartCarriesTheMetadataKnownAtItsStart(t *testing.T) {
 	const part = MinPartSize
 	for _, tt := range []struct {
-		size int
-		meta map[string]string
-		late []string
+		name   string
+		size   int
+		settle bool // the end changes the type, not only adds the sum
+		meta   map[string]string
+		ctype  string
+		late   []string
+		copies int
 	}{
-		{part, map[string]string{"label": "in/k", "sum": "done", "type": "text/plain"}, nil},
-		{2*part + 1, map[string]string{"label": "in/k", "type": "reading"}, []string{"sum", "type"}},
+		{"one PUT", part, true, map[string]string{"label": "in/k", "sum": "done", "type": "text/plain"}, "text/plain", nil, 0},
+		{"multipart, an entry added", 2*part + 1, false, map[string]string{"label": "in/k", "type": "reading"}, "reading", []string{"sum"}, 0},
+		{"multipart, a value changed", 2*part + 1, true, map[string]string{"label": "in/k", "sum": "done", "type": "text/plain"}, "text/plain", nil, 1},
 	} {
 		api := &fakeAPI{}
 		u, err := New(api, part)
 		require.NoError(t, err)
 		body := bytes.NewReader(make([]byte, tt.size))
 		res, err := u.Upload(context.Background(), Object{Bucket: "b", Key: "k", Describe: func() Description {
-			m := map[string]string{"label": "in/k", "type": "reading"}
-			if body.Len() == 0 { // read to the end: the checksum is known, the type settled
-				m["sum"], m["type"] = "done", "text/plain"
+			d := Description{ContentType: "reading", Metadata: map[string]string{"label": "in/k", "type": "reading"}}
+			if body.Len() == 0 { // read to the end: the checksum is known, maybe the type settled
+				d.Metadata["sum"] = "done"
+				if tt.settle {
+					d.ContentType, d.Metadata["type"] = "text/plain", "text/plain"
+				}
 			}
-			return Description{Metadata: m}
+			return d
 		}}, body)
-		require.NoError(t, err, tt.size)
-		assert.Equal(t, tt.meta, api.meta, "the object's metadata, %d bytes", tt.size)
-		assert.Equal(t, tt.late, res.Late, tt.size)
+		require.NoError(t, err, tt.name)
+		assert.Equal(t, tt.meta, api.meta, "the object's metadata: %s", tt.name)
+		assert.Equal(t, tt.ctype, api.ctype, tt.name)
+		assert.Equal(t, tt.late, res.Late, tt.name)
+		assert.Equal(t, tt.copies, api.copies, tt.name)
 	}
 }
 
@@ -249,4 +266,133 @@ func TestKeyConflictIsPermanent(t *testing.T) {
 	var ce *ConflictError
 	assert.False(t, errors.As(err, &ce))
 	assert.Equal(t, retry.Retryable, retry.Classify(err))
+}
+
+// condAPI is S3 with one object's owner and ETag at the key, conditional writes checked,
+// and a hook that runs before each CompleteMultipartUpload (another writer landing).
+type condAPI struct {
+	fakeAPI
+	exists       bool
+	owner, etag  string
+	beforeDone   func(*condAPI)
+	ifNoneMatch  []string // of each Complete, in order ("" when absent)
+	ifMatch      []string
+	headsSeen    int
+	putsRefused  int
+	completesNot int
+}
+
+func (c *condAPI) HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
+	c.headsSeen++
+	if !c.exists {
+		return nil, &smithy.GenericAPIError{Code: "NotFound"}
+	}
+	return &s3.HeadObjectOutput{ETag: aws.String(c.etag), Metadata: map[string]string{"in": c.owner}}, nil
+}
+
+func (c *condAPI) refused(ifNoneMatch, ifMatch *string) bool {
+	return (aws.ToString(ifNoneMatch) == "*" && c.exists) || (ifMatch != nil && (!c.exists || aws.ToString(ifMatch) != c.etag))
+}
+
+func (c *condAPI) PutObject(ctx context.Context, in *s3.PutObjectInput, o ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	if c.refused(in.IfNoneMatch, in.IfMatch) {
+		c.putsRefused++
+		return nil, &smithy.GenericAPIError{Code: "PreconditionFailed"}
+	}
+	c.exists, c.owner, c.etag = true, in.Metadata["in"], `"put"`
+	return c.fakeAPI.PutObject(ctx, in, o...)
+}
+
+func (c *condAPI) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput, o ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
+	if f := c.beforeDone; f != nil {
+		c.beforeDone = nil
+		f(c)
+	}
+	c.ifNoneMatch = append(c.ifNoneMatch, aws.ToString(in.IfNoneMatch))
+	c.ifMatch = append(c.ifMatch, aws.ToString(in.IfMatch))
+	if c.refused(in.IfNoneMatch, in.IfMatch) {
+		c.completesNot++
+		return nil, &smithy.GenericAPIError{Code: "PreconditionFailed"}
+	}
+	c.exists, c.owner, c.etag = true, c.meta["in"], `"mpu"`
+	return c.fakeAPI.CompleteMultipartUpload(ctx, in, o...)
+}
+
+// An owned upload replaces only what its owner check saw: a multipart upload completes
+// on If-None-Match: * (nothing there) or If-Match (its own output's ETag). Another
+// input's output that lands between the check and the complete is never replaced (the
+// upload fails OwnedError and is aborted); its own output landing there (a duplicate
+// delivery's) is completed over on that output's ETag. A single PUT refused by
+// If-None-Match is sent again on If-Match, not unconditionally.
+func TestOwnedWritesReplaceOnlyWhatTheCheckSaw(t *testing.T) {
+	const part = MinPartSize
+	owned := func() Object {
+		return Object{Bucket: "b", Key: "k", Owner: &Owner{Key: "in", Value: "me"}, Describe: func() Description {
+			return Description{Metadata: map[string]string{"in": "me"}}
+		}}
+	}
+	t.Run("multipart, nothing there", func(t *testing.T) {
+		api := &condAPI{}
+		u, err := New(api, part)
+		require.NoError(t, err)
+		_, err = u.Upload(context.Background(), owned(), bytes.NewReader(make([]byte, part+1)))
+		require.NoError(t, err)
+		assert.Equal(t, []string{"*"}, api.ifNoneMatch)
+		assert.Equal(t, []string{""}, api.ifMatch)
+	})
+	t.Run("multipart, its own output there", func(t *testing.T) {
+		api := &condAPI{exists: true, owner: "me", etag: `"old"`}
+		u, err := New(api, part)
+		require.NoError(t, err)
+		_, err = u.Upload(context.Background(), owned(), bytes.NewReader(make([]byte, part+1)))
+		require.NoError(t, err)
+		assert.Equal(t, []string{`"old"`}, api.ifMatch)
+	})
+	t.Run("multipart, another input's output lands meanwhile", func(t *testing.T) {
+		api := &condAPI{beforeDone: func(c *condAPI) { c.exists, c.owner, c.etag = true, "other", `"theirs"` }}
+		u, err := New(api, part)
+		require.NoError(t, err)
+		_, err = u.Upload(context.Background(), owned(), bytes.NewReader(make([]byte, part+1)))
+		var owned *OwnedError
+		require.ErrorAs(t, err, &owned)
+		assert.Equal(t, "other", owned.Owner)
+		assert.Equal(t, 1, api.completesNot)
+		assert.Zero(t, api.completes, "their output stands")
+		assert.Equal(t, 1, api.aborts)
+	})
+	t.Run("multipart, its own output lands meanwhile", func(t *testing.T) {
+		api := &condAPI{beforeDone: func(c *condAPI) { c.exists, c.owner, c.etag = true, "me", `"dup"` }}
+		u, err := New(api, part)
+		require.NoError(t, err)
+		_, err = u.Upload(context.Background(), owned(), bytes.NewReader(make([]byte, part+1)))
+		require.NoError(t, err)
+		assert.Equal(t, []string{"*", ""}, api.ifNoneMatch)
+		assert.Equal(t, []string{"", `"dup"`}, api.ifMatch)
+		assert.Equal(t, 1, api.completes)
+		assert.Zero(t, api.aborts)
+	})
+	t.Run("single PUT over its own output", func(t *testing.T) {
+		api := &condAPI{exists: true, owner: "me", etag: `"old"`}
+		u, err := New(api, part)
+		require.NoError(t, err)
+		_, err = u.Upload(context.Background(), owned(), bytes.NewReader([]byte("small")))
+		require.NoError(t, err)
+		assert.Equal(t, 1, api.putsRefused, "If-None-Match first")
+		assert.Equal(t, 1, api.puts, "then If-Match on the ETag seen")
+		api2 := &condAPI{exists: true, owner: "me", etag: `"old"`}
+		u2, err := New(&headSwap{condAPI: api2}, part)
+		require.NoError(t, err)
+		_, err = u2.Upload(context.Background(), owned(), bytes.NewReader([]byte("small")))
+		require.Error(t, err, "the object changed after the HEAD: the second PUT's If-Match fails, nothing is replaced")
+		assert.Zero(t, api2.puts)
+	})
+}
+
+// headSwap replaces the object (another writer) right after the owner check's HEAD.
+type headSwap struct{ *condAPI }
+
+func (h *headSwap) HeadObject(ctx context.Context, in *s3.HeadObjectInput, o ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
+	out, err := h.condAPI.HeadObject(ctx, in, o...)
+	h.condAPI.owner, h.condAPI.etag = "other", `"theirs"`
+	return out, err
 }

@@ -30,6 +30,7 @@ type fakeS3 struct {
 	created map[string]*s3.CreateMultipartUploadInput
 	getErr  func(key string) error
 	puts    int
+	uploads int
 	heads   int
 	deletes int
 }
@@ -129,6 +130,19 @@ func (f *fakeS3) DeleteObject(_ context.Context, in *s3.DeleteObjectInput, _ ...
 	return &s3.DeleteObjectOutput{}, nil
 }
 
+// writeCondition is S3's check of a conditional write of k: If-None-Match: * refuses
+// an existing object, If-Match one with another ETag (412 either way).
+func (f *fakeS3) writeCondition(k string, ifNoneMatch, ifMatch *string) error {
+	_, exists := f.objects[k]
+	if aws.ToString(ifNoneMatch) == "*" && exists {
+		return &smithy.GenericAPIError{Code: "PreconditionFailed", Message: "At least one of the pre-conditions you specified did not hold"}
+	}
+	if ifMatch != nil && (!exists || `"`+f.etags[k]+`"` != aws.ToString(ifMatch)) {
+		return &smithy.GenericAPIError{Code: "PreconditionFailed", Message: "At least one of the pre-conditions you specified did not hold"}
+	}
+	return nil
+}
+
 func (f *fakeS3) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
 	b, err := io.ReadAll(in.Body)
 	if err != nil {
@@ -137,6 +151,9 @@ func (f *fakeS3) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(*
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	k := aws.ToString(in.Bucket) + "/" + aws.ToString(in.Key)
+	if err := f.writeCondition(k, in.IfNoneMatch, in.IfMatch); err != nil {
+		return nil, err
+	}
 	f.objects[k], f.meta[k], f.ctype[k] = b, in.Metadata, aws.ToString(in.ContentType)
 	f.puts++
 	f.etags[k] = fmt.Sprintf("out-%d", f.puts)
@@ -146,7 +163,8 @@ func (f *fakeS3) PutObject(_ context.Context, in *s3.PutObjectInput, _ ...func(*
 func (f *fakeS3) CreateMultipartUpload(_ context.Context, in *s3.CreateMultipartUploadInput, _ ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	id := fmt.Sprintf("up-%d", len(f.parts)+1)
+	f.uploads++
+	id := fmt.Sprintf("up-%d", f.uploads)
 	f.parts[id] = nil
 	f.created[id] = in
 	return &s3.CreateMultipartUploadOutput{UploadId: aws.String(id)}, nil
@@ -164,32 +182,50 @@ func (f *fakeS3) UploadPart(_ context.Context, in *s3.UploadPartInput, _ ...func
 	return &s3.UploadPartOutput{ETag: aws.String(fmt.Sprintf(`"p%d"`, aws.ToInt32(in.PartNumber)))}, nil
 }
 
+// CompleteMultipartUpload makes the object with the created upload's headers and
+// metadata; a failed condition leaves the upload open (complete it again or abort it).
 func (f *fakeS3) CompleteMultipartUpload(_ context.Context, in *s3.CompleteMultipartUploadInput, _ ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	id := aws.ToString(in.UploadId)
+	created, ok := f.created[id]
+	if !ok {
+		return nil, &types.NoSuchUpload{Message: aws.String("no such upload " + id)}
+	}
 	k := aws.ToString(in.Bucket) + "/" + aws.ToString(in.Key)
+	if err := f.writeCondition(k, in.IfNoneMatch, in.IfMatch); err != nil {
+		return nil, err
+	}
 	f.objects[k] = bytes.Join(f.parts[id], nil)
-	f.meta[k], f.ctype[k] = f.created[id].Metadata, aws.ToString(f.created[id].ContentType)
+	f.meta[k], f.ctype[k] = created.Metadata, aws.ToString(created.ContentType)
 	delete(f.parts, id)
 	delete(f.created, id)
 	f.puts++
-	return &s3.CompleteMultipartUploadOutput{ETag: aws.String(`"mpu"`)}, nil
+	f.etags[k] = fmt.Sprintf("mpu-%d", f.puts)
+	return &s3.CompleteMultipartUploadOutput{ETag: aws.String(`"` + f.etags[k] + `"`)}, nil
 }
 
 func (f *fakeS3) AbortMultipartUpload(_ context.Context, in *s3.AbortMultipartUploadInput, _ ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.parts, aws.ToString(in.UploadId))
+	delete(f.created, aws.ToString(in.UploadId))
 	return &s3.AbortMultipartUploadOutput{}, nil
 }
 
+// CopyObject onto the same key replaces the headers and metadata (what the uploader
+// uses it for), if the source is still the ETag named.
 func (f *fakeS3) CopyObject(_ context.Context, in *s3.CopyObjectInput, _ ...func(*s3.Options)) (*s3.CopyObjectOutput, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	k := aws.ToString(in.Bucket) + "/" + aws.ToString(in.Key)
-	f.meta[k] = in.Metadata
-	return &s3.CopyObjectOutput{}, nil
+	if err := f.precondition(aws.ToString(in.CopySourceIfMatch), k); err != nil {
+		return nil, err
+	}
+	f.meta[k], f.ctype[k] = in.Metadata, aws.ToString(in.ContentType)
+	f.puts++
+	f.etags[k] = fmt.Sprintf("copy-%d", f.puts)
+	return &s3.CopyObjectOutput{CopyObjectResult: &types.CopyObjectResult{ETag: aws.String(`"` + f.etags[k] + `"`)}}, nil
 }
 
 // fakeLedger keeps records in memory with the store's conditional semantics: one

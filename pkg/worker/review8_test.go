@@ -151,8 +151,8 @@ func TestReview8_ConfirmHeadsTheWrongKeyUnderAContentTypeRule(t *testing.T) {
 	assert.Equal(t, "e:e3", meta[MetaRevision], "the redelivery confirmed a key that is not the output; e2's output stays under e3's record")
 }
 
-// review8NoMeta drops the user metadata of outputs: what upload leaves on an output over
-// 5 GiB (multipart, too large to attach its metadata by one copy; MetadataSet false).
+// review8NoMeta drops the user metadata of outputs: an output without labels, as upload
+// left one over 5 GiB before multipart outputs were created with their metadata.
 type review8NoMeta struct{ *fakeS3 }
 
 func (o review8NoMeta) PutObject(ctx context.Context, in *s3.PutObjectInput, opt ...func(*s3.Options)) (*s3.PutObjectOutput, error) {

@@ -159,19 +159,36 @@ func TestReview9_ParentWaitCopyConfirmsEveryFile(t *testing.T) {
 // transient error leaves the item pending (it.wait) with it.dup still true: summarize
 // counts it FilesDuplicate, not FilesRetrying, though its message comes back.
 // Fix: clear it.dup in it.wait (or in checkAfterCommit's wait branch).
+// review9ArmAfterPut arms review8HeadFails once an output PUT has landed: the HEAD that
+// fails is the output check after the commit, not the upload's own owner check (the
+// conditional PUT over an existing output HEADs it first).
+type review9ArmAfterPut struct {
+	*review8HeadFails
+	arm bool
+}
+
+func (o *review9ArmAfterPut) PutObject(ctx context.Context, in *s3.PutObjectInput, opt ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	out, err := o.review8HeadFails.PutObject(ctx, in, opt...)
+	if err == nil && o.arm && aws.ToString(in.Bucket) == "out" {
+		o.arm = false
+		o.mu.Lock()
+		o.armed = true
+		o.mu.Unlock()
+	}
+	return out, err
+}
+
 func TestReview9_WaitAfterAlreadySucceededCountsAsDuplicate(t *testing.T) {
-	var heads *review8HeadFails
+	var heads *review9ArmAfterPut
 	e := newEnv(t, func(c *Config, d *Deps) {
-		heads = &review8HeadFails{fakeS3: d.Objects.(*fakeS3)}
+		heads = &review9ArmAfterPut{review8HeadFails: &review8HeadFails{fakeS3: d.Objects.(*fakeS3)}}
 		d.Objects = heads
 		c.DuplicateCheck = DuplicateCheckRedelivery
 	})
 	e.s3.overwrite("in", "k.txt", "e1", []byte("version one"))
 	handleAcked(t, e, versionEvent("m1", "in", "k.txt", "v1", "e1", "0A"))
 
-	heads.mu.Lock()
-	heads.armed = true // the output check after the commit meets a 500
-	heads.mu.Unlock()
+	heads.arm = true                                                              // the output check after the commit meets a 500
 	resp := handleAll(t, e, versionEvent("m1b", "in", "k.txt", "v1", "e1", "0A")) // S3's event sent twice
 	require.True(t, len(resp.BatchItemFailures) > 0 || len(e.queue.sent) > 0, "the file comes back")
 	docs := batchMetrics(t, e)

@@ -1270,10 +1270,11 @@ func (h *Handler) restore(ctx context.Context, log *slog.Logger, it *item) error
 				return nil // the output is the newest revision's
 			}
 			if it.confirm && !missing && have == "" && (rec.OutputSize == 0 || aws.ToInt64(head.ContentLength) == rec.OutputSize) {
-				// A duplicate confirming an output without its revision (over 5 GiB, upload
-				// cannot attach it) of the record's size: nothing tells whose it is, and
-				// processing it again would not either. Elsewhere an unlabelled output is
-				// processed over, as an older revision's may be (review 9).
+				// A duplicate confirming an output without its revision (one written before
+				// multipart outputs were created with their labels, or by something else) of
+				// the record's size: nothing tells whose it is, and processing it again would
+				// not either. Elsewhere an unlabelled output is processed over, as an older
+				// revision's may be (review 9).
 				return nil
 			}
 		case have != "" && have == task.MetaValue(it.rev.String()) &&
