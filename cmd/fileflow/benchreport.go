@@ -114,25 +114,25 @@ func runBenchReport(ctx context.Context, root string, log *slog.Logger, scale fl
 	env := benchmark.Env{Root: root, Log: log, Overrides: set}
 
 	if !skipped["e2e"] {
+		var sizes []benchmark.Size
 		for _, s := range benchSizes {
-			run, err := benchmark.EndToEnd(ctx, env, s.label, s.bytes, scaled(s.full, scale))
-			if err != nil {
-				return nil, err
-			}
-			r.EndToEnd = append(r.EndToEnd, run)
+			sizes = append(sizes, benchmark.Size{Label: s.label, Bytes: s.bytes, Files: scaled(s.full, scale)})
 		}
+		runs, err := benchmark.EndToEnd(ctx, env, sizes)
+		if err != nil {
+			return nil, err
+		}
+		r.EndToEnd = runs
 	}
 	if !skipped["concurrency"] {
 		// The issue asks for 1 too, but an SQS event source mapping's MaximumConcurrency is
 		// 2 to 1,000 (AWS::Lambda::EventSourceMapping ScalingConfig: "Minimum: 2, Maximum:
 		// 1000", CloudFormation reference), and the stage refuses 1.
-		for _, c := range []int{2, 4, 8, 16} {
-			run, err := benchmark.Concurrency(ctx, env, c, scaled(1500, scale))
-			if err != nil {
-				return nil, err
-			}
-			r.Concurrency = append(r.Concurrency, run)
+		runs, err := benchmark.Concurrency(ctx, env, []int{2, 4, 8, 16}, scaled(1500, scale))
+		if err != nil {
+			return nil, err
 		}
+		r.Concurrency = runs
 	}
 	if !skipped["calls"] {
 		calls, err := benchmark.Calls(ctx, env, scaled(2000, scale))

@@ -793,10 +793,10 @@ func (m *mdWriter) endToEnd() {
 		"no queue, runtime or processors, on the same servers. The ratio is the pipeline's " +
 		"files/s over the raw loop's.")
 	m.p("")
-	m.p("The order of a run: a fresh stack; a warm-up of %d raw passes over %d small files, each "+
+	m.p("The order of a run: one stack for the three sizes; a warm-up of %d raw passes over %d small files, each "+
 		"pass writing new records (DynamoDB Local's JVM keeps compiling for tens of thousands of "+
-		"requests); the raw loop over files like the pipeline's; the pipeline's drain; the raw "+
-		"loop over the pipeline's files. The raw loop's figure is the mean of its two runs, "+
+		"requests); then for each size the raw loop over files like the pipeline's, the pipeline's drain, and the raw "+
+		"loop over the pipeline's files, with the mappings paused between sizes until every environment has stopped (each drain starts cold). The raw loop's figure is the mean of its two runs, "+
 		"before and after, so that the servers' drift favours neither loop. The raw loop runs "+
 		"in the benchmark's own process, so the pipeline's files are generated only after its "+
 		"first run (2 GB of 20 MB files in that process's heap halved the loop's files/s), and "+
@@ -900,7 +900,8 @@ func (m *mdWriter) concurrency() {
 		return
 	}
 	m.p("The worker mapping's maximum concurrency against files/s; next to each, the raw loop " +
-		"with as many files in flight as the pipeline can have (concurrency × the files one environment works on at once, the worker's default 8), run before and after the pipeline as in section 1: its figure is the mean.")
+		"with as many files in flight as the pipeline can have (concurrency × the files one environment works on at once, the worker's default 8), run before and after the pipeline as in section 1: its figure is the mean. " +
+		"The levels share one stack and one warm-up: before each, the mappings are paused until every environment has stopped (each level starts cold) and the maximum concurrency is set on the running mapping, as UpdateEventSourceMapping does on AWS.")
 	m.p("")
 	var rows [][]string
 	for _, c := range runs {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -254,21 +255,52 @@ func avgSize(files []*demo.File) int {
 // RawConcurrency is the raw loop's goroutines in section 1 (as `fileflow bench raw`).
 const RawConcurrency = 32
 
-// EndToEnd is section 1 for one size: a fresh local stack, the warm-up, the raw loop over
-// files like the pipeline's, the pipeline's drain of `files` files of `size` bytes, then
-// the raw loop over the pipeline's files, on the same servers, each with where the CPU
-// went. The raw loop's figure is the mean of its two runs.
-func EndToEnd(ctx context.Context, e Env, label string, size, files int) (SizeRun, error) {
-	e.log().Info("end to end", "size", label, "files", files)
+// Size is one file size of section 1.
+type Size struct {
+	Label string
+	Bytes int // each file's size
+	Files int
+}
+
+// EndToEnd is section 1: one local stack and its warm-up, then for each size the raw loop
+// over files like the pipeline's, the pipeline's drain of the size's files, then the raw
+// loop over the pipeline's files, on the same servers, each with where the CPU went. The
+// raw loop's figure is the mean of its two runs. Between sizes the mappings are paused
+// until every environment has stopped, so each drain starts cold, as on a fresh stack (a
+// stack and a warm-up per size cost about 95 s each here).
+func EndToEnd(ctx context.Context, e Env, sizes []Size) ([]SizeRun, error) {
 	st, err := e.start(ctx, false, nil)
 	if err != nil {
-		return SizeRun{}, err
+		return nil, err
 	}
 	defer st.Stop()
 	warm, err := WarmUp(ctx, st, WarmUpFiles, WarmUpPasses)
 	if err != nil {
-		return SizeRun{}, err
+		return nil, err
 	}
+	var runs []SizeRun
+	for i, sz := range sizes {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err := st.Pause(pctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("benchmark: %s: %w", sz.Label, err)
+		}
+		run, err := endToEnd(ctx, e, st, sz)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			run.WarmUp = warm
+		}
+		runs = append(runs, run)
+	}
+	return runs, nil
+}
+
+func endToEnd(ctx context.Context, e Env, st *devstack.Stack, sz Size) (SizeRun, error) {
+	label, size, files := sz.Label, sz.Bytes, sz.Files
+	e.log().Info("end to end", "size", label, "files", files)
 	r0, r0cpu, err := rawBefore(ctx, st, files, size, "before/"+strconv.Itoa(size)+"/", RawConcurrency, true)
 	if err != nil {
 		return SizeRun{}, err
@@ -283,12 +315,13 @@ func EndToEnd(ctx context.Context, e Env, label string, size, files int) (SizeRu
 		return SizeRun{}, err
 	}
 	r := bracket(r0, r1)
-	run := SizeRun{Label: label, SizeBytes: size, Pipeline: p, Raw: r, RawBefore: r0, RawAfter: r1, WarmUp: warm,
+	run := SizeRun{Label: label, SizeBytes: size, Pipeline: p, Raw: r, RawBefore: r0, RawAfter: r1,
 		CPU: &CPUProfile{Pipeline: pcpu, Raw: meanCPU(r0cpu, r1cpu)}}
 	if r.FilesPerSec > 0 {
 		run.Ratio = round(p.FilesPerSec/r.FilesPerSec, 3)
 	}
-	e.log().Info("end to end", "size", label, "pipeline", p.FilesPerSec, "raw before", r0.FilesPerSec, "raw after", r1.FilesPerSec, "ratio", run.Ratio)
+	e.log().Info("end to end", "size", label, "pipeline", p.FilesPerSec, "raw before", r0.FilesPerSec, "raw after", r1.FilesPerSec, "ratio", run.Ratio,
+		"mappings", fmt.Sprintf("%+v", st.Stats()))
 	return run, nil
 }
 
@@ -296,36 +329,62 @@ func EndToEnd(ctx context.Context, e Env, label string, size, files int) (SizeRu
 // worker's default Concurrency).
 const FilesInFlight = 8
 
-// Concurrency is section 2 for one maximum concurrency of the worker's mapping: the
-// pipeline's drain of `files` 1 KB files, and the raw loop with as many files in flight
-// (concurrency × FilesInFlight).
-func Concurrency(ctx context.Context, e Env, concurrency, files int) (ConcurrencyRun, error) {
-	e.log().Info("concurrency", "max", concurrency, "files", files)
-	st, err := e.start(ctx, false, map[string]string{"fileflow:workerMaxConcurrency": strconv.Itoa(concurrency)})
+// Concurrency is section 2: one local stack and one warm-up, then for each maximum
+// concurrency of the worker's mapping (set while the stack runs, as
+// UpdateEventSourceMapping does on AWS, with the mappings paused and every environment
+// stopped in between, so each level starts cold as a fresh stack would): the raw loop
+// with as many files in flight (concurrency × FilesInFlight), the pipeline's drain of
+// `files` 1 KB files, and the raw loop again. A stack and a warm-up per level cost
+// about 95 s each here.
+func Concurrency(ctx context.Context, e Env, levels []int, files int) ([]ConcurrencyRun, error) {
+	if !slices.IsSorted(levels) {
+		return nil, fmt.Errorf("benchmark: concurrency levels %v: must ascend (each level's most environments at once is checked)", levels)
+	}
+	st, err := e.start(ctx, false, nil)
 	if err != nil {
-		return ConcurrencyRun{}, err
+		return nil, err
 	}
 	defer st.Stop()
 	if _, err := WarmUp(ctx, st, WarmUpFiles, WarmUpPasses); err != nil {
-		return ConcurrencyRun{}, err
+		return nil, err
 	}
-	inFlight := concurrency * FilesInFlight
-	r0, _, err := rawBefore(ctx, st, files, 1<<10, "before/c"+strconv.Itoa(concurrency)+"/", inFlight, false)
-	if err != nil {
-		return ConcurrencyRun{}, err
+	var runs []ConcurrencyRun
+	for _, c := range levels {
+		e.log().Info("concurrency", "max", c, "files", files)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err := st.Pause(pctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("benchmark: concurrency %d: %w", c, err)
+		}
+		if err := st.SetMaxConcurrency("worker", c); err != nil {
+			return nil, fmt.Errorf("benchmark: concurrency %d: %w", c, err)
+		}
+		inFlight := c * FilesInFlight
+		r0, _, err := rawBefore(ctx, st, files, 1<<10, "before/c"+strconv.Itoa(c)+"/", inFlight, false)
+		if err != nil {
+			return nil, err
+		}
+		fs := demo.Generate(demo.Options{Files: files, Size: 1 << 10, Seed: uint64(c), Prefix: "bench/c" + strconv.Itoa(c) + "/"})
+		p, _, err := drain(ctx, st, fs, false)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range st.Mappings { // levels ascend: the most at once is this level's
+			if got := m.Stats().MaxEnvironments; m.Config.Function.Handler == "worker" && got > c {
+				return nil, fmt.Errorf("benchmark: concurrency %d: %d worker environments at once", c, got)
+			}
+		}
+		r1, _, err := raw(ctx, st, fs, inFlight, false)
+		if err != nil {
+			return nil, err
+		}
+		r := bracket(r0, r1)
+		e.log().Info("concurrency", "max", c, "pipeline", p.FilesPerSec, "raw before", r0.FilesPerSec, "raw after", r1.FilesPerSec,
+			"mappings", fmt.Sprintf("%+v", st.Stats()))
+		runs = append(runs, ConcurrencyRun{Concurrency: c, Pipeline: p, Raw: r, RawBefore: r0, RawAfter: r1, RawFiles: inFlight})
 	}
-	fs := demo.Generate(demo.Options{Files: files, Size: 1 << 10, Seed: uint64(concurrency), Prefix: "bench/c" + strconv.Itoa(concurrency) + "/"})
-	p, _, err := drain(ctx, st, fs, false)
-	if err != nil {
-		return ConcurrencyRun{}, err
-	}
-	r1, _, err := raw(ctx, st, fs, inFlight, false)
-	if err != nil {
-		return ConcurrencyRun{}, err
-	}
-	r := bracket(r0, r1)
-	e.log().Info("concurrency", "max", concurrency, "pipeline", p.FilesPerSec, "raw before", r0.FilesPerSec, "raw after", r1.FilesPerSec)
-	return ConcurrencyRun{Concurrency: concurrency, Pipeline: p, Raw: r, RawBefore: r0, RawAfter: r1, RawFiles: inFlight}, nil
+	return runs, nil
 }
 
 // Calls is section 3's measurement: the functions' API calls per file by operation, with

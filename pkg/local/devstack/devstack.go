@@ -567,8 +567,11 @@ func extractBootstrap(zipPath, dir string) (string, error) {
 	return "", fmt.Errorf("devstack: %s has no bootstrap", zipPath)
 }
 
-// Resume starts the event source mappings of a stack started Paused.
+// Resume starts the event source mappings of a stack started Paused, or paused since.
 func (s *Stack) Resume() {
+	for _, m := range s.Mappings {
+		m.Resume()
+	}
 	s.resumed.Do(func() {
 		select {
 		case <-s.resume:
@@ -576,6 +579,39 @@ func (s *Stack) Resume() {
 			close(s.resume)
 		}
 	})
+}
+
+// Pause stops every event source mapping's polling (as disabling them does on AWS) and
+// waits until no environment runs: each finishes its batch first. Messages sent from
+// here on wait in their queues until Resume.
+func (s *Stack) Pause(ctx context.Context) error {
+	for _, m := range s.Mappings {
+		m.Pause()
+	}
+	for s.Stats().Environments > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("devstack: pause: %d environments still running: %w", s.Stats().Environments, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// SetMaxConcurrency sets the maximum concurrency of the event source mappings of the
+// functions with this handler ("worker", "dispatch"), while the stack runs.
+func (s *Stack) SetMaxConcurrency(handler string, n int) error {
+	found := false
+	for _, m := range s.Mappings {
+		if m.Config.Function.Handler == handler {
+			m.SetMaxConcurrency(n)
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("devstack: no event source mapping of a %s function", handler)
+	}
+	return nil
 }
 
 // Stats sums the mappings' statistics.

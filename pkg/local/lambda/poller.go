@@ -58,6 +58,24 @@ type Mapping struct {
 	deleted, coldStarts atomic.Int64
 	envs                map[int]*Environment // running, by id
 	kills               atomic.Int64
+	paused              atomic.Bool
+}
+
+// Pause stops the mapping polling, as disabling an event source mapping does on AWS
+// (UpdateEventSourceMapping, Enabled false): no environment starts, and each running
+// one stops once its batch is done. Resume undoes it.
+func (m *Mapping) Pause() { m.paused.Store(true) }
+
+// Resume undoes Pause.
+func (m *Mapping) Resume() { m.paused.Store(false) }
+
+// SetMaxConcurrency changes the mapping's maximum concurrency while it runs, as
+// UpdateEventSourceMapping's ScalingConfig does on AWS: environments above it are not
+// stopped, none starts until they are fewer.
+func (m *Mapping) SetMaxConcurrency(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.Source.MaxConcurrency = n
 }
 
 // Stats returns the mapping's counters.
@@ -118,6 +136,9 @@ func (m *Mapping) Run(ctx context.Context) {
 			want = min(m.limit(), max(m.workers, min(need, max(1, 2*m.workers))))
 		}
 		want = max(want, minWarm)
+		if m.paused.Load() {
+			want = m.workers // none starts; the running ones stop after their batch
+		}
 		start := want - m.workers
 		for range start {
 			m.workers++
@@ -209,6 +230,13 @@ func (m *Mapping) worker(ctx context.Context, id int) {
 	}()
 	lastWork := time.Now()
 	for ctx.Err() == nil {
+		if m.paused.Load() {
+			m.mu.Lock()
+			m.workers--
+			counted = false
+			m.mu.Unlock()
+			return
+		}
 		msgs, err := m.receive(ctx)
 		if err != nil {
 			if ctx.Err() == nil {

@@ -83,3 +83,70 @@ func TestMessagesInFlightWithNoEnvironmentAreReceivedWhenTheyReturn(t *testing.T
 	assert.Eventually(t, func() bool { return q.receivedCount() > 0 }, 5*time.Second, 20*time.Millisecond,
 		"the message in flight is received when its visibility timeout ends")
 }
+
+// busyQueue always has visible messages and hands one out on every receive.
+type busyQueue struct {
+	mu       sync.Mutex
+	received int
+}
+
+func (q *busyQueue) GetQueueAttributes(context.Context, *sqs.GetQueueAttributesInput, ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error) {
+	return &sqs.GetQueueAttributesOutput{Attributes: map[string]string{
+		string(types.QueueAttributeNameApproximateNumberOfMessages):           "1000",
+		string(types.QueueAttributeNameApproximateNumberOfMessagesNotVisible): "0",
+		string(types.QueueAttributeNameApproximateNumberOfMessagesDelayed):    "0",
+	}}, nil
+}
+
+func (q *busyQueue) ReceiveMessage(context.Context, *sqs.ReceiveMessageInput, ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.received++
+	id := "m" + strconv.Itoa(q.received)
+	return &sqs.ReceiveMessageOutput{Messages: []types.Message{{MessageId: aws.String(id), ReceiptHandle: aws.String("rh-" + id), Body: aws.String("{}")}}}, nil
+}
+
+func (q *busyQueue) DeleteMessageBatch(context.Context, *sqs.DeleteMessageBatchInput, ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
+	return &sqs.DeleteMessageBatchOutput{}, nil
+}
+
+func (q *busyQueue) count() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.received
+}
+
+// A paused mapping receives nothing and runs no environment, as a disabled event source
+// mapping; resumed, it scales up to the maximum concurrency set while it runs; paused
+// again, its environments stop and it receives nothing more.
+func TestPauseAndMaxConcurrencyWhileRunning(t *testing.T) {
+	q := &busyQueue{}
+	m := &Mapping{
+		Config: Config{Function: &provision.Function{Name: "fileflow-worker", Timeout: time.Second}, Binary: "/nonexistent/bootstrap"},
+		Source: provision.Mapping{Queue: &provision.Queue{Name: "tasks", URL: "http://127.0.0.1:1/tasks", ARN: "arn:aws:sqs:us-east-1:000000000000:tasks"},
+			BatchSize: 1, MaxConcurrency: 16, ReportItemFailure: true},
+		SQS: q, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Region: "us-east-1",
+		Interval: 10 * time.Millisecond, Idle: 50 * time.Millisecond,
+	}
+	m.Pause()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	time.Sleep(200 * time.Millisecond)
+	assert.Zero(t, q.count(), "a paused mapping receives nothing")
+	assert.Zero(t, m.Stats().MaxEnvironments, "and starts no environment")
+
+	m.SetMaxConcurrency(2)
+	m.Resume()
+	assert.Eventually(t, func() bool { return q.count() > 0 && m.Stats().Environments == 2 }, 5*time.Second, 10*time.Millisecond, "resumed: it polls")
+	time.Sleep(200 * time.Millisecond)
+	assert.Equal(t, 2, m.Stats().MaxEnvironments, "never above the maximum set while it ran")
+
+	m.Pause()
+	assert.Eventually(t, func() bool { return m.Stats().Environments == 0 }, 5*time.Second, 10*time.Millisecond, "paused: every environment stops")
+	n := q.count()
+	time.Sleep(200 * time.Millisecond)
+	assert.Equal(t, n, q.count(), "and nothing more is received")
+}
