@@ -66,7 +66,7 @@ fuzz-smoke:
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) .ci/fuzz
 
-## bench: the benchmark report on the local stack (not part of make test; ~15 min here):
+## bench: the benchmark report on the local stack (not part of make test; ~18 min here):
 ## bench/report.json and docs/benchmarks.md with its charts in docs/bench/. BENCHFLAGS more
 ## flags (e.g. --scale 0.1 for a quick look, --skip fanout, --set fileflow:KEY=VALUE)
 BENCHFLAGS ?=
