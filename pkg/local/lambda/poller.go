@@ -291,7 +291,14 @@ func (m *Mapping) receive(ctx context.Context) ([]types.Message, error) {
 			MessageAttributeNames:       []string{"All"},
 		})
 		if err != nil {
-			return out, err
+			if len(out) > 0 {
+				// The messages gathered so far are in flight: invoke with them (Lambda
+				// invokes with what the window gathered), or they would come back only
+				// after the visibility timeout (review 14).
+				m.Log.Warn("esm: receive within the batching window", "queue", m.Source.Queue.Name, "messages", len(out), "error", err)
+				return out, nil
+			}
+			return nil, err
 		}
 		out = append(out, resp.Messages...)
 		full := len(out) >= m.Source.BatchSize
