@@ -61,6 +61,26 @@ func (q *lazyQueue) receivedCount() int {
 	return len(q.received)
 }
 
+// testMapping is a mapping of the tasks queue q for a worker function that cannot start
+// (every invocation fails): src's batch settings, a ReportItemFailure mapping.
+func testMapping(q SQSAPI, src provision.Mapping, interval, idle time.Duration) *Mapping {
+	src.Queue = &provision.Queue{Name: "tasks", URL: "http://127.0.0.1:1/tasks", ARN: "arn:aws:sqs:us-east-1:000000000000:tasks"}
+	src.ReportItemFailure = true
+	return &Mapping{
+		Config: Config{Function: &provision.Function{Name: "fileflow-worker", Timeout: time.Second}, Binary: "/nonexistent/bootstrap"},
+		Source: src, SQS: q, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Region: "us-east-1",
+		Interval: interval, Idle: idle,
+	}
+}
+
+// runMapping runs m until the test ends.
+func runMapping(t *testing.T, m *Mapping) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 // The first make bench at 19cff55 hung in its 1 KB drain: the queue held messages in
 // flight, no environment was running, and none started. Every environment had stopped
 // while those messages were invisible (two idle ones can each see the other and stop
@@ -69,17 +89,8 @@ func (q *lazyQueue) receivedCount() int {
 // flight, as it does for delayed ones.
 func TestMessagesInFlightWithNoEnvironmentAreReceivedWhenTheyReturn(t *testing.T) {
 	q := &lazyQueue{inflight: map[string]time.Time{"m1": time.Now().Add(300 * time.Millisecond)}}
-	m := &Mapping{
-		Config: Config{Function: &provision.Function{Name: "fileflow-worker", Timeout: time.Second}, Binary: "/nonexistent/bootstrap"},
-		Source: provision.Mapping{Queue: &provision.Queue{Name: "tasks", URL: "http://127.0.0.1:1/tasks", ARN: "arn:aws:sqs:us-east-1:000000000000:tasks"},
-			BatchSize: 10, MaxConcurrency: 4, ReportItemFailure: true},
-		SQS: q, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Region: "us-east-1",
-		Interval: 20 * time.Millisecond, Idle: 100 * time.Millisecond,
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	m := testMapping(q, provision.Mapping{BatchSize: 10, MaxConcurrency: 4}, 20*time.Millisecond, 100*time.Millisecond)
+	runMapping(t, m)
 	assert.Eventually(t, func() bool { return q.receivedCount() > 0 }, 5*time.Second, 20*time.Millisecond,
 		"the message in flight is received when its visibility timeout ends")
 }
@@ -121,18 +132,9 @@ func (q *busyQueue) count() int {
 // again, its environments stop and it receives nothing more.
 func TestPauseAndMaxConcurrencyWhileRunning(t *testing.T) {
 	q := &busyQueue{}
-	m := &Mapping{
-		Config: Config{Function: &provision.Function{Name: "fileflow-worker", Timeout: time.Second}, Binary: "/nonexistent/bootstrap"},
-		Source: provision.Mapping{Queue: &provision.Queue{Name: "tasks", URL: "http://127.0.0.1:1/tasks", ARN: "arn:aws:sqs:us-east-1:000000000000:tasks"},
-			BatchSize: 1, MaxConcurrency: 16, ReportItemFailure: true},
-		SQS: q, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Region: "us-east-1",
-		Interval: 10 * time.Millisecond, Idle: 50 * time.Millisecond,
-	}
+	m := testMapping(q, provision.Mapping{BatchSize: 1, MaxConcurrency: 16}, 10*time.Millisecond, 50*time.Millisecond)
 	m.Pause()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runMapping(t, m)
 
 	time.Sleep(200 * time.Millisecond)
 	assert.Zero(t, q.count(), "a paused mapping receives nothing")

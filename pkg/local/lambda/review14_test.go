@@ -3,8 +3,6 @@ package lambda
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"strconv"
 	"sync"
 	"testing"
@@ -72,17 +70,8 @@ func (q *windowQueue) DeleteMessageBatch(context.Context, *sqs.DeleteMessageBatc
 // Lambda invokes with what the window gathered. Fails on 3194a5b: Messages stays 0.
 func TestReceiveErrorInsideTheBatchingWindowDoesNotDropTheMessagesGathered(t *testing.T) {
 	q := &windowQueue{}
-	m := &Mapping{
-		Config: Config{Function: &provision.Function{Name: "fileflow-worker", Timeout: time.Second}, Binary: "/nonexistent/bootstrap"},
-		Source: provision.Mapping{Queue: &provision.Queue{Name: "tasks", URL: "http://127.0.0.1:1/tasks", ARN: "arn:aws:sqs:us-east-1:000000000000:tasks"},
-			BatchSize: 10, BatchingWindowSec: 1, MaxConcurrency: 1, ReportItemFailure: true},
-		SQS: q, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Region: "us-east-1",
-		Interval: 20 * time.Millisecond, Idle: time.Minute,
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	m := testMapping(q, provision.Mapping{BatchSize: 10, BatchingWindowSec: 1, MaxConcurrency: 1}, 20*time.Millisecond, time.Minute)
+	runMapping(t, m)
 	require.Eventually(t, func() bool { q.mu.Lock(); defer q.mu.Unlock(); return q.calls >= 3 }, 5*time.Second, 10*time.Millisecond)
 	// The invocation itself fails here (no binary); what matters is that the three
 	// messages were handed to one, not silently left in flight.
@@ -134,17 +123,8 @@ func (q *countingQueue) DeleteMessageBatch(context.Context, *sqs.DeleteMessageBa
 // ends with no environment.
 func TestPauseResumeNeverDropsAReceivedBatch(t *testing.T) {
 	q := &countingQueue{visible: 2000}
-	m := &Mapping{
-		Config: Config{Function: &provision.Function{Name: "fileflow-worker", Timeout: time.Second}, Binary: "/nonexistent/bootstrap"},
-		Source: provision.Mapping{Queue: &provision.Queue{Name: "tasks", URL: "http://127.0.0.1:1/tasks", ARN: "arn:aws:sqs:us-east-1:000000000000:tasks"},
-			BatchSize: 3, MaxConcurrency: 8, ReportItemFailure: true},
-		SQS: q, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Region: "us-east-1",
-		Interval: 2 * time.Millisecond, Idle: 5 * time.Millisecond,
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	m := testMapping(q, provision.Mapping{BatchSize: 3, MaxConcurrency: 8}, 2*time.Millisecond, 5*time.Millisecond)
+	runMapping(t, m)
 	for i := range 40 {
 		m.SetMaxConcurrency(2 << (i % 3))
 		time.Sleep(time.Duration(i%7) * time.Millisecond)
